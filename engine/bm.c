@@ -1,0 +1,1223 @@
+/*
+ * bm.c: the buffer manager: residency, guards, operations, eviction, space.
+ *
+ * The design follows vmcache (Leis et al., SIGMOD 2023): page p sits at
+ * base + p*4096 for the life of the pool; a page-state word per pid (see
+ * page_state.h) is the only synchronisation on the hit path; a hash set of
+ * resident pids doubles as the clock for eviction. What we add: checksums
+ * kept in a table beside the pages, a persistent allocator that reuses
+ * freed pages, write-back with io_uring, and an explicit restart protocol for
+ * C (bm_run / siglongjmp) in place of C++ exceptions.
+ *
+ * Frame accounting: bm->resident counts frames in use. A thread that needs a
+ * frame reserves one by compare-and-swap below bm->capacity, evicting a
+ * batch first when there is none; so the pool never holds more than
+ * capacity frames, and no lock is held while waiting for I/O.
+ */
+#include "engine/bm_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "engine/log.h"
+
+#define RSET_EMPTY UINT64_MAX
+#define RSET_TOMB  (UINT64_MAX - 1)
+
+/* Restart causes passed through siglongjmp. */
+enum { JUMP_RESTART = 1, JUMP_FAIL = 2, JUMP_SEGV = 3 };
+
+/* Spins on a busy lock before an operation that holds other guards gives
+ * up and restarts (so two operations can never wait on each other). */
+#define SPIN_LIMIT 1024
+/* Restarts for an out-of-range pid before we call it corruption. */
+#define BAD_PID_LIMIT 64
+
+static _Thread_local struct bm_op *tls_op;
+static _Thread_local uint64_t tls_bm_id;
+static _Thread_local struct bm_thread *tls_thread;
+static _Atomic uint64_t bm_next_id = 1;
+
+static struct sigaction segv_previous;
+static pthread_mutex_t segv_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static inline ps_word *state_of(struct bm *bm, uint64_t pid)
+{
+	return &bm->state[pid];
+}
+
+void *bm_page(struct bm *bm, uint64_t pid)
+{
+	return bm->base + (pid << BM_PAGE_SHIFT);
+}
+
+uint64_t bm_page_count(const struct bm *bm)
+{
+	return bm->page_count;
+}
+
+uint64_t bm_first_data_pid(const struct bm *bm)
+{
+	return bm->first_data;
+}
+
+bool bm_was_clean(const struct bm *bm)
+{
+	return bm->was_clean;
+}
+
+static void cpu_relax(unsigned spins)
+{
+	if (spins < 64)
+		__builtin_ia32_pause();
+	else
+		sched_yield();
+}
+
+/* ------------------------------------------------------------------ */
+/* Resident set                                                       */
+
+static uint64_t rset_hash(uint64_t pid)
+{
+	/* A multiplicative hash spreads consecutive pids (extents, tree
+	 * levels allocated together) over the table. */
+	return (pid * UINT64_C(0x9E3779B97F4A7C15)) >> 11;
+}
+
+static int rset_init(struct bm_rset *rs, uint64_t frames)
+{
+	uint64_t n = 64;
+	while (n < frames + frames / 2)
+		n <<= 1;
+	rs->slots = mmap(NULL, n * 8, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (rs->slots == MAP_FAILED) {
+		rs->slots = NULL;
+		return -ENOMEM;
+	}
+	memset((void *)rs->slots, 0xff, n * 8);
+	rs->mask = n - 1;
+	atomic_init(&rs->clock, 0);
+	return 0;
+}
+
+static void rset_free(struct bm_rset *rs)
+{
+	if (rs->slots)
+		munmap((void *)rs->slots, (rs->mask + 1) * 8);
+}
+
+static void rset_insert(struct bm_rset *rs, uint64_t pid)
+{
+	uint64_t i = rset_hash(pid) & rs->mask;
+	for (;;) {
+		uint64_t cur = atomic_load_explicit(&rs->slots[i], memory_order_relaxed);
+		if ((cur == RSET_EMPTY || cur == RSET_TOMB) &&
+		    atomic_compare_exchange_strong(&rs->slots[i], &cur, pid))
+			return;
+		i = (i + 1) & rs->mask;
+	}
+}
+
+static void rset_remove(struct bm_rset *rs, uint64_t pid)
+{
+	uint64_t i = rset_hash(pid) & rs->mask;
+	for (uint64_t n = 0; n <= rs->mask; n++) {
+		uint64_t cur = atomic_load_explicit(&rs->slots[i], memory_order_relaxed);
+		if (cur == RSET_EMPTY)
+			break;
+		if (cur == pid) {
+			atomic_store_explicit(&rs->slots[i], RSET_TOMB, memory_order_relaxed);
+			return;
+		}
+		i = (i + 1) & rs->mask;
+	}
+	vs_log(VS_LOG_ERR, "internal: pid %llu missing from the resident set",
+	       (unsigned long long)pid);
+	abort();
+}
+
+/* ------------------------------------------------------------------ */
+/* Threads                                                            */
+
+static void counters_add(struct bm_counters *dst, const struct bm_counters *src)
+{
+#define ADD(f) atomic_fetch_add_explicit(&dst->f, atomic_load(&src->f), memory_order_relaxed)
+	ADD(hits); ADD(loads); ADD(zero_loads); ADD(evictions); ADD(evict_batches);
+	ADD(writebacks); ADD(read_bytes); ADD(write_bytes); ADD(csum_errors); ADD(io_errors);
+	ADD(restarts); ADD(segv_restarts);
+#undef ADD
+}
+
+static void thread_release(struct bm_thread *t)
+{
+	struct bm *bm = t->bm;
+	counters_add(&bm->retired, &t->c);
+	if (t->prev)
+		t->prev->next = t->next;
+	else
+		bm->threads = t->next;
+	if (t->next)
+		t->next->prev = t->prev;
+	if (t->ring_ok)
+		io_uring_queue_exit(&t->ring);
+	mem_thread_detach(bm->mem, t->iface);
+	free(t->staging);
+	free(t);
+}
+
+static void thread_destructor(void *p)
+{
+	struct bm_thread *t = p;
+	struct bm *bm = t->bm;
+	pthread_mutex_lock(&bm->threads_mu);
+	thread_release(t);
+	pthread_mutex_unlock(&bm->threads_mu);
+}
+
+static struct bm_thread *thread_get(struct bm *bm)
+{
+	struct bm_thread *t;
+
+	if (tls_bm_id == bm->id)
+		return tls_thread;
+	t = pthread_getspecific(bm->key);
+	if (!t) {
+		t = calloc(1, sizeof(*t));
+		if (!t || posix_memalign((void **)&t->staging, BM_PAGE_SIZE,
+					 (size_t)bm->batch * BM_PAGE_SIZE)) {
+			vs_log(VS_LOG_ERR, "out of memory for a thread context");
+			abort();
+		}
+		t->bm = bm;
+		t->iface = mem_thread_attach(bm->mem);
+		if (t->iface < 0) {
+			vs_log(VS_LOG_ERR, "no backend interface left for a new thread");
+			abort();
+		}
+		pthread_mutex_lock(&bm->threads_mu);
+		t->next = bm->threads;
+		if (t->next)
+			t->next->prev = t;
+		bm->threads = t;
+		pthread_mutex_unlock(&bm->threads_mu);
+		pthread_setspecific(bm->key, t);
+	}
+	tls_bm_id = bm->id;
+	tls_thread = t;
+	return t;
+}
+
+/* ------------------------------------------------------------------ */
+/* Operations                                                         */
+
+static void hold_add(struct bm_op *op, uint64_t pid, enum bm_mode mode)
+{
+	if (op->nheld == BM_MAX_HELD) {
+		vs_log(VS_LOG_ERR, "internal: an operation holds more than %d guards",
+		       BM_MAX_HELD);
+		abort();
+	}
+	op->held[op->nheld].pid = pid;
+	op->held[op->nheld].mode = mode;
+	op->nheld++;
+}
+
+static void hold_remove(struct bm_op *op, uint64_t pid)
+{
+	for (int i = op->nheld - 1; i >= 0; i--) {
+		if (op->held[i].pid == pid) {
+			op->held[i] = op->held[op->nheld - 1];
+			op->nheld--;
+			return;
+		}
+	}
+	vs_log(VS_LOG_ERR, "internal: releasing page %llu that the operation does not hold",
+	       (unsigned long long)pid);
+	abort();
+}
+
+static void unlock_x(struct bm *bm, uint64_t pid, bool dirty)
+{
+	if (ps_unlock_x(state_of(bm, pid), dirty))
+		atomic_fetch_add_explicit(&bm->dirty, 1, memory_order_relaxed);
+}
+
+/* Release every guard the operation holds. An X guard is released dirty:
+ * the contract says nothing was changed before a restart, but a failure
+ * may come after changes that must not be lost. */
+static void release_all(struct bm_op *op)
+{
+	while (op->nheld > 0) {
+		op->nheld--;
+		uint64_t pid = op->held[op->nheld].pid;
+		if (op->held[op->nheld].mode == BM_S)
+			ps_unlock_s(state_of(op->bm, pid));
+		else
+			unlock_x(op->bm, pid, true);
+	}
+}
+
+static void segv_handler(int sig, siginfo_t *si, void *uctx)
+{
+	struct bm_op *op = tls_op;
+	uint8_t *addr = si->si_addr;
+
+	if (op && addr >= op->bm->base &&
+	    addr < op->bm->base + (op->bm->page_count << BM_PAGE_SHIFT)) {
+		BM_COUNT(op->thread, segv_restarts, 1);
+		siglongjmp(op->env, JUMP_SEGV);
+	}
+	/* Not ours: put the previous disposition back and return, so the
+	 * instruction faults again and the process dies (or the previous
+	 * handler, e.g. a sanitizer's, reports it) as it would without us. */
+	sigaction(SIGSEGV, &segv_previous, NULL);
+}
+
+/* Install the handler unless it is in place already. Checked at every open,
+ * not once per process: a test harness or a library may have put its own
+ * handler in since (ours then chains to it for faults outside the pool). */
+static void segv_install(void)
+{
+	struct sigaction sa, cur;
+	pthread_mutex_lock(&segv_mu);
+	sigaction(SIGSEGV, NULL, &cur);
+	if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == segv_handler) {
+		pthread_mutex_unlock(&segv_mu);
+		return;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = segv_handler;
+	/* NODEFER: we leave the handler by siglongjmp without restoring the
+	 * mask (sigsetjmp(env, 0)), so SIGSEGV must not be blocked in it. */
+	sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGSEGV, &sa, &segv_previous);
+	pthread_mutex_unlock(&segv_mu);
+}
+
+int bm_run(struct bm *bm, bm_op_fn fn, void *arg)
+{
+	/* The op lives in memory (its address escapes to fn and tls_op), so
+	 * its fields are re-read after a siglongjmp, not kept in registers. */
+	struct bm_op op;
+	int jr, r;
+
+	op.bm = bm;
+	op.thread = thread_get(bm);
+	op.outer = tls_op;
+	op.nheld = 0;
+	op.err = 0;
+	op.restarts = 0;
+	tls_op = &op;
+
+	jr = sigsetjmp(op.env, 0);
+	if (jr != 0) {
+		tls_op = &op;
+		release_all(&op);
+		if (jr == JUMP_FAIL) {
+			tls_op = op.outer;
+			return op.err;
+		}
+		op.restarts++;
+		BM_COUNT(op.thread, restarts, 1);
+		if (op.restarts > 8)
+			cpu_relax(op.restarts);
+	}
+	r = fn(&op, arg);
+	if (op.nheld != 0) {
+		vs_log(VS_LOG_ERR, "internal: an operation returned holding %d guards", op.nheld);
+		abort();
+	}
+	tls_op = op.outer;
+	return r;
+}
+
+_Noreturn void bm_restart(struct bm_op *op)
+{
+	siglongjmp(op->env, JUMP_RESTART);
+}
+
+_Noreturn void bm_fail(struct bm_op *op, int err)
+{
+	op->err = err;
+	siglongjmp(op->env, JUMP_FAIL);
+}
+
+/* A pid read from a page may be garbage when the read was optimistic; a
+ * restart re-reads it. When it stays out of range the page itself is bad. */
+static void check_pid(struct bm_op *op, uint64_t pid)
+{
+	if (pid < op->bm->page_count && pid != 0)
+		return;
+	if (op->restarts < BAD_PID_LIMIT)
+		bm_restart(op);
+	bm_fail(op, VS_CORRUPT("reference to page %llu outside the image (%llu pages)",
+			       (unsigned long long)pid,
+			       (unsigned long long)op->bm->page_count));
+}
+
+/* ------------------------------------------------------------------ */
+/* Faulting in                                                        */
+
+static void evict_batch(struct bm *bm, struct bm_thread *t);
+
+/* Reserve a frame, evicting while the pool is full. */
+static void frame_reserve(struct bm *bm, struct bm_thread *t)
+{
+	for (unsigned spins = 0;; spins++) {
+		uint64_t n = atomic_load_explicit(&bm->resident, memory_order_relaxed);
+		if (n < bm->capacity) {
+			if (atomic_compare_exchange_weak(&bm->resident, &n, n + 1))
+				return;
+			continue;
+		}
+		evict_batch(bm, t);
+		if (spins > 4)
+			cpu_relax(spins);
+	}
+}
+
+/* Bring page @pid in. The caller holds it PS_LOCKED (taken from EVICTED).
+ * On failure the page is put back as evicted and the operation fails. */
+static void page_load(struct bm_op *op, uint64_t pid, bool fresh)
+{
+	struct bm *bm = op->bm;
+	struct bm_thread *t = op->thread;
+	uint64_t want = atomic_load_explicit(&bm->csum[pid], memory_order_relaxed);
+	int r;
+
+	frame_reserve(bm, t);
+	for (;;) {
+		if (fresh || want == 0)
+			r = mem_alloc(bm->mem, t->iface, pid);
+		else
+			r = mem_read(bm->mem, t->iface, pid);
+		if (r != -ENOMEM)
+			break;
+		evict_batch(bm, t); /* exmap: out of frames */
+	}
+	if (r == 0 && !fresh && want != 0) {
+		uint64_t got = bm_page_csum(bm_page(bm, pid));
+		BM_COUNT(t, loads, 1);
+		BM_COUNT(t, read_bytes, BM_PAGE_SIZE);
+		if (got != want) {
+			BM_COUNT(t, csum_errors, 1);
+			vs_log(VS_LOG_ERR, "%s: checksum mismatch on page %llu (image offset %llu): "
+					   "expected %016llx, found %016llx", bm->path,
+			       (unsigned long long)pid,
+			       (unsigned long long)(pid << BM_PAGE_SHIFT),
+			       (unsigned long long)want, (unsigned long long)got);
+			r = -EUCLEAN;
+		}
+	} else if (r == 0) {
+		BM_COUNT(t, zero_loads, 1);
+	} else {
+		BM_COUNT(t, io_errors, 1);
+		vs_log(VS_LOG_ERR, "%s: cannot read page %llu: %s", bm->path,
+		       (unsigned long long)pid, strerror(-r));
+	}
+	if (r < 0) {
+		uint64_t p = pid;
+		mem_free(bm->mem, t->iface, &p, 1);
+		atomic_fetch_sub(&bm->resident, 1);
+		ps_unlock_evicted(state_of(bm, pid));
+		bm_fail(op, r == -EUCLEAN ? -EUCLEAN : -EIO);
+	}
+	rset_insert(&bm->rset, pid);
+}
+
+/* Load an evicted page we just locked, and leave it locked. */
+static inline void *fix_loaded_x(struct bm_op *op, uint64_t pid, bool fresh)
+{
+	page_load(op, pid, fresh);
+	return bm_page(op->bm, pid);
+}
+
+const void *bm_fix_o(struct bm_op *op, uint64_t pid, struct bm_guard *g)
+{
+	struct bm *bm = op->bm;
+	ps_word *ps;
+
+	check_pid(op, pid);
+	ps = state_of(bm, pid);
+	for (unsigned spins = 0;; spins++) {
+		uint64_t w = ps_load(ps);
+		unsigned s = ps_state(w);
+		if (s == PS_EVICTED) {
+			if (ps_try_lock_x(ps, w)) {
+				fix_loaded_x(op, pid, false);
+				ps_unlock_x(ps, false);
+			}
+			continue;
+		}
+		if (s == PS_LOCKED) {
+			if (op->nheld > 0 && spins > SPIN_LIMIT)
+				bm_restart(op);
+			cpu_relax(spins);
+			continue;
+		}
+		if (s == PS_MARKED)
+			ps_clear_mark(ps, w);
+		BM_COUNT(op->thread, hits, 1);
+		g->pid = pid;
+		g->version = w;
+		g->mode = BM_O;
+		g->page = bm_page(bm, pid);
+		return g->page;
+	}
+}
+
+void bm_check(struct bm_op *op, const struct bm_guard *g)
+{
+	/* Everything read from the page must be read before the state word
+	 * is looked at again. */
+	atomic_thread_fence(memory_order_acquire);
+	uint64_t w = atomic_load_explicit(state_of(op->bm, g->pid), memory_order_relaxed);
+	if (w == g->version)
+		return;
+	if (ps_version(w) == ps_version(g->version)) {
+		unsigned s = ps_state(w);
+		if (s != PS_EVICTED && s != PS_LOCKED)
+			return; /* only readers came and went, or the mark moved */
+	}
+	bm_restart(op);
+}
+
+const void *bm_fix_s(struct bm_op *op, uint64_t pid, struct bm_guard *g)
+{
+	struct bm *bm = op->bm;
+	ps_word *ps;
+
+	check_pid(op, pid);
+	ps = state_of(bm, pid);
+	for (unsigned spins = 0;; spins++) {
+		uint64_t w = ps_load(ps);
+		unsigned s = ps_state(w);
+		if (s == PS_EVICTED) {
+			if (ps_try_lock_x(ps, w)) {
+				fix_loaded_x(op, pid, false);
+				ps_unlock_x(ps, false);
+			}
+			continue;
+		}
+		if (ps_try_lock_s(ps, w)) {
+			BM_COUNT(op->thread, hits, 1);
+			break;
+		}
+		if (op->nheld > 0 && spins > SPIN_LIMIT)
+			bm_restart(op);
+		cpu_relax(spins);
+	}
+	hold_add(op, pid, BM_S);
+	g->pid = pid;
+	g->mode = BM_S;
+	g->version = 0;
+	g->page = bm_page(bm, pid);
+	return g->page;
+}
+
+static void *fix_x(struct bm_op *op, uint64_t pid, struct bm_guard *g, bool fresh)
+{
+	struct bm *bm = op->bm;
+	ps_word *ps;
+
+	check_pid(op, pid);
+	ps = state_of(bm, pid);
+	for (unsigned spins = 0;; spins++) {
+		uint64_t w = ps_load(ps);
+		if (ps_try_lock_x(ps, w)) {
+			if (ps_state(w) == PS_EVICTED)
+				fix_loaded_x(op, pid, fresh);
+			else
+				BM_COUNT(op->thread, hits, 1);
+			break;
+		}
+		if (op->nheld > 0 && spins > SPIN_LIMIT)
+			bm_restart(op);
+		cpu_relax(spins);
+	}
+	hold_add(op, pid, BM_X);
+	g->pid = pid;
+	g->mode = BM_X;
+	g->version = 0;
+	g->page = bm_page(bm, pid);
+	return g->page;
+}
+
+void *bm_fix_x(struct bm_op *op, uint64_t pid, struct bm_guard *g)
+{
+	return fix_x(op, pid, g, false);
+}
+
+void *bm_fix_x_new(struct bm_op *op, uint64_t pid, struct bm_guard *g)
+{
+	return fix_x(op, pid, g, true);
+}
+
+void bm_upgrade_x(struct bm_op *op, struct bm_guard *g)
+{
+	ps_word *ps = state_of(op->bm, g->pid);
+	for (unsigned spins = 0;; spins++) {
+		uint64_t w = ps_load(ps);
+		if (ps_version(w) != ps_version(g->version))
+			bm_restart(op);
+		unsigned s = ps_state(w);
+		if (ps_is_free(s)) {
+			if (ps_cas(ps, &w, ps_with_state(w, PS_LOCKED)))
+				break;
+			continue;
+		}
+		if (s == PS_LOCKED || s == PS_EVICTED || spins > SPIN_LIMIT)
+			bm_restart(op);
+		cpu_relax(spins); /* readers will leave */
+	}
+	hold_add(op, g->pid, BM_X);
+	g->mode = BM_X;
+}
+
+void bm_upgrade_s(struct bm_op *op, struct bm_guard *g)
+{
+	ps_word *ps = state_of(op->bm, g->pid);
+	for (;;) {
+		uint64_t w = ps_load(ps);
+		if (ps_version(w) != ps_version(g->version))
+			bm_restart(op);
+		unsigned s = ps_state(w);
+		if (s == PS_LOCKED || s == PS_EVICTED || s == PS_SHARED_MAX)
+			bm_restart(op);
+		if (ps_try_lock_s(ps, w))
+			break;
+	}
+	hold_add(op, g->pid, BM_S);
+	g->mode = BM_S;
+}
+
+void bm_unfix(struct bm_op *op, struct bm_guard *g)
+{
+	switch (g->mode) {
+	case BM_O:
+		bm_check(op, g);
+		break;
+	case BM_S:
+		hold_remove(op, g->pid);
+		ps_unlock_s(state_of(op->bm, g->pid));
+		break;
+	case BM_X:
+		hold_remove(op, g->pid);
+		unlock_x(op->bm, g->pid, true);
+		break;
+	}
+	g->mode = 0;
+}
+
+void bm_unfix_clean(struct bm_op *op, struct bm_guard *g)
+{
+	if (g->mode != BM_X) {
+		bm_unfix(op, g);
+		return;
+	}
+	hold_remove(op, g->pid);
+	unlock_x(op->bm, g->pid, false);
+	g->mode = 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Write-back and eviction                                            */
+
+static bool ring_ready(struct bm_thread *t)
+{
+	if (t->ring_ok)
+		return true;
+	if (t->ring_failed)
+		return false;
+	if (io_uring_queue_init(BM_BATCH_MAX, &t->ring, 0) == 0) {
+		t->ring_ok = true;
+		return true;
+	}
+	t->ring_failed = true;
+	vs_log(VS_LOG_WARN, "io_uring unavailable, writing back with pwrite");
+	return false;
+}
+
+/*
+ * Write back @n pages the caller holds shared (their bytes cannot change),
+ * together: copy each into the thread's staging area, checksum the copy,
+ * submit all writes at once and wait. Sets res[i] to 0 or a negative errno.
+ * On success the checksum table entry is updated and the dirty bit cleared.
+ */
+static void write_pages(struct bm *bm, struct bm_thread *t, const uint64_t *pids, unsigned n,
+			int *res)
+{
+	uint64_t sums[BM_BATCH_MAX];
+
+	for (unsigned i = 0; i < n; i++) {
+		memcpy(t->staging + (size_t)i * BM_PAGE_SIZE, bm_page(bm, pids[i]), BM_PAGE_SIZE);
+		sums[i] = bm_page_csum(t->staging + (size_t)i * BM_PAGE_SIZE);
+		res[i] = 0;
+	}
+	if (ring_ready(t)) {
+		for (unsigned i = 0; i < n; i++) {
+			struct io_uring_sqe *sqe = io_uring_get_sqe(&t->ring);
+			io_uring_prep_write(sqe, bm->fd, t->staging + (size_t)i * BM_PAGE_SIZE,
+					    BM_PAGE_SIZE, pids[i] << BM_PAGE_SHIFT);
+			io_uring_sqe_set_data64(sqe, i);
+		}
+		int r = io_uring_submit_and_wait(&t->ring, n);
+		if (r < 0) {
+			for (unsigned i = 0; i < n; i++)
+				res[i] = r;
+		}
+		for (unsigned done = 0; r >= 0 && done < n; done++) {
+			struct io_uring_cqe *cqe;
+			int w = io_uring_wait_cqe(&t->ring, &cqe);
+			if (w < 0) {
+				for (unsigned i = 0; i < n; i++)
+					res[i] = res[i] ? res[i] : w;
+				break;
+			}
+			unsigned i = (unsigned)io_uring_cqe_get_data64(cqe);
+			if (cqe->res != (int)BM_PAGE_SIZE) {
+				/* A short write is retried synchronously. */
+				res[i] = cqe->res < 0 ? cqe->res
+						      : bm_pwrite_all(bm->fd,
+								      t->staging + (size_t)i *
+										   BM_PAGE_SIZE,
+								      BM_PAGE_SIZE,
+								      pids[i] << BM_PAGE_SHIFT);
+			}
+			io_uring_cqe_seen(&t->ring, cqe);
+		}
+	} else {
+		for (unsigned i = 0; i < n; i++)
+			res[i] = bm_pwrite_all(bm->fd, t->staging + (size_t)i * BM_PAGE_SIZE,
+					       BM_PAGE_SIZE, pids[i] << BM_PAGE_SHIFT);
+	}
+	for (unsigned i = 0; i < n; i++) {
+		if (res[i] < 0) {
+			BM_COUNT(t, io_errors, 1);
+			vs_log(VS_LOG_ERR, "%s: cannot write page %llu: %s", bm->path,
+			       (unsigned long long)pids[i], strerror(-res[i]));
+			continue;
+		}
+		bm_csum_set(bm, pids[i], sums[i]);
+		uint64_t old = atomic_fetch_and_explicit(state_of(bm, pids[i]), ~PS_DIRTY,
+							 memory_order_acq_rel);
+		if (old & PS_DIRTY)
+			atomic_fetch_sub_explicit(&bm->dirty, 1, memory_order_relaxed);
+		BM_COUNT(t, writebacks, 1);
+		BM_COUNT(t, write_bytes, BM_PAGE_SIZE);
+	}
+}
+
+/* Drop the frames of @n pages the caller holds exclusively and clean. */
+static void drop_frames(struct bm *bm, struct bm_thread *t, const uint64_t *pids, unsigned n)
+{
+	if (n == 0)
+		return;
+	int r = mem_free(bm->mem, t->iface, pids, n);
+	if (r < 0) {
+		/* The frames stay mapped: the pages stay resident. */
+		vs_log(VS_LOG_ERR, "cannot release %u frames: %s", n, strerror(-r));
+		for (unsigned i = 0; i < n; i++)
+			ps_unlock_x(state_of(bm, pids[i]), false);
+		return;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		rset_remove(&bm->rset, pids[i]);
+		ps_unlock_evicted(state_of(bm, pids[i]));
+	}
+	atomic_fetch_sub(&bm->resident, n);
+	BM_COUNT(t, evictions, n);
+}
+
+/*
+ * One clock pass: walk the resident set from the clock hand, marking
+ * unlocked pages and collecting pages that were already marked (nobody used
+ * them since the hand last passed). Clean candidates are locked exclusively
+ * at once; dirty ones shared, written back as one batch, then upgraded.
+ */
+static void evict_batch(struct bm *bm, struct bm_thread *t)
+{
+	uint64_t clean[BM_BATCH_MAX], dirty[BM_BATCH_MAX];
+	int res[BM_BATCH_MAX];
+	unsigned nc = 0, nd = 0;
+	const uint64_t want = bm->batch;
+	const uint64_t slots = bm->rset.mask + 1;
+
+	for (uint64_t seen = 0; nc + nd < want && seen < 2 * slots;) {
+		uint64_t start = atomic_fetch_add(&bm->rset.clock, 64);
+		for (uint64_t k = 0; k < 64 && nc + nd < want; k++, seen++) {
+			uint64_t pid = atomic_load_explicit(&bm->rset.slots[(start + k) & bm->rset.mask],
+							    memory_order_relaxed);
+			if (pid >= RSET_TOMB)
+				continue;
+			ps_word *ps = state_of(bm, pid);
+			uint64_t w = ps_load(ps);
+			if (ps_state(w) == PS_UNLOCKED) {
+				ps_try_mark(ps, w);
+			} else if (ps_state(w) == PS_MARKED) {
+				if (ps_dirty(w)) {
+					if (ps_try_lock_s(ps, w))
+						dirty[nd++] = pid;
+				} else if (ps_try_lock_x(ps, w)) {
+					clean[nc++] = pid;
+				}
+			}
+		}
+	}
+	if (nd > 0) {
+		write_pages(bm, t, dirty, nd, res);
+		for (unsigned i = 0; i < nd; i++) {
+			if (res[i] == 0 && ps_try_upgrade_sx(state_of(bm, dirty[i])))
+				clean[nc++] = dirty[i];
+			else
+				ps_unlock_s(state_of(bm, dirty[i]));
+		}
+	}
+	drop_frames(bm, t, clean, nc);
+	BM_COUNT(t, evict_batches, 1);
+}
+
+/* Visit every resident pid (a snapshot: pages may come and go meanwhile). */
+static void rset_each(struct bm *bm, void (*fn)(struct bm *, uint64_t, void *), void *arg)
+{
+	for (uint64_t i = 0; i <= bm->rset.mask; i++) {
+		uint64_t pid = atomic_load_explicit(&bm->rset.slots[i], memory_order_relaxed);
+		if (pid < RSET_TOMB)
+			fn(bm, pid, arg);
+	}
+}
+
+struct flush_ctx {
+	struct bm_thread *t;
+	uint64_t pids[BM_BATCH_MAX];
+	int res[BM_BATCH_MAX];
+	unsigned n;
+	int err;
+};
+
+static void flush_batch(struct bm *bm, struct flush_ctx *f)
+{
+	write_pages(bm, f->t, f->pids, f->n, f->res);
+	for (unsigned i = 0; i < f->n; i++) {
+		if (f->res[i] < 0 && f->err == 0)
+			f->err = f->res[i];
+		ps_unlock_s(state_of(bm, f->pids[i]));
+	}
+	f->n = 0;
+}
+
+static void flush_one(struct bm *bm, uint64_t pid, void *arg)
+{
+	struct flush_ctx *f = arg;
+	ps_word *ps = state_of(bm, pid);
+	for (unsigned spins = 0;; spins++) {
+		uint64_t w = ps_load(ps);
+		if (!ps_dirty(w) || ps_state(w) == PS_EVICTED)
+			return;
+		if (ps_try_lock_s(ps, w))
+			break;
+		cpu_relax(spins); /* a writer holds it; it will be done soon */
+	}
+	f->pids[f->n++] = pid;
+	if (f->n == bm->batch) /* the staging area holds one batch */
+		flush_batch(bm, f);
+}
+
+static int write_dirty(struct bm *bm)
+{
+	struct flush_ctx *f = calloc(1, sizeof(*f));
+	int r;
+	if (!f)
+		return -ENOMEM;
+	f->t = thread_get(bm);
+	rset_each(bm, flush_one, f);
+	if (f->n)
+		flush_batch(bm, f);
+	r = f->err;
+	free(f);
+	return r;
+}
+
+int bm_flush(struct bm *bm)
+{
+	int r;
+	if (bm->read_only)
+		return 0;
+	pthread_mutex_lock(&bm->flush_mu);
+	r = write_dirty(bm);
+	if (r == 0)
+		r = bm_meta_write(bm, false);
+	if (r == 0 && fdatasync(bm->fd) < 0)
+		r = -errno;
+	pthread_mutex_unlock(&bm->flush_mu);
+	return r;
+}
+
+struct evict_all_ctx {
+	struct bm_thread *t;
+	uint64_t pids[BM_BATCH_MAX];
+	unsigned n;
+	int64_t dropped;
+};
+
+static void evict_all_one(struct bm *bm, uint64_t pid, void *arg)
+{
+	struct evict_all_ctx *e = arg;
+	ps_word *ps = state_of(bm, pid);
+	uint64_t w = ps_load(ps);
+	if (ps_dirty(w) || !ps_is_free(ps_state(w)) || !ps_try_lock_x(ps, w))
+		return;
+	e->pids[e->n++] = pid;
+	if (e->n == BM_BATCH_MAX) {
+		drop_frames(bm, e->t, e->pids, e->n);
+		e->dropped += e->n;
+		e->n = 0;
+	}
+}
+
+int64_t bm_evict_all(struct bm *bm, bool write_dirty_first)
+{
+	struct evict_all_ctx *e;
+	int64_t dropped;
+
+	if (write_dirty_first && !bm->read_only) {
+		int r = write_dirty(bm);
+		if (r < 0)
+			return r;
+	}
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	e->t = thread_get(bm);
+	rset_each(bm, evict_all_one, e);
+	drop_frames(bm, e->t, e->pids, e->n);
+	dropped = e->dropped + e->n;
+	free(e);
+	return dropped;
+}
+
+/* ------------------------------------------------------------------ */
+/* Space                                                              */
+
+static bool bit_get(const uint64_t *bits, uint64_t i)
+{
+	return (bits[i / 64] >> (i % 64)) & 1;
+}
+
+static void bits_set(struct bm *bm, uint64_t first, uint64_t n, bool on)
+{
+	for (uint64_t i = first; i < first + n; i++) {
+		if (on)
+			bm->bitmap[i / 64] |= UINT64_C(1) << (i % 64);
+		else
+			bm->bitmap[i / 64] &= ~(UINT64_C(1) << (i % 64));
+		bm->bmp_dirty[i / BM_PIDS_PER_BMP] = 1;
+	}
+}
+
+/* Find @n clear bits in a row within [from, to); BM_PID_NONE if none. */
+static uint64_t find_run(struct bm *bm, uint64_t from, uint64_t to, uint64_t n)
+{
+	uint64_t run = 0, start = from;
+	for (uint64_t i = from; i < to;) {
+		if (i % 64 == 0 && run == 0 && bm->bitmap[i / 64] == UINT64_MAX) {
+			i += 64; /* a full word: skip it whole */
+			start = i;
+			continue;
+		}
+		if (bit_get(bm->bitmap, i)) {
+			run = 0;
+			start = ++i;
+			continue;
+		}
+		if (++run == n)
+			return start;
+		i++;
+	}
+	return BM_PID_NONE;
+}
+
+int bm_alloc(struct bm *bm, uint64_t n, uint64_t hint, uint64_t *ret_first)
+{
+	uint64_t first;
+
+	if (n == 0 || bm->read_only)
+		return n == 0 ? -EINVAL : -EROFS;
+	pthread_mutex_lock(&bm->alloc_mu);
+	if (bm->free_pages < n) {
+		pthread_mutex_unlock(&bm->alloc_mu);
+		return -ENOSPC;
+	}
+	if (hint == BM_PID_NONE || hint < bm->first_data || hint >= bm->page_count)
+		hint = bm->alloc_next;
+	first = find_run(bm, hint, bm->page_count, n);
+	if (first == BM_PID_NONE)
+		first = find_run(bm, bm->first_data, hint + n < bm->page_count ? hint + n
+									 : bm->page_count, n);
+	if (first == BM_PID_NONE) {
+		pthread_mutex_unlock(&bm->alloc_mu);
+		return -ENOSPC; /* enough pages, but not in a row */
+	}
+	bits_set(bm, first, n, true);
+	bm->free_pages -= n;
+	bm->alloc_next = first + n < bm->page_count ? first + n : bm->first_data;
+	pthread_mutex_unlock(&bm->alloc_mu);
+
+	/* A reused page must read as zeros, not as what it held before. */
+	for (uint64_t p = first; p < first + n; p++)
+		if (atomic_load_explicit(&bm->csum[p], memory_order_relaxed) != 0)
+			bm_csum_set(bm, p, 0);
+	*ret_first = first;
+	return 0;
+}
+
+/* Take one page out of the pool for good: wait until nobody holds it, drop
+ * its frame without writing it, and bump its version. */
+static void page_discard(struct bm *bm, struct bm_thread *t, uint64_t pid)
+{
+	ps_word *ps = state_of(bm, pid);
+	uint64_t w;
+	for (unsigned spins = 0;; spins++) {
+		w = ps_load(ps);
+		if (ps_try_lock_x(ps, w))
+			break;
+		cpu_relax(spins);
+	}
+	if (ps_state(w) == PS_EVICTED) {
+		ps_unlock_evicted(ps);
+		return;
+	}
+	if (ps_dirty(w))
+		atomic_fetch_sub_explicit(&bm->dirty, 1, memory_order_relaxed);
+	drop_frames(bm, t, &pid, 1);
+}
+
+void bm_free(struct bm *bm, uint64_t first, uint64_t n)
+{
+	struct bm_thread *t = thread_get(bm);
+
+	if (first < bm->first_data || first + n > bm->page_count || n == 0) {
+		vs_log(VS_LOG_ERR, "internal: freeing pages %llu+%llu outside the data area",
+		       (unsigned long long)first, (unsigned long long)n);
+		abort();
+	}
+	for (uint64_t p = first; p < first + n; p++) {
+		page_discard(bm, t, p);
+		bm_csum_set(bm, p, 0);
+	}
+	pthread_mutex_lock(&bm->alloc_mu);
+	for (uint64_t p = first; p < first + n; p++) {
+		if (!bit_get(bm->bitmap, p)) {
+			vs_log(VS_LOG_ERR, "internal: double free of page %llu",
+			       (unsigned long long)p);
+			abort();
+		}
+	}
+	bits_set(bm, first, n, false);
+	bm->free_pages += n;
+	pthread_mutex_unlock(&bm->alloc_mu);
+}
+
+bool bm_is_allocated(struct bm *bm, uint64_t pid)
+{
+	bool r;
+	if (pid >= bm->page_count)
+		return false;
+	pthread_mutex_lock(&bm->alloc_mu);
+	r = bit_get(bm->bitmap, pid);
+	pthread_mutex_unlock(&bm->alloc_mu);
+	return r;
+}
+
+bool bm_is_resident(struct bm *bm, uint64_t pid)
+{
+	if (pid >= bm->page_count)
+		return false;
+	return ps_state(ps_load(state_of(bm, pid))) != PS_EVICTED;
+}
+
+/* ------------------------------------------------------------------ */
+/* Open and close                                                     */
+
+void bm_stats_get(struct bm *bm, struct bm_stats *ret)
+{
+	struct bm_counters sum;
+	memset(&sum, 0, sizeof(sum));
+	pthread_mutex_lock(&bm->threads_mu);
+	counters_add(&sum, &bm->retired);
+	for (struct bm_thread *t = bm->threads; t; t = t->next)
+		counters_add(&sum, &t->c);
+	pthread_mutex_unlock(&bm->threads_mu);
+
+	memset(ret, 0, sizeof(*ret));
+	ret->page_count = bm->page_count;
+	ret->capacity_pages = bm->capacity;
+	ret->resident_pages = atomic_load(&bm->resident);
+	int64_t d = atomic_load(&bm->dirty);
+	ret->dirty_pages = d > 0 ? (uint64_t)d : 0;
+	pthread_mutex_lock(&bm->alloc_mu);
+	ret->free_pages = bm->free_pages;
+	pthread_mutex_unlock(&bm->alloc_mu);
+	ret->hits = sum.hits;
+	ret->loads = sum.loads;
+	ret->zero_loads = sum.zero_loads;
+	ret->evictions = sum.evictions;
+	ret->evict_batches = sum.evict_batches;
+	ret->writebacks = sum.writebacks;
+	ret->read_bytes = sum.read_bytes;
+	ret->write_bytes = sum.write_bytes;
+	ret->csum_errors = sum.csum_errors;
+	ret->io_errors = sum.io_errors;
+	ret->restarts = sum.restarts;
+	ret->segv_restarts = sum.segv_restarts;
+	ret->backend = mem_name(bm->mem);
+}
+
+static void bm_destroy(struct bm *bm)
+{
+	pthread_mutex_lock(&bm->threads_mu);
+	while (bm->threads)
+		thread_release(bm->threads);
+	pthread_mutex_unlock(&bm->threads_mu);
+	if (tls_bm_id == bm->id)
+		tls_bm_id = 0;
+	pthread_key_delete(bm->key);
+	mem_close(bm->mem);
+	if (bm->state)
+		munmap((void *)bm->state, bm->page_count * sizeof(ps_word));
+	rset_free(&bm->rset);
+	free(bm->bitmap);
+	free((void *)bm->csum);
+	free(bm->bmp_dirty);
+	free((void *)bm->cs_dirty);
+	free(bm->sb);
+	if (bm->fd >= 0)
+		close(bm->fd);
+	free(bm->path);
+	free(bm);
+}
+
+int bm_open(const struct bm_config *cfg, struct bm **ret_bm)
+{
+	struct bm *bm;
+	int r, flags;
+
+	bm = calloc(1, sizeof(*bm));
+	if (!bm)
+		return -ENOMEM;
+	bm->fd = -1;
+	bm->path = strdup(cfg->path);
+	bm->read_only = cfg->read_only;
+	bm->id = atomic_fetch_add(&bm_next_id, 1);
+	pthread_mutex_init(&bm->alloc_mu, NULL);
+	pthread_mutex_init(&bm->sb_mu, NULL);
+	pthread_mutex_init(&bm->threads_mu, NULL);
+	pthread_mutex_init(&bm->flush_mu, NULL);
+	if (pthread_key_create(&bm->key, thread_destructor)) {
+		free(bm->path);
+		free(bm);
+		return -EAGAIN;
+	}
+
+	flags = (cfg->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+	bm->fd = -1;
+	if (!cfg->no_direct)
+		bm->fd = open(cfg->path, flags | O_DIRECT);
+	if (bm->fd < 0 && (cfg->no_direct || errno == EINVAL))
+		bm->fd = open(cfg->path, flags); /* tmpfs and friends: no O_DIRECT */
+	if (bm->fd < 0) {
+		r = -errno;
+		vs_log(VS_LOG_ERR, "%s: %s", cfg->path, strerror(errno));
+		goto fail;
+	}
+	if (flock(bm->fd, (cfg->read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
+		r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		vs_log(VS_LOG_ERR, "%s: image is in use by another process", cfg->path);
+		goto fail;
+	}
+	r = bm_meta_load(bm);
+	if (r < 0)
+		goto fail;
+
+	bm->batch = cfg->evict_batch ? cfg->evict_batch : 64;
+	if (bm->batch > BM_BATCH_MAX)
+		bm->batch = BM_BATCH_MAX;
+	bm->capacity = cfg->pool_bytes / BM_PAGE_SIZE;
+	if (bm->capacity < 64) {
+		vs_log(VS_LOG_ERR, "pool of %llu bytes is too small (at least 256 KiB)",
+		       (unsigned long long)cfg->pool_bytes);
+		r = -EINVAL;
+		goto fail;
+	}
+	if (bm->capacity > bm->page_count)
+		bm->capacity = bm->page_count;
+	if (bm->batch > bm->capacity / 4)
+		bm->batch = (unsigned)(bm->capacity / 4);
+
+	/* The state array is sized to the image but only touched where pages
+	 * are used: all-zero words are evicted pages. */
+	bm->state = mmap(NULL, bm->page_count * sizeof(ps_word), PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (bm->state == MAP_FAILED) {
+		bm->state = NULL;
+		r = -ENOMEM;
+		goto fail;
+	}
+	r = rset_init(&bm->rset, bm->capacity);
+	if (r < 0)
+		goto fail;
+
+	struct mem_config mc = {
+		.fd = bm->fd,
+		.virt_pages = bm->page_count,
+		.frames = bm->capacity,
+		.max_threads = BM_MAX_THREADS,
+		.mode = cfg->backend == BM_BACKEND_PLAIN   ? MEM_PLAIN
+			: cfg->backend == BM_BACKEND_EXMAP ? MEM_EXMAP
+							   : MEM_AUTO,
+	};
+	r = mem_open(&mc, &bm->mem);
+	if (r < 0) {
+		if (r == -ENODEV)
+			vs_log(VS_LOG_ERR, "exmap backend requested but /dev/exmap is not usable");
+		goto fail;
+	}
+	bm->base = mem_base(bm->mem);
+	segv_install();
+
+	if (!bm->read_only) {
+		r = bm_meta_mark_open(bm);
+		if (r < 0)
+			goto fail;
+	}
+	*ret_bm = bm;
+	return 0;
+fail:
+	bm_destroy(bm);
+	return r;
+}
+
+int bm_close(struct bm *bm)
+{
+	int r = 0;
+	if (!bm)
+		return 0;
+	if (!bm->read_only) {
+		r = write_dirty(bm);
+		int m = bm_meta_write(bm, r == 0);
+		if (r == 0)
+			r = m;
+		if (fdatasync(bm->fd) < 0 && r == 0)
+			r = -errno;
+	}
+	bm_destroy(bm);
+	return r;
+}

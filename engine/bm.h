@@ -1,0 +1,248 @@
+/*
+ * bm.h: the buffer manager. A vmcache-style pool of 4 KiB pages over an image.
+ *
+ * The image (a regular file or a block device) is an array of 4096-byte pages
+ * numbered by page id (pid). The buffer manager reserves one virtual region as
+ * large as the image, so page p always lives at bm_page(bm, p), and keeps at
+ * most `pool_bytes / 4096` of them in memory. Pages come in on first use
+ * (checksum verified), leave through batched clock eviction (dirty ones
+ * written back together with io_uring first), and are reached only through
+ * guards taken inside an operation.
+ *
+ * Image layout (page 0 first):
+ *
+ *   +------------+--------------+---------------+--------------------------+
+ *   | superblock | alloc bitmap | checksum table|  pages for trees and data |
+ *   |  pid 0     | 1 bit / page | 8 bytes / page|  (bm_alloc / bm_free)     |
+ *   +------------+--------------+---------------+--------------------------+
+ *
+ * The bitmap and checksum table are held in memory while the image is open
+ * and written back by bm_flush and bm_close. Checksums live in the table and
+ * not inside each page so that a file-data page carries a full 4096 bytes.
+ *
+ * Operations and guards
+ * ---------------------
+ * All page access happens inside an operation started by bm_run(). An
+ * operation is a function that may be run several times: when an optimistic
+ * read turns out to have raced with a writer, when a page it reads is evicted
+ * under it (SIGSEGV with the exmap backend), or when a lock it needs is busy,
+ * bm_run releases every guard the operation holds and calls it again from the
+ * top. The restart is a siglongjmp back into bm_run, so:
+ *
+ *   - the operation's own locals are re-derived on each run (they are, since
+ *     the function is simply called again);
+ *   - an operation must not allocate memory or take locks of its own between
+ *     guards, nor change a page and then fix another one that might restart
+ *     it: take every exclusive guard first, then modify;
+ *   - side effects outside the pool (copying bytes out, counting) must be
+ *     idempotent or done after the last validation.
+ *
+ *   O (optimistic)  bm_fix_o records the page version; reads are unprotected
+ *                   and may see torn or zeroed bytes, so bound every index
+ *                   by the page size and call bm_check() before trusting
+ *                   (or acting on) anything read. Not in the held list.
+ *   S (shared)      bm_fix_s; released by bm_unfix.
+ *   X (exclusive)   bm_fix_x; bm_unfix bumps the version and marks the page
+ *                   dirty. bm_upgrade_x turns O into X, or restarts.
+ *
+ * Errors inside an operation (a checksum mismatch while loading, an I/O
+ * error, no space) end it through bm_fail(): held guards are released and
+ * bm_run returns the negative errno. Nothing is retried.
+ *
+ * Thread safety: everything here may be called from any number of threads.
+ * No global lock is taken on the hit path of bm_fix_*.
+ */
+#ifndef VS_ENGINE_BM_H
+#define VS_ENGINE_BM_H
+
+#include <setjmp.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/page_state.h"
+
+#define BM_PAGE_SIZE  4096u
+#define BM_PAGE_SHIFT 12
+#define BM_MAX_HELD   16  /* S/X guards one operation may hold at once */
+#define BM_SB_SLOTS   32  /* u64 slots in the superblock for the layers above */
+#define BM_PID_NONE   UINT64_MAX
+
+/* The format version this build reads and writes. */
+#define BM_FORMAT_VERSION 1
+
+struct bm;
+struct bm_thread;
+
+enum bm_backend_mode {
+	BM_BACKEND_AUTO = 0, /* exmap when /dev/exmap works, else plain */
+	BM_BACKEND_PLAIN,    /* anonymous memory, pread, madvise(MADV_DONTNEED) */
+	BM_BACKEND_EXMAP,    /* /dev/exmap or fail */
+};
+
+struct bm_config {
+	const char *path;          /* image file or block device */
+	uint64_t pool_bytes;       /* physical pool; rounded down to pages; >= 1 MiB */
+	enum bm_backend_mode backend;
+	unsigned evict_batch;      /* pages per eviction batch; 0 = default (64) */
+	bool read_only;            /* open without writing anything, ever */
+	bool no_direct;            /* do not try O_DIRECT on the image */
+};
+
+/* Format @path as an empty image of @size_bytes (a regular file is created or
+ * resized to that size; for a block device 0 means the whole device).
+ * Fails with -EEXIST when the path already holds an image and !@force.
+ * Errors: -EINVAL (size too small: fewer than 64 pages), -errno of I/O. */
+int bm_format(const char *path, uint64_t size_bytes, bool force);
+
+/* Open an image. Errors: -ENOENT, -EACCES (the path); -EBUSY (another
+ * process has the image open: images are locked with flock); -EUCLEAN (not a
+ * VirtuScale image, or its superblock is damaged); -EPROTONOSUPPORT (an image
+ * of another format version); -ENODEV (exmap requested but unavailable);
+ * -ENOMEM (pool or reservation). A message saying which is logged. */
+int bm_open(const struct bm_config *cfg, struct bm **ret_bm);
+
+/* Write every dirty page, the allocator bitmap, the checksum table and the
+ * superblock (marked clean), then release everything. Accepts NULL.
+ * Returns the first write error, after releasing everything anyway. */
+int bm_close(struct bm *bm);
+
+/* Write back every dirty page and the allocator and checksum metadata, then
+ * fdatasync the image. Pages stay resident. */
+int bm_flush(struct bm *bm);
+
+/* Drop every clean, unlocked resident page (dirty ones are written first when
+ * @write_dirty). Returns the number of pages dropped. */
+int64_t bm_evict_all(struct bm *bm, bool write_dirty);
+
+/* Superblock slots for the layers above (tree roots, counters). Stored by
+ * bm_flush and bm_close. Slot values of a fresh image are 0. */
+uint64_t bm_sb_get(struct bm *bm, unsigned slot);
+void bm_sb_set(struct bm *bm, unsigned slot, uint64_t value);
+
+/* Was the image closed cleanly the last time it was open? */
+bool bm_was_clean(const struct bm *bm);
+
+/* ------------------------------------------------------------------ */
+/* Space                                                              */
+
+/* Allocate @n contiguous pages near @hint (BM_PID_NONE: anywhere). The pages
+ * read as zeros on their first fix. Errors: -ENOSPC. */
+int bm_alloc(struct bm *bm, uint64_t n, uint64_t hint, uint64_t *ret_first);
+
+/* Return @n pages starting at @first. The caller guarantees nothing reachable
+ * refers to them any more; optimistic readers still looking at them fail
+ * their next bm_check. Must not be called while holding a guard on them. */
+void bm_free(struct bm *bm, uint64_t first, uint64_t n);
+
+/* Is @pid allocated? (For checks and tools.) */
+bool bm_is_allocated(struct bm *bm, uint64_t pid);
+
+/* ------------------------------------------------------------------ */
+/* Operations and guards                                              */
+
+enum bm_mode { BM_O = 1, BM_S = 2, BM_X = 3 };
+
+struct bm_guard {
+	uint64_t pid;
+	uint64_t version; /* the state word seen at fix time (O guards) */
+	enum bm_mode mode;
+	void *page;
+};
+
+struct bm_op {
+	sigjmp_buf env;
+	struct bm *bm;
+	struct bm_thread *thread;
+	struct bm_op *outer; /* the operation this one is nested in */
+	int nheld;
+	struct {
+		uint64_t pid;
+		enum bm_mode mode;
+	} held[BM_MAX_HELD];
+	int err;          /* set by bm_fail */
+	unsigned restarts; /* runs of this operation so far, minus one */
+};
+
+typedef int (*bm_op_fn)(struct bm_op *op, void *arg);
+
+/* Run @fn(op, @arg) until it returns without a restart. Returns what @fn
+ * returned, or the error given to bm_fail. Operations may nest (an inner
+ * bm_run restarts only itself), but an inner operation must not wait for a
+ * page the outer one holds. */
+int bm_run(struct bm *bm, bm_op_fn fn, void *arg);
+
+/* Optimistic fix: wait while the page is locked exclusively, load it if
+ * evicted, record its version. Returns the page address. */
+const void *bm_fix_o(struct bm_op *op, uint64_t pid, struct bm_guard *g);
+
+/* Restart the operation unless @g's page is unchanged since bm_fix_o. */
+void bm_check(struct bm_op *op, const struct bm_guard *g);
+
+/* Shared / exclusive fix; waits for conflicting holders. */
+const void *bm_fix_s(struct bm_op *op, uint64_t pid, struct bm_guard *g);
+void *bm_fix_x(struct bm_op *op, uint64_t pid, struct bm_guard *g);
+
+/* Exclusive fix of a page the caller will overwrite in full: an evicted page
+ * is not read from the image (it starts as zeros). */
+void *bm_fix_x_new(struct bm_op *op, uint64_t pid, struct bm_guard *g);
+
+/* O -> S and O -> X. Restart the operation when the page changed. */
+void bm_upgrade_s(struct bm_op *op, struct bm_guard *g);
+void bm_upgrade_x(struct bm_op *op, struct bm_guard *g);
+
+/* Release: O validates (restart on conflict), S unlocks, X unlocks with a
+ * version bump and marks the page dirty. */
+void bm_unfix(struct bm_op *op, struct bm_guard *g);
+
+/* X release of a page that was not modified: no dirty mark. */
+void bm_unfix_clean(struct bm_op *op, struct bm_guard *g);
+
+/* Release everything and run the operation again. */
+_Noreturn void bm_restart(struct bm_op *op);
+
+/* Release everything and end the operation with @err (negative errno). */
+_Noreturn void bm_fail(struct bm_op *op, int err);
+
+/* Address of page @pid in the pool (valid for the life of the bm). */
+void *bm_page(struct bm *bm, uint64_t pid);
+
+/* ------------------------------------------------------------------ */
+/* Introspection                                                      */
+
+struct bm_stats {
+	uint64_t page_count;     /* pages in the image */
+	uint64_t capacity_pages; /* pool size in pages */
+	uint64_t resident_pages;
+	uint64_t dirty_pages;
+	uint64_t free_pages;     /* unallocated pages in the image */
+	uint64_t hits;           /* fixes that found the page resident */
+	uint64_t loads;          /* fixes that read the page from the image */
+	uint64_t zero_loads;     /* fixes of never-written pages (no read) */
+	uint64_t evictions;      /* pages dropped from the pool */
+	uint64_t evict_batches;
+	uint64_t writebacks;     /* pages written back */
+	uint64_t read_bytes;     /* bytes read from the image */
+	uint64_t write_bytes;    /* bytes written to the image */
+	uint64_t csum_errors;
+	uint64_t io_errors;
+	uint64_t restarts;       /* operation restarts, all causes */
+	uint64_t segv_restarts;  /* restarts caused by a fault in the pool */
+	const char *backend;     /* "madvise" or "exmap" */
+};
+
+void bm_stats_get(struct bm *bm, struct bm_stats *ret);
+
+/* Is @pid resident right now? (Racy by nature; for residency reports.) */
+bool bm_is_resident(struct bm *bm, uint64_t pid);
+
+uint64_t bm_page_count(const struct bm *bm);
+
+/* First pid that bm_alloc may hand out. */
+uint64_t bm_first_data_pid(const struct bm *bm);
+
+/* Parse a size such as "4096", "64M", "2G", "0.25GiB", "1.5g". Returns 0 or
+ * -EINVAL. Suffixes K, M, G, T (powers of 1024), optional "iB" or "B". */
+int bm_parse_size(const char *s, uint64_t *ret_bytes);
+
+#endif

@@ -1,0 +1,141 @@
+/*
+ * bm_internal.h: structures shared by the buffer manager's files (bm.c, the
+ * I/O and metadata code in bm_meta.c). Nothing outside engine/ includes it.
+ */
+#ifndef VS_ENGINE_BM_INTERNAL_H
+#define VS_ENGINE_BM_INTERNAL_H
+
+#include <liburing.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "engine/bm.h"
+#include "exmap/mem.h"
+
+/*
+ * Superblock (pid 0). Integers little-endian (the image is not meant to move
+ * between machines of different byte order; the magic would tell).
+ *
+ *   OFFSET SIZE MEANING
+ *        0    8 magic "VSCALEFS"
+ *        8    4 format version (BM_FORMAT_VERSION)
+ *       12    4 page size (4096)
+ *       16    8 page count: pages in the image
+ *       24    8 first pid of the allocation bitmap
+ *       32    8 pages of the allocation bitmap (1 bit per page, 1 = in use)
+ *       40    8 first pid of the checksum table
+ *       48    8 pages of the checksum table (8 bytes per page, see below)
+ *       56    8 first data pid: first page bm_alloc may hand out
+ *       64    8 free pages when the superblock was written
+ *       72    8 mount count: bumped at every open for writing
+ *       80    4 flags: bit 0 = closed cleanly
+ *       84   44 reserved, zero
+ *      128  256 slots: 32 u64 values for the layers above (bm_sb_get)
+ *      384 3704 reserved, zero
+ *     4088    8 XXH3-64 of bytes 0..4087
+ *
+ * Checksum table entry for pid p (8 bytes at table offset 8*p): 0 means the
+ * page was never written (or was freed) and reads as zeros without any I/O;
+ * otherwise the XXH3-64 of the page's 4096 bytes, with 0 mapped to 1.
+ */
+#define BM_MAGIC        "VSCALEFS"
+#define SB_OFF_VERSION  8
+#define SB_OFF_PAGESIZE 12
+#define SB_OFF_PAGES    16
+#define SB_OFF_BMSTART  24
+#define SB_OFF_BMPAGES  32
+#define SB_OFF_CSSTART  40
+#define SB_OFF_CSPAGES  48
+#define SB_OFF_DATA     56
+#define SB_OFF_FREE     64
+#define SB_OFF_MOUNTS   72
+#define SB_OFF_FLAGS    80
+#define SB_OFF_SLOTS    128
+#define SB_OFF_CSUM     4088
+#define SB_FLAG_CLEAN   1u
+
+#define BM_BATCH_MAX     256
+#define BM_MAX_THREADS   128 /* interfaces asked of the exmap backend */
+#define BM_PIDS_PER_CS   (BM_PAGE_SIZE / 8)
+#define BM_PIDS_PER_BMP  (BM_PAGE_SIZE * 8)
+
+/* Per-thread counters. Each is written by its own thread only, read by
+ * bm_stats_get from any thread: relaxed atomics, no lock prefix needed. */
+struct bm_counters {
+	_Atomic uint64_t hits, loads, zero_loads, evictions, evict_batches, writebacks;
+	_Atomic uint64_t read_bytes, write_bytes, csum_errors, io_errors, restarts,
+		segv_restarts;
+};
+
+#define BM_COUNT(t, field, n)                                                                  \
+	atomic_store_explicit(&(t)->c.field,                                                   \
+			      atomic_load_explicit(&(t)->c.field, memory_order_relaxed) + (n),  \
+			      memory_order_relaxed)
+
+struct bm_thread {
+	struct bm *bm;
+	struct bm_thread *next, *prev; /* bm->threads, under threads_mu */
+	struct bm_counters c;
+	int iface;       /* backend interface */
+	bool ring_ok;    /* ring set up (lazily, on first write-back) */
+	bool ring_failed;
+	struct io_uring ring;
+	uint8_t *staging; /* BM_BATCH_MAX aligned pages for write-back */
+};
+
+/* The set of resident pids, an open-addressing hash table (vmcache's
+ * ResidentPageSet): lock-free insert and remove, and a clock hand that
+ * hands out batches of slots to evicting threads. */
+struct bm_rset {
+	_Atomic uint64_t *slots;
+	uint64_t mask;
+	_Atomic uint64_t clock;
+};
+
+struct bm {
+	int fd;
+	bool read_only;
+	bool was_clean;
+	uint64_t id; /* unique per open, for the thread-context cache */
+	char *path;
+	uint64_t page_count;
+	uint64_t capacity; /* frames */
+	unsigned batch;
+	struct mem *mem;
+	uint8_t *base;
+	ps_word *state;          /* page_count words */
+	_Atomic uint64_t *csum;  /* checksum table, page_count entries, page aligned */
+	uint64_t cs_start, cs_pages;
+	uint64_t *bitmap;        /* allocation bitmap, page aligned */
+	uint64_t bmp_start, bmp_pages;
+	uint64_t first_data;
+	_Atomic uint8_t *cs_dirty;  /* per checksum-table page: needs writing */
+	uint8_t *bmp_dirty;         /* per bitmap page, under alloc_mu */
+	struct bm_rset rset;
+	_Atomic uint64_t resident;
+	_Atomic int64_t dirty;
+
+	pthread_mutex_t alloc_mu;
+	uint64_t free_pages;  /* under alloc_mu */
+	uint64_t alloc_next;  /* next-fit hint, under alloc_mu */
+
+	uint8_t *sb;          /* superblock image, page aligned, under sb_mu */
+	pthread_mutex_t sb_mu;
+
+	pthread_key_t key;
+	pthread_mutex_t threads_mu;
+	struct bm_thread *threads;
+	struct bm_counters retired; /* counters of threads that have exited */
+	pthread_mutex_t flush_mu;   /* one bm_flush at a time */
+};
+
+/* bm_meta.c: superblock, bitmap and checksum-table I/O. */
+int bm_meta_load(struct bm *bm);
+int bm_meta_write(struct bm *bm, bool clean);
+int bm_meta_mark_open(struct bm *bm);
+void bm_csum_set(struct bm *bm, uint64_t pid, uint64_t csum);
+uint64_t bm_page_csum(const void *page);
+int bm_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
+int bm_pread_all(int fd, void *buf, size_t len, uint64_t off);
+
+#endif

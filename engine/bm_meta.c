@@ -1,0 +1,435 @@
+/*
+ * bm_meta.c: the image's metadata outside the pool: formatting, the
+ * superblock, the allocation bitmap and the checksum table, and size parsing.
+ *
+ * The bitmap and checksum table are loaded whole at open and written back a
+ * page at a time, only the pages that changed (tracked in bmp_dirty and
+ * cs_dirty), so a flush after a few writes costs a few page writes, not a
+ * rewrite of tables that grow with the image.
+ */
+#include "engine/bm_internal.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "engine/log.h"
+
+static uint64_t get_u64(const uint8_t *p, unsigned off)
+{
+	uint64_t v;
+	memcpy(&v, p + off, 8);
+	return v;
+}
+
+static void put_u64(uint8_t *p, unsigned off, uint64_t v)
+{
+	memcpy(p + off, &v, 8);
+}
+
+static uint32_t get_u32(const uint8_t *p, unsigned off)
+{
+	uint32_t v;
+	memcpy(&v, p + off, 4);
+	return v;
+}
+
+static void put_u32(uint8_t *p, unsigned off, uint32_t v)
+{
+	memcpy(p + off, &v, 4);
+}
+
+uint64_t bm_page_csum(const void *page)
+{
+	uint64_t c = XXH3_64bits(page, BM_PAGE_SIZE);
+	return c ? c : 1;
+}
+
+int bm_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
+{
+	const uint8_t *p = buf;
+	while (len > 0) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -EIO;
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+int bm_pread_all(int fd, void *buf, size_t len, uint64_t off)
+{
+	uint8_t *p = buf;
+	while (len > 0) {
+		ssize_t n = pread(fd, p, len, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -EIO;
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+static void sb_seal(uint8_t *sb)
+{
+	put_u64(sb, SB_OFF_CSUM, XXH3_64bits(sb, SB_OFF_CSUM));
+}
+
+/* Is this page a superblock of ours, of any version? */
+static bool sb_has_magic(const uint8_t *sb)
+{
+	return memcmp(sb, BM_MAGIC, 8) == 0;
+}
+
+static int device_size(int fd, uint64_t *ret)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (S_ISBLK(st.st_mode)) {
+		uint64_t sz;
+		if (ioctl(fd, BLKGETSIZE64, &sz) < 0)
+			return -errno;
+		*ret = sz;
+	} else if (S_ISREG(st.st_mode)) {
+		*ret = (uint64_t)st.st_size;
+	} else {
+		return -ENOTBLK;
+	}
+	return 0;
+}
+
+int bm_format(const char *path, uint64_t size_bytes, bool force)
+{
+	uint8_t *buf = NULL;
+	struct stat st;
+	uint64_t pages, bmp_pages, cs_pages, first_data, cur;
+	int fd, r;
+	const size_t chunk = 1u << 20;
+
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		goto out;
+	}
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		goto out;
+	}
+	if (posix_memalign((void **)&buf, BM_PAGE_SIZE, chunk)) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = device_size(fd, &cur);
+	if (r < 0)
+		goto out;
+	if (cur >= BM_PAGE_SIZE && !force) {
+		r = bm_pread_all(fd, buf, BM_PAGE_SIZE, 0);
+		if (r < 0)
+			goto out;
+		if (sb_has_magic(buf)) {
+			r = -EEXIST;
+			goto out;
+		}
+	}
+	if (S_ISREG(st.st_mode)) {
+		if (size_bytes == 0)
+			size_bytes = cur;
+		if (ftruncate(fd, (off_t)size_bytes) < 0) {
+			r = -errno;
+			goto out;
+		}
+	} else if (size_bytes == 0 || size_bytes > cur) {
+		size_bytes = cur;
+	}
+
+	pages = size_bytes / BM_PAGE_SIZE;
+	bmp_pages = (pages + BM_PIDS_PER_BMP - 1) / BM_PIDS_PER_BMP;
+	cs_pages = (pages + BM_PIDS_PER_CS - 1) / BM_PIDS_PER_CS;
+	first_data = 1 + bmp_pages + cs_pages;
+	if (pages < first_data + 64) {
+		r = -EINVAL;
+		goto out;
+	}
+
+	/* Zero the bitmap and checksum table (an old image may lie beneath),
+	 * then mark the metadata pages themselves as in use. */
+	memset(buf, 0, chunk);
+	for (uint64_t off = BM_PAGE_SIZE; off < first_data * BM_PAGE_SIZE; off += chunk) {
+		uint64_t n = first_data * BM_PAGE_SIZE - off;
+		r = bm_pwrite_all(fd, buf, n < chunk ? n : chunk, off);
+		if (r < 0)
+			goto out;
+	}
+	for (uint64_t p = 0; p < first_data; p++)
+		((uint64_t *)buf)[p / 64] |= UINT64_C(1) << (p % 64);
+	/* The bitmap fits in memory for this loop only when first_data is
+	 * small, which it is: it grows as pages/512. Write it page by page. */
+	for (uint64_t bp = 0; bp * BM_PIDS_PER_BMP < first_data; bp++) {
+		r = bm_pwrite_all(fd, buf + bp * BM_PAGE_SIZE, BM_PAGE_SIZE,
+				  (1 + bp) * BM_PAGE_SIZE);
+		if (r < 0)
+			goto out;
+	}
+
+	memset(buf, 0, BM_PAGE_SIZE);
+	memcpy(buf, BM_MAGIC, 8);
+	put_u32(buf, SB_OFF_VERSION, BM_FORMAT_VERSION);
+	put_u32(buf, SB_OFF_PAGESIZE, BM_PAGE_SIZE);
+	put_u64(buf, SB_OFF_PAGES, pages);
+	put_u64(buf, SB_OFF_BMSTART, 1);
+	put_u64(buf, SB_OFF_BMPAGES, bmp_pages);
+	put_u64(buf, SB_OFF_CSSTART, 1 + bmp_pages);
+	put_u64(buf, SB_OFF_CSPAGES, cs_pages);
+	put_u64(buf, SB_OFF_DATA, first_data);
+	put_u64(buf, SB_OFF_FREE, pages - first_data);
+	put_u32(buf, SB_OFF_FLAGS, SB_FLAG_CLEAN);
+	sb_seal(buf);
+	r = bm_pwrite_all(fd, buf, BM_PAGE_SIZE, 0);
+	if (r == 0 && fdatasync(fd) < 0)
+		r = -errno;
+out:
+	free(buf);
+	close(fd);
+	return r;
+}
+
+static void *alloc_aligned_zero(size_t bytes)
+{
+	void *p = NULL;
+	size_t rounded = (bytes + BM_PAGE_SIZE - 1) & ~(size_t)(BM_PAGE_SIZE - 1);
+	if (posix_memalign(&p, BM_PAGE_SIZE, rounded ? rounded : BM_PAGE_SIZE))
+		return NULL;
+	memset(p, 0, rounded);
+	return p;
+}
+
+/* Read and validate the superblock, then the bitmap and checksum table.
+ * bm->fd and bm->path are set; fills the rest of the layout. */
+int bm_meta_load(struct bm *bm)
+{
+	uint8_t *sb;
+	uint64_t size, pages;
+	int r;
+
+	sb = alloc_aligned_zero(BM_PAGE_SIZE);
+	if (!sb)
+		return -ENOMEM;
+	bm->sb = sb;
+	r = device_size(bm->fd, &size);
+	if (r < 0)
+		return r;
+	if (size < BM_PAGE_SIZE) {
+		vs_log(VS_LOG_ERR, "%s: too small to be a VirtuScale image", bm->path);
+		return -EUCLEAN;
+	}
+	r = bm_pread_all(bm->fd, sb, BM_PAGE_SIZE, 0);
+	if (r < 0)
+		return r;
+	if (!sb_has_magic(sb)) {
+		vs_log(VS_LOG_ERR, "%s: not a VirtuScale image (no magic; format it with "
+				   "mkfs.virtuscale)", bm->path);
+		return -EUCLEAN;
+	}
+	if (get_u32(sb, SB_OFF_VERSION) != BM_FORMAT_VERSION) {
+		vs_log(VS_LOG_ERR, "%s: image format version %u, this build reads version %u",
+		       bm->path, get_u32(sb, SB_OFF_VERSION), BM_FORMAT_VERSION);
+		return -EPROTONOSUPPORT;
+	}
+	if (get_u64(sb, SB_OFF_CSUM) != XXH3_64bits(sb, SB_OFF_CSUM))
+		return VS_CORRUPT("%s: superblock checksum mismatch", bm->path);
+
+	pages = get_u64(sb, SB_OFF_PAGES);
+	bm->bmp_start = get_u64(sb, SB_OFF_BMSTART);
+	bm->bmp_pages = get_u64(sb, SB_OFF_BMPAGES);
+	bm->cs_start = get_u64(sb, SB_OFF_CSSTART);
+	bm->cs_pages = get_u64(sb, SB_OFF_CSPAGES);
+	bm->first_data = get_u64(sb, SB_OFF_DATA);
+	if (get_u32(sb, SB_OFF_PAGESIZE) != BM_PAGE_SIZE || pages * BM_PAGE_SIZE > size ||
+	    bm->bmp_start != 1 || bm->bmp_pages != (pages + BM_PIDS_PER_BMP - 1) / BM_PIDS_PER_BMP ||
+	    bm->cs_start != 1 + bm->bmp_pages ||
+	    bm->cs_pages != (pages + BM_PIDS_PER_CS - 1) / BM_PIDS_PER_CS ||
+	    bm->first_data != bm->cs_start + bm->cs_pages || bm->first_data >= pages)
+		return VS_CORRUPT("%s: superblock layout is inconsistent (pages %llu, image %llu "
+				  "bytes)", bm->path, (unsigned long long)pages,
+				  (unsigned long long)size);
+	bm->page_count = pages;
+	bm->was_clean = (get_u32(sb, SB_OFF_FLAGS) & SB_FLAG_CLEAN) != 0;
+
+	bm->bitmap = alloc_aligned_zero(bm->bmp_pages * BM_PAGE_SIZE);
+	bm->csum = alloc_aligned_zero(bm->cs_pages * BM_PAGE_SIZE);
+	bm->bmp_dirty = calloc(bm->bmp_pages, 1);
+	bm->cs_dirty = calloc(bm->cs_pages, 1);
+	if (!bm->bitmap || !bm->csum || !bm->bmp_dirty || !bm->cs_dirty)
+		return -ENOMEM;
+	r = bm_pread_all(bm->fd, bm->bitmap, bm->bmp_pages * BM_PAGE_SIZE,
+			 bm->bmp_start * BM_PAGE_SIZE);
+	if (r < 0)
+		return r;
+	r = bm_pread_all(bm->fd, (void *)bm->csum, bm->cs_pages * BM_PAGE_SIZE,
+			 bm->cs_start * BM_PAGE_SIZE);
+	if (r < 0)
+		return r;
+
+	/* Count free pages; bits past the end must be clear. */
+	uint64_t used = 0;
+	for (uint64_t w = 0; w < (pages + 63) / 64; w++)
+		used += (uint64_t)__builtin_popcountll(bm->bitmap[w]);
+	for (uint64_t p = 0; p < bm->first_data; p++)
+		if (!(bm->bitmap[p / 64] & (UINT64_C(1) << (p % 64))))
+			return VS_CORRUPT("%s: metadata page %llu is not marked in use", bm->path,
+					  (unsigned long long)p);
+	bm->free_pages = pages - used;
+	bm->alloc_next = bm->first_data;
+	return 0;
+}
+
+void bm_csum_set(struct bm *bm, uint64_t pid, uint64_t csum)
+{
+	atomic_store_explicit(&bm->csum[pid], csum, memory_order_relaxed);
+	if (!atomic_load_explicit(&bm->cs_dirty[pid / BM_PIDS_PER_CS], memory_order_relaxed))
+		atomic_store_explicit(&bm->cs_dirty[pid / BM_PIDS_PER_CS], 1,
+				      memory_order_relaxed);
+}
+
+/* Write the changed pages of the bitmap and checksum table, then the
+ * superblock (with @clean as its clean flag). Does not sync. */
+int bm_meta_write(struct bm *bm, bool clean)
+{
+	uint8_t *page;
+	int r = 0;
+
+	if (bm->read_only)
+		return 0;
+	page = alloc_aligned_zero(BM_PAGE_SIZE);
+	if (!page)
+		return -ENOMEM;
+
+	for (uint64_t i = 0; i < bm->cs_pages && r == 0; i++) {
+		if (!atomic_exchange_explicit(&bm->cs_dirty[i], 0, memory_order_relaxed))
+			continue;
+		/* Entries change under us (relaxed atomics); copy them out one by
+		 * one so the write sees a consistent value per entry. */
+		uint64_t *dst = (uint64_t *)page;
+		for (unsigned j = 0; j < BM_PIDS_PER_CS; j++)
+			dst[j] = atomic_load_explicit(&bm->csum[i * BM_PIDS_PER_CS + j],
+						      memory_order_relaxed);
+		r = bm_pwrite_all(bm->fd, page, BM_PAGE_SIZE, (bm->cs_start + i) * BM_PAGE_SIZE);
+		if (r < 0)
+			atomic_store(&bm->cs_dirty[i], 1);
+	}
+
+	pthread_mutex_lock(&bm->alloc_mu);
+	for (uint64_t i = 0; i < bm->bmp_pages && r == 0; i++) {
+		if (!bm->bmp_dirty[i])
+			continue;
+		r = bm_pwrite_all(bm->fd, (uint8_t *)bm->bitmap + i * BM_PAGE_SIZE, BM_PAGE_SIZE,
+				  (bm->bmp_start + i) * BM_PAGE_SIZE);
+		if (r == 0)
+			bm->bmp_dirty[i] = 0;
+	}
+	uint64_t free_pages = bm->free_pages;
+	pthread_mutex_unlock(&bm->alloc_mu);
+
+	if (r == 0) {
+		pthread_mutex_lock(&bm->sb_mu);
+		put_u64(bm->sb, SB_OFF_FREE, free_pages);
+		uint32_t flags = get_u32(bm->sb, SB_OFF_FLAGS);
+		flags = clean ? (flags | SB_FLAG_CLEAN) : (flags & ~SB_FLAG_CLEAN);
+		put_u32(bm->sb, SB_OFF_FLAGS, flags);
+		sb_seal(bm->sb);
+		memcpy(page, bm->sb, BM_PAGE_SIZE);
+		pthread_mutex_unlock(&bm->sb_mu);
+		r = bm_pwrite_all(bm->fd, page, BM_PAGE_SIZE, 0);
+	}
+	free(page);
+	return r;
+}
+
+/* Called at open for writing: count the mount and mark the image in use
+ * (not clean) before anything else is written. */
+int bm_meta_mark_open(struct bm *bm)
+{
+	pthread_mutex_lock(&bm->sb_mu);
+	put_u64(bm->sb, SB_OFF_MOUNTS, get_u64(bm->sb, SB_OFF_MOUNTS) + 1);
+	pthread_mutex_unlock(&bm->sb_mu);
+	int r = bm_meta_write(bm, false);
+	if (r == 0 && fdatasync(bm->fd) < 0)
+		r = -errno;
+	return r;
+}
+
+uint64_t bm_sb_get(struct bm *bm, unsigned slot)
+{
+	uint64_t v;
+	if (slot >= BM_SB_SLOTS)
+		return 0;
+	pthread_mutex_lock(&bm->sb_mu);
+	v = get_u64(bm->sb, SB_OFF_SLOTS + 8 * slot);
+	pthread_mutex_unlock(&bm->sb_mu);
+	return v;
+}
+
+void bm_sb_set(struct bm *bm, unsigned slot, uint64_t value)
+{
+	if (slot >= BM_SB_SLOTS)
+		return;
+	pthread_mutex_lock(&bm->sb_mu);
+	put_u64(bm->sb, SB_OFF_SLOTS + 8 * slot, value);
+	pthread_mutex_unlock(&bm->sb_mu);
+}
+
+int bm_parse_size(const char *s, uint64_t *ret_bytes)
+{
+	char *end;
+	double v;
+	uint64_t mult = 1;
+
+	if (!s || !*s || !(isdigit((unsigned char)*s) || *s == '.'))
+		return -EINVAL;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || !isfinite(v) || v < 0)
+		return -EINVAL;
+	switch (toupper((unsigned char)*end)) {
+	case 'K': mult = UINT64_C(1) << 10; end++; break;
+	case 'M': mult = UINT64_C(1) << 20; end++; break;
+	case 'G': mult = UINT64_C(1) << 30; end++; break;
+	case 'T': mult = UINT64_C(1) << 40; end++; break;
+	default: break;
+	}
+	if (mult > 1 && (strcasecmp(end, "iB") == 0 || strcasecmp(end, "B") == 0))
+		end += strlen(end);
+	else if (mult == 1 && strcasecmp(end, "B") == 0)
+		end++;
+	if (*end)
+		return -EINVAL;
+	if (v * (double)mult >= 18446744073709551616.0)
+		return -EINVAL;
+	*ret_bytes = (uint64_t)(v * (double)mult);
+	return 0;
+}

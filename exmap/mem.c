@@ -1,0 +1,177 @@
+/*
+ * mem.c: backend selection and dispatch, and the plain backend.
+ */
+#include "exmap/mem_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "engine/log.h"
+
+int mem_open(const struct mem_config *cfg, struct mem **ret_mem)
+{
+	struct mem *m = calloc(1, sizeof(*m));
+	int r;
+
+	if (!m)
+		return -ENOMEM;
+	m->cfg = *cfg;
+	m->region_bytes = cfg->virt_pages * MEM_PAGE_SIZE;
+
+	if (cfg->mode != MEM_PLAIN) {
+		m->ops = &mem_exmap_ops;
+		r = m->ops->open(m, cfg);
+		if (r == 0)
+			goto done;
+		if (cfg->mode == MEM_EXMAP) {
+			free(m);
+			return r;
+		}
+		vs_log(VS_LOG_INFO, "exmap not available (%s), using the madvise backend",
+		       r == -ENODEV ? "no usable /dev/exmap" : "setup failed");
+	}
+	m->ops = &mem_plain_ops;
+	r = m->ops->open(m, cfg);
+	if (r < 0) {
+		free(m);
+		return r;
+	}
+done:
+	*ret_mem = m;
+	return 0;
+}
+
+void mem_close(struct mem *m)
+{
+	if (!m)
+		return;
+	m->ops->close(m);
+	free(m);
+}
+
+void *mem_base(const struct mem *m)
+{
+	return m->base;
+}
+
+const char *mem_name(const struct mem *m)
+{
+	return m->ops->name;
+}
+
+bool mem_faults_on_evicted(const struct mem *m)
+{
+	return m->ops->faults_on_evicted;
+}
+
+int mem_thread_attach(struct mem *m)
+{
+	return m->ops->thread_attach(m);
+}
+
+void mem_thread_detach(struct mem *m, int iface)
+{
+	m->ops->thread_detach(m, iface);
+}
+
+int mem_read(struct mem *m, int iface, uint64_t pid)
+{
+	return m->ops->read(m, iface, pid);
+}
+
+int mem_alloc(struct mem *m, int iface, uint64_t pid)
+{
+	return m->ops->alloc(m, iface, pid);
+}
+
+int mem_free(struct mem *m, int iface, const uint64_t *pids, unsigned n)
+{
+	return m->ops->free(m, iface, pids, n);
+}
+
+/* ------------------------------------------------------------------ */
+/* The plain backend: anonymous memory, pread, madvise.               */
+
+static int plain_open(struct mem *m, const struct mem_config *cfg)
+{
+	/* MAP_NORESERVE: the region is as large as the image, far beyond the
+	 * pool, and must not be charged against overcommit; the buffer manager
+	 * bounds what is actually touched. */
+	void *p = mmap(NULL, m->region_bytes, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED) {
+		vs_log(VS_LOG_ERR, "cannot reserve %llu MiB of address space for the pool",
+		       (unsigned long long)(m->region_bytes >> 20));
+		return -ENOMEM;
+	}
+	/* Frames are 4 KiB: transparent huge pages would make one dropped page
+	 * cost 2 MiB of reload, and residency would no longer be per page. */
+	madvise(p, m->region_bytes, MADV_NOHUGEPAGE);
+	m->base = p;
+	return 0;
+}
+
+static void plain_close(struct mem *m)
+{
+	if (m->base)
+		munmap(m->base, m->region_bytes);
+}
+
+static int plain_thread_attach(struct mem *m)
+{
+	return 0;
+}
+
+static void plain_thread_detach(struct mem *m, int iface)
+{
+}
+
+static int plain_read(struct mem *m, int iface, uint64_t pid)
+{
+	char *addr = (char *)m->base + pid * MEM_PAGE_SIZE;
+	size_t done = 0;
+
+	while (done < MEM_PAGE_SIZE) {
+		ssize_t n = pread(m->cfg.fd, addr + done, MEM_PAGE_SIZE - done,
+				  (off_t)(pid * MEM_PAGE_SIZE + done));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -EIO;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static int plain_alloc(struct mem *m, int iface, uint64_t pid)
+{
+	/* Pages without a frame read as zeros already. */
+	return 0;
+}
+
+static int plain_free(struct mem *m, int iface, const uint64_t *pids, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		char *addr = (char *)m->base + pids[i] * MEM_PAGE_SIZE;
+		if (madvise(addr, MEM_PAGE_SIZE, MADV_DONTNEED) < 0)
+			return -errno;
+	}
+	return 0;
+}
+
+const struct mem_ops mem_plain_ops = {
+	.name = "madvise",
+	.faults_on_evicted = false,
+	.open = plain_open,
+	.close = plain_close,
+	.thread_attach = plain_thread_attach,
+	.thread_detach = plain_thread_detach,
+	.read = plain_read,
+	.alloc = plain_alloc,
+	.free = plain_free,
+};
