@@ -325,6 +325,17 @@ int bm_run(struct bm *bm, bm_op_fn fn, void *arg)
 			tls_op = op.outer;
 			return op.err;
 		}
+		if (jr == JUMP_SEGV) {
+			/* SA_NODEFER keeps SIGSEGV unblocked when we leave the
+			 * handler by jumping, but a wrapper between the kernel
+			 * and us (a sanitizer's) may have blocked it; a blocked
+			 * SIGSEGV at the next fault would kill the process. One
+			 * syscall, on this rare path only. */
+			sigset_t segv;
+			sigemptyset(&segv);
+			sigaddset(&segv, SIGSEGV);
+			pthread_sigmask(SIG_UNBLOCK, &segv, NULL);
+		}
 		op.restarts++;
 		BM_COUNT(op.thread, restarts, 1);
 		if (op.restarts > 8)

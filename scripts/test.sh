@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Build and run the whole test suite (the README's test command).
+#   scripts/test.sh            normal build, every suite
+#   scripts/test.sh asan       the same under AddressSanitizer + UBSan
+#   scripts/test.sh tsan       the engine suite under ThreadSanitizer
+# VS_TEST_SCALE=N makes the randomized tests run N times longer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-plain}
+case "$mode" in
+plain) dir=build; opts=() ;;
+asan)  dir=build-asan; opts=(-Db_sanitize=address,undefined -Db_lundef=false) ;;
+tsan)  dir=build-tsan; opts=(-Db_sanitize=thread -Db_lundef=false) ;;
+*) echo "usage: $0 [plain|asan|tsan]" >&2; exit 2 ;;
+esac
+if [ ! -d "$dir" ]; then
+	meson setup "$dir" "${opts[@]}"
+fi
+ninja -C "$dir"
+if [ "$mode" = tsan ]; then
+	meson test -C "$dir" --print-errorlogs --suite engine
+else
+	meson test -C "$dir" --print-errorlogs
+fi
