@@ -405,14 +405,22 @@ static void page_load(struct bm_op *op, uint64_t pid, bool fresh)
 	int r;
 
 	frame_reserve(bm, t);
-	for (;;) {
+	/* -ENOMEM: the exmap backend ran out of frames (its free list lags our
+	 * count while other threads' FREE batches are in flight): evict and
+	 * retry. Upstream exmap also reports a failed read as a short read,
+	 * which looks the same, so the retries are bounded. */
+	for (unsigned tries = 0;; tries++) {
 		if (fresh || want == 0)
 			r = mem_alloc(bm->mem, t->iface, pid);
 		else
 			r = mem_read(bm->mem, t->iface, pid);
 		if (r != -ENOMEM)
 			break;
-		evict_batch(bm, t); /* exmap: out of frames */
+		if (tries == 100) {
+			r = -EIO;
+			break;
+		}
+		evict_batch(bm, t);
 	}
 	if (r == 0 && !fresh && want != 0) {
 		uint64_t got = bm_page_csum(bm_page(bm, pid));
