@@ -32,6 +32,11 @@
 #define BT_KEY_MAX 1024u
 #define BT_VAL_MAX 4000u
 
+/* Entries with klen + vlen above this keep their value in an overflow page
+ * of its own (one more page access per lookup, up to 4 KiB per value);
+ * smaller ones sit in the leaf. */
+#define BT_INLINE_MAX 1024u
+
 struct bt {
 	struct bm *bm;
 	uint64_t root;

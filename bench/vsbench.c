@@ -1,0 +1,454 @@
+/*
+ * vsbench: the engine workload program, shaped like vmcache's benchmark
+ * driver (vmcache.cpp, Leis et al.) so that the two can run side by side
+ * with the same environment and their CSV output can be concatenated.
+ *
+ * Environment (vmcache's names and defaults):
+ *
+ *   BLOCK     image path, regular file or block device     /tmp/bm
+ *   VIRTGB    image size in GiB (fractions allowed)        16
+ *   PHYSGB    pool size in GiB (fractions allowed)         4
+ *   EXMAP     1: exmap backend or fail; 0: madvise backend 0
+ *   BATCH     pages per eviction batch                     64
+ *   RUNFOR    seconds of measurement                       30
+ *   RNDREAD   1: random lookups; 0: TPC-C-like (not yet)   0
+ *   THREADS   worker threads                               1
+ *   DATASIZE  tuples for RNDREAD=1 (1e6 and 2e7 accepted)  10
+ *
+ * and one of our own:
+ *
+ *   BTCHECK   1: after the load, run bt_check (a full pass    0
+ *             over the tree) and print its shape; fail unless
+ *             it holds exactly DATASIZE entries
+ *
+ * RNDREAD=1 formats the image (everything on it is lost), loads DATASIZE
+ * tuples (8-byte big-endian key i, 120-byte value starting with the key) on
+ * THREADS threads, each a contiguous key range, reports the load rate on
+ * stderr, then runs uniform random lookups on THREADS threads for RUNFOR
+ * seconds. Every second one CSV line goes to stdout:
+ *
+ *   ts,tx,rmb,wmb,system,threads,datasize,workload,batch
+ *
+ * ts counts seconds from 0 (the line for the first second has ts 0, as in
+ * vmcache), tx is lookups completed in that second, rmb/wmb are MB (2^20
+ * bytes) read from / written to the image in that second.
+ *
+ * Exit status: 0 done, 1 bad environment or an engine error, 2 workload not
+ * implemented.
+ */
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/bm.h"
+#include "engine/btree.h"
+#include "engine/record.h"
+
+#define KEY_SIZE    8u
+#define VALUE_SIZE  120u
+#define MAX_THREADS 1024u
+
+struct config {
+	const char *block;
+	uint64_t virt_bytes;
+	uint64_t phys_bytes;
+	bool exmap;
+	unsigned batch;
+	unsigned runfor;
+	bool rndread;
+	unsigned threads;
+	uint64_t datasize;
+	bool btcheck;
+};
+
+/* ------------------------------------------------------------------ */
+/* Environment                                                        */
+
+static bool env_bad;
+
+static void env_error(const char *name, const char *value, const char *why)
+{
+	fprintf(stderr, "vsbench: %s='%s': %s\n", name, value, why);
+	env_bad = true;
+}
+
+/* A finite number >= @min (and <= @max), the whole string consumed;
+ * "1e6" and "0.25" are fine. */
+static double env_number(const char *name, double def, double min, double max)
+{
+	const char *s = getenv(name);
+	if (!s)
+		return def;
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (end == s || *end || errno || !isfinite(v)) {
+		env_error(name, s, "not a number");
+		return def;
+	}
+	if (v < min || v > max) {
+		char why[96];
+		snprintf(why, sizeof(why), "must be between %g and %g", min, max);
+		env_error(name, s, why);
+		return def;
+	}
+	return v;
+}
+
+/* A whole number in [min, max]: counts of threads, seconds, tuples. */
+static uint64_t env_count(const char *name, uint64_t def, uint64_t min, uint64_t max)
+{
+	const char *s = getenv(name);
+	double v = env_number(name, (double)def, (double)min, (double)max);
+	if (s && v != floor(v)) {
+		env_error(name, s, "must be a whole number");
+		return def;
+	}
+	return (uint64_t)v;
+}
+
+static bool env_flag(const char *name)
+{
+	const char *s = getenv(name);
+	if (!s)
+		return false;
+	if (strcmp(s, "0") && strcmp(s, "1")) {
+		env_error(name, s, "must be 0 or 1");
+		return false;
+	}
+	return s[0] == '1';
+}
+
+static int config_read(struct config *c)
+{
+	const double gib = 1024.0 * 1024 * 1024;
+	c->block = getenv("BLOCK");
+	if (!c->block)
+		c->block = "/tmp/bm";
+	if (!*c->block)
+		env_error("BLOCK", c->block, "empty path");
+	/* Sizes are rounded down to whole pages; bm_format and bm_open
+	 * reject what is still too small, with their own message. */
+	c->virt_bytes =
+	    (uint64_t)(env_number("VIRTGB", 16, 0, 1 << 20) * gib) & ~(uint64_t)(BM_PAGE_SIZE - 1);
+	c->phys_bytes =
+	    (uint64_t)(env_number("PHYSGB", 4, 0, 1 << 20) * gib) & ~(uint64_t)(BM_PAGE_SIZE - 1);
+	c->exmap = env_flag("EXMAP");
+	c->batch = (unsigned)env_count("BATCH", 64, 1, 1 << 20);
+	c->runfor = (unsigned)env_count("RUNFOR", 30, 1, 1u << 30);
+	c->rndread = env_flag("RNDREAD");
+	c->threads = (unsigned)env_count("THREADS", 1, 1, MAX_THREADS);
+	c->datasize = env_count("DATASIZE", 10, 1, 1e15);
+	c->btcheck = env_flag("BTCHECK");
+	if (!env_bad && c->virt_bytes == 0)
+		env_error("VIRTGB", getenv("VIRTGB"), "rounds to zero pages");
+	if (!env_bad && c->phys_bytes == 0)
+		env_error("PHYSGB", getenv("PHYSGB"), "rounds to zero pages");
+	return env_bad ? -EINVAL : 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Workers                                                            */
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* One per thread, on its own cache lines: the owner stores its count after
+ * every lookup with a plain (relaxed) store, the reporter loads it once a
+ * second. No shared read-modify-write on the lookup path. */
+struct worker {
+	_Alignas(128) _Atomic uint64_t done;
+	struct bt tree;
+	uint64_t begin, end; /* load: key range */
+	uint64_t datasize;
+	uint64_t seed;
+	int err;
+	uint64_t bad; /* lookups that failed or returned the wrong tuple */
+	pthread_t tid;
+};
+
+static atomic_bool keep_running = true;
+
+static void key_of(uint64_t i, uint8_t key[KEY_SIZE])
+{
+	struct rec_key k;
+	rec_key_init(&k);
+	rec_key_u64(&k, i);
+	memcpy(key, k.buf, KEY_SIZE);
+}
+
+static void *load_thread(void *arg)
+{
+	struct worker *w = arg;
+	uint8_t value[VALUE_SIZE];
+	memset(value, 0, sizeof(value));
+	for (uint64_t i = w->begin; i < w->end; i++) {
+		key_of(i, value); /* the value starts with its key */
+		int err = bt_insert(&w->tree, value, KEY_SIZE, value, VALUE_SIZE);
+		if (err) {
+			w->err = err;
+			break;
+		}
+		atomic_store_explicit(&w->done, i - w->begin + 1, memory_order_relaxed);
+	}
+	return NULL;
+}
+
+/* splitmix64, then Lemire's multiply-shift for a uniform index in [0, n):
+ * a division per lookup would show in a profile at these rates. */
+static uint64_t next_random(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15u);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+	return z ^ (z >> 31);
+}
+
+static void *lookup_thread(void *arg)
+{
+	struct worker *w = arg;
+	uint64_t seed = w->seed, count = 0;
+	while (atomic_load_explicit(&keep_running, memory_order_relaxed)) {
+		uint64_t i =
+		    (uint64_t)(((unsigned __int128)next_random(&seed) * w->datasize) >> 64);
+		uint8_t key[KEY_SIZE], value[VALUE_SIZE];
+		unsigned len = 0;
+		key_of(i, key);
+		int err = bt_lookup(&w->tree, key, KEY_SIZE, value, sizeof(value), &len);
+		if (err || len != VALUE_SIZE || memcmp(key, value, KEY_SIZE)) {
+			if (err && err != -ENOENT) {
+				w->err = err;
+				break;
+			}
+			w->bad++;
+		}
+		atomic_store_explicit(&w->done, ++count, memory_order_relaxed);
+	}
+	return NULL;
+}
+
+static uint64_t total_done(struct worker *w, unsigned n)
+{
+	uint64_t sum = 0;
+	for (unsigned i = 0; i < n; i++)
+		sum += atomic_load_explicit(&w[i].done, memory_order_relaxed);
+	return sum;
+}
+
+static int start_all(struct worker *w, unsigned n, void *(*fn)(void *))
+{
+	for (unsigned i = 0; i < n; i++) {
+		int err = pthread_create(&w[i].tid, NULL, fn, &w[i]);
+		if (err) {
+			fprintf(stderr, "vsbench: pthread_create: %s\n", strerror(err));
+			atomic_store(&keep_running, false);
+			for (unsigned j = 0; j < i; j++)
+				pthread_join(w[j].tid, NULL);
+			return -err;
+		}
+	}
+	return 0;
+}
+
+static int join_all(struct worker *w, unsigned n, const char *phase)
+{
+	int first = 0;
+	for (unsigned i = 0; i < n; i++) {
+		pthread_join(w[i].tid, NULL);
+		if (w[i].err && !first) {
+			fprintf(stderr, "vsbench: %s failed on thread %u: %s%s\n", phase, i,
+				strerror(-w[i].err),
+				w[i].err == -ENOSPC ? " (image full: raise VIRTGB)" : "");
+			first = w[i].err;
+		}
+	}
+	return first;
+}
+
+/* ------------------------------------------------------------------ */
+/* Phases                                                             */
+
+/* The tree's shape says how full the bulk load left the pages, which is
+ * what decides how much of the data fits a given pool. */
+static int check_tree(const struct config *c, struct bt *t)
+{
+	struct bt_info info;
+	double t0 = now();
+	int err = bt_check(t, &info);
+	if (err) {
+		fprintf(stderr, "vsbench: bt_check after the load: %s\n", strerror(-err));
+		return err;
+	}
+	fprintf(stderr,
+		"tree: height %u, %llu leaves, %llu inner nodes, %.1f entries per leaf "
+		"(checked in %.2f s)\n",
+		info.height, (unsigned long long)info.leaves, (unsigned long long)info.inners,
+		(double)info.entries / (double)(info.leaves ? info.leaves : 1), now() - t0);
+	if (info.entries != c->datasize) {
+		fprintf(stderr, "vsbench: the tree holds %llu entries, expected %llu\n",
+			(unsigned long long)info.entries, (unsigned long long)c->datasize);
+		return -EUCLEAN;
+	}
+	return 0;
+}
+
+static int load(const struct config *c, struct worker *w)
+{
+	double t0 = now();
+	for (unsigned i = 0; i < c->threads; i++) {
+		w[i].begin = c->datasize * i / c->threads;
+		w[i].end = c->datasize * (i + 1) / c->threads;
+	}
+	int err = start_all(w, c->threads, load_thread);
+	if (!err)
+		err = join_all(w, c->threads, "load");
+	if (err)
+		return err;
+	double secs = now() - t0;
+	struct bm_stats st;
+	bm_stats_get(w[0].tree.bm, &st);
+	double used = (double)(st.page_count - st.free_pages) * BM_PAGE_SIZE;
+	fprintf(stderr, "load: %llu tuples in %.3f s: %.0f tuples/s (%.0f per thread)\n",
+		(unsigned long long)c->datasize, secs, (double)c->datasize / secs,
+		(double)c->datasize / secs / c->threads);
+	fprintf(stderr, "space: %.3f GB in use, %.1f bytes per tuple, pool %.3f GB (%s)\n",
+		used / (1 << 30), used / (double)c->datasize,
+		(double)st.capacity_pages * BM_PAGE_SIZE / (1 << 30), st.backend);
+	if (c->btcheck)
+		return check_tree(c, &w[0].tree);
+	return 0;
+}
+
+/* Sleep until @t on the monotonic clock (absolute, so lines do not drift). */
+static void sleep_until(double t)
+{
+	struct timespec ts = {.tv_sec = (time_t)t, .tv_nsec = (long)((t - floor(t)) * 1e9)};
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+		;
+}
+
+static int rndread(const struct config *c, struct worker *w, struct bm *bm)
+{
+	for (unsigned i = 0; i < c->threads; i++) {
+		atomic_store(&w[i].done, 0);
+		w[i].datasize = c->datasize;
+		w[i].seed = 0x5eed0000u + i * 0x100000001b3u;
+	}
+	const double mb = 1024.0 * 1024;
+	struct bm_stats prev, cur;
+	bm_stats_get(bm, &prev);
+	uint64_t prev_done = 0;
+
+	printf("ts,tx,rmb,wmb,system,threads,datasize,workload,batch\n");
+	fflush(stdout);
+	double t0 = now();
+	int err = start_all(w, c->threads, lookup_thread);
+	if (err)
+		return err;
+	for (unsigned s = 0; s < c->runfor; s++) {
+		sleep_until(t0 + s + 1);
+		uint64_t done = total_done(w, c->threads);
+		bm_stats_get(bm, &cur);
+		printf("%u,%llu,%.2f,%.2f,virtuscale,%u,%llu,rndread,%u\n", s,
+		       (unsigned long long)(done - prev_done),
+		       (double)(cur.read_bytes - prev.read_bytes) / mb,
+		       (double)(cur.write_bytes - prev.write_bytes) / mb, c->threads,
+		       (unsigned long long)c->datasize, c->batch);
+		fflush(stdout);
+		prev = cur;
+		prev_done = done;
+	}
+	atomic_store(&keep_running, false);
+	err = join_all(w, c->threads, "lookup");
+	double secs = now() - t0;
+
+	uint64_t done = total_done(w, c->threads), bad = 0;
+	for (unsigned i = 0; i < c->threads; i++)
+		bad += w[i].bad;
+	fprintf(stderr, "lookups: %llu in %.3f s: %.0f /s (%.0f per thread)\n",
+		(unsigned long long)done, secs, (double)done / secs,
+		(double)done / secs / c->threads);
+	if (bad) {
+		fprintf(stderr, "vsbench: %llu lookups missed or returned the wrong tuple\n",
+			(unsigned long long)bad);
+		if (!err)
+			err = -EUCLEAN;
+	}
+	return err;
+}
+
+int main(void)
+{
+	struct config c;
+	if (config_read(&c))
+		return 1;
+	if (!c.rndread) {
+		fprintf(stderr, "vsbench: the TPC-C-like workload (RNDREAD=0) is not implemented "
+				"yet; run with RNDREAD=1\n");
+		return 2;
+	}
+
+	int err = bm_format(c.block, c.virt_bytes, true);
+	if (err) {
+		fprintf(stderr, "vsbench: cannot format %s (%llu bytes): %s\n", c.block,
+			(unsigned long long)c.virt_bytes, strerror(-err));
+		return 1;
+	}
+	struct bm_config bc = {
+	    .path = c.block,
+	    .pool_bytes = c.phys_bytes,
+	    .backend = c.exmap ? BM_BACKEND_EXMAP : BM_BACKEND_PLAIN,
+	    .evict_batch = c.batch,
+	};
+	struct bm *bm;
+	err = bm_open(&bc, &bm);
+	if (err) {
+		if (err == -ENODEV && c.exmap)
+			fprintf(stderr,
+				"vsbench: EXMAP=1 but the exmap backend is unavailable "
+				"(is the exmap module loaded and /dev/exmap accessible?)\n");
+		else
+			fprintf(stderr, "vsbench: cannot open %s: %s\n", c.block, strerror(-err));
+		return 1;
+	}
+
+	uint64_t root;
+	struct worker *w = NULL;
+	err = bt_create(bm, &root);
+	if (err) {
+		fprintf(stderr, "vsbench: bt_create: %s\n", strerror(-err));
+		goto out;
+	}
+	w = aligned_alloc(_Alignof(struct worker), sizeof(*w) * c.threads);
+	if (!w) {
+		err = -ENOMEM;
+		fprintf(stderr, "vsbench: out of memory\n");
+		goto out;
+	}
+	memset(w, 0, sizeof(*w) * c.threads);
+	for (unsigned i = 0; i < c.threads; i++)
+		w[i].tree = bt_open(bm, root);
+
+	err = load(&c, w);
+	if (!err)
+		err = rndread(&c, w, bm);
+out:
+	free(w);
+	int cerr = bm_close(bm);
+	if (cerr && !err) {
+		fprintf(stderr, "vsbench: closing the image: %s\n", strerror(-cerr));
+		err = cerr;
+	}
+	return err ? 1 : 0;
+}

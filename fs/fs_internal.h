@@ -1,0 +1,162 @@
+/*
+ * fs_internal.h: what the files of fs/ share: the mount structure, the
+ * decoded inode, inode locks, the table of live inodes (lookup and open
+ * counts), and the helpers each file offers the others.
+ *
+ * Lock order (outer to inner):
+ *
+ *   rename_mu  ->  inode stripe locks (ascending stripe index)  ->  node
+ *   table stripe mutexes  ->  ino_mu
+ *
+ * The B-tree and the buffer manager take only their own page latches, never
+ * ours, so any of these may be held across tree calls.
+ */
+#ifndef VS_FS_FS_INTERNAL_H
+#define VS_FS_FS_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "engine/btree.h"
+#include "fs/fs.h"
+#include "fs/keys.h"
+
+#define FS_LOCK_STRIPES 1024 /* inode locks */
+#define FS_NODE_STRIPES 64   /* live-inode table */
+
+/* One live inode: what the kernel holds of it. */
+struct fs_node {
+	uint64_t ino;
+	uint64_t nlookup;
+	uint32_t nopen;
+	bool unlinked; /* nlink reached 0: free when the counts do */
+	struct fs_node *next;
+};
+
+struct fs_node_stripe {
+	pthread_mutex_t mu;
+	struct fs_node **buckets;
+	uint64_t nbuckets; /* power of two */
+	uint64_t count;
+};
+
+struct fs {
+	struct bm *bm;
+	struct bt tree;
+	bool read_only;
+	struct timespec mount_time;
+
+	pthread_rwlock_t ino_locks[FS_LOCK_STRIPES];
+	/* Held across a rename that changes directories, so that the loop check
+	 * (walking parent pointers) sees a tree nobody else is re-hanging. */
+	pthread_mutex_t rename_mu;
+
+	struct fs_node_stripe nodes[FS_NODE_STRIPES];
+
+	pthread_mutex_t ino_mu; /* next_ino, ino_limit */
+	uint64_t next_ino;
+	uint64_t ino_limit;
+
+	_Atomic uint64_t inode_count;
+	_Atomic uint64_t open_files;
+	_Atomic uint64_t requests[FS_REQ_COUNT];
+	uint64_t mounts;
+};
+
+/* The decoded inode record (layout in keys.h). */
+struct fs_inode {
+	uint64_t ino;
+	uint32_t mode, uid, gid, nlink;
+	uint64_t size;
+	uint64_t pages;
+	uint64_t parent;
+	uint64_t rdev;
+	struct timespec atime, mtime, ctime, btime;
+	uint32_t flags;
+	uint64_t generation;
+};
+
+/* ---- inode.c: records ---- */
+void fs_now(struct timespec *ret);
+int fs_inode_get(struct fs *fs, uint64_t ino, struct fs_inode *ret);
+int fs_inode_put(struct fs *fs, const struct fs_inode *in);
+int fs_inode_insert(struct fs *fs, const struct fs_inode *in);
+void fs_inode_to_stat(const struct fs_inode *in, struct stat *ret);
+int fs_ino_alloc(struct fs *fs, uint64_t *ret);
+int fs_ino_reserve(struct fs *fs, uint64_t at_least);
+/* Delete every record of @ino and free its pages. Caller holds its lock. */
+int fs_inode_free_locked(struct fs *fs, uint64_t ino);
+/* Lock @ino exclusively and free it (the last reference is gone). */
+void fs_inode_reclaim(struct fs *fs, uint64_t ino);
+int fs_orphan_add(struct fs *fs, uint64_t ino);
+int fs_orphans_reclaim(struct fs *fs);
+int fs_inodes_recount(struct fs *fs, uint64_t *ret);
+
+/* ---- inode.c: locks ---- */
+void fs_locks_init(struct fs *fs);
+void fs_locks_destroy(struct fs *fs);
+void fs_ino_rdlock(struct fs *fs, uint64_t ino);
+void fs_ino_wrlock(struct fs *fs, uint64_t ino);
+void fs_ino_unlock(struct fs *fs, uint64_t ino);
+
+/* Up to four inodes locked exclusively in stripe order. */
+struct fs_lockset {
+	unsigned n;
+	unsigned idx[4];
+};
+void fs_lock_many(struct fs *fs, struct fs_lockset *ls, const uint64_t *inos, unsigned n);
+void fs_unlock_many(struct fs *fs, struct fs_lockset *ls);
+
+/* ---- inode.c: live-inode table ---- */
+void fs_nodes_init(struct fs *fs);
+void fs_nodes_destroy(struct fs *fs);
+void fs_node_lookup_add(struct fs *fs, uint64_t ino, uint64_t n);
+void fs_node_open_add(struct fs *fs, uint64_t ino);
+/* These return true when the caller must free the inode now. */
+bool fs_node_forget(struct fs *fs, uint64_t ino, uint64_t n);
+bool fs_node_close(struct fs *fs, uint64_t ino);
+bool fs_node_unlinked(struct fs *fs, uint64_t ino);
+/* Inodes still marked unlinked (for unmount); returns how many were freed. */
+uint64_t fs_nodes_reclaim_all(struct fs *fs);
+
+/* ---- names.c: hashed named records (dirents, xattrs) ---- */
+struct fs_slot {
+	uint64_t slot; /* where the name is, or where it may be inserted */
+	bool found;
+	unsigned vlen;
+	uint8_t val[BT_VAL_MAX];
+};
+int fs_names_find(struct fs *fs, uint64_t obj, uint8_t type, const char *name, unsigned nlen,
+		  struct fs_slot *ret);
+int fs_names_remove(struct fs *fs, uint64_t obj, uint8_t type, uint64_t slot);
+/* Payload of a found named record (after the name). */
+static inline const uint8_t *fs_slot_payload(const struct fs_slot *s)
+{
+	return s->val + 1 + s->val[0];
+}
+
+/* ---- dir.c ---- */
+/* Is the directory empty? 1 yes, 0 no, or an error. */
+int fs_dir_is_empty(struct fs *fs, uint64_t dir);
+
+/* ---- file.c ---- */
+/* Change the size of a regular file (lock held, @in up to date and updated
+ * in memory; the caller writes the inode). */
+int fs_file_resize_locked(struct fs *fs, struct fs_inode *in, uint64_t size);
+
+/* ---- stats.c ---- */
+int fs_ctl_getattr(struct fs *fs, uint64_t ino, struct stat *ret);
+int fs_ctl_lookup(struct fs *fs, uint64_t parent, const char *name, struct stat *ret);
+int fs_ctl_readdir(struct fs *fs, uint64_t cookie, bool plus, fs_dirent_fn fn, void *ctx);
+
+static inline bool fs_name_bad(const char *name, size_t *ret_len)
+{
+	size_t n = strnlen(name, FS_NAME_MAX + 1);
+	*ret_len = n;
+	return n == 0 || n > FS_NAME_MAX;
+}
+
+#endif

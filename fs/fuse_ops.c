@@ -1,0 +1,694 @@
+/*
+ * fuse_ops.c: one small handler per FUSE low-level operation.
+ *
+ * A handler decodes the request, calls the fs_* function that does the
+ * work, and replies exactly once. Lookup counts live in fs/ (fs_lookup and
+ * friends add, fs_forget takes away); when a reply that hands the kernel a
+ * reference cannot be delivered (the request was interrupted), the handler
+ * gives the reference back itself, since no forget will ever come for it.
+ *
+ * Errors: fs/ returns negative errno values; -EUCLEAN (a page failed its
+ * checksum) reaches the application as EIO, and the daemon keeps serving.
+ */
+#include "fs/fuse_ops.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fs/keys.h"
+
+#define STATS_MAX (64 * 1024)
+#define READDIR_MAX (1024 * 1024)
+
+static struct fs_fuse *ctx_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static struct fs *fs_of(fuse_req_t req, enum fs_req what)
+{
+	struct fs *fs = ctx_of(req)->fs;
+	fs_count(fs, what);
+	return fs;
+}
+
+static void reply_err(fuse_req_t req, int r)
+{
+	int e = -r;
+	if (e == EUCLEAN)
+		e = EIO;
+	fuse_reply_err(req, e);
+}
+
+static void reply_entry(fuse_req_t req, struct fs *fs, const struct stat *st)
+{
+	struct fs_fuse *f = ctx_of(req);
+	struct fuse_entry_param e = {
+		.ino = st->st_ino,
+		.attr = *st,
+		.attr_timeout = f->opts.timeout,
+		.entry_timeout = f->opts.timeout,
+	};
+	if (fuse_reply_entry(req, &e) != 0)
+		fs_forget(fs, st->st_ino, 1);
+}
+
+static struct fs_cred cred_of(fuse_req_t req)
+{
+	const struct fuse_ctx *c = fuse_req_ctx(req);
+	return (struct fs_cred){.uid = c->uid, .gid = c->gid};
+}
+
+/* ------------------------------------------------------------------ */
+/* Session                                                            */
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct fs_fuse *f = userdata;
+
+	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	if (f->opts.writeback_cache && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
+		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+	else
+		conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
+		conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	/* The kernel clears set-ID bits on write and chown (with its own
+	 * capability checks) when we do not claim to. */
+	conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
+	/* We are the only writer: cached pages never go stale behind the
+	 * kernel's back, so attribute refreshes need not drop them. */
+	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+	if (f->opts.max_write)
+		conn->max_write = f->opts.max_write;
+	if (f->opts.max_readahead && f->opts.max_readahead < conn->max_readahead)
+		conn->max_readahead = f->opts.max_readahead;
+	conn->time_gran = 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Names and attributes                                               */
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fs_of(req, FS_REQ_LOOKUP);
+	struct stat st;
+	int r = fs_lookup(fs, parent, name, &st);
+	if (r == -ENOENT) {
+		/* A negative entry the kernel may cache: names appear only
+		 * through this mount, which invalidates it. */
+		struct fuse_entry_param e = {.ino = 0, .entry_timeout = ctx_of(req)->opts.timeout};
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	if (r < 0)
+		reply_err(req, r);
+	else
+		reply_entry(req, fs, &st);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	fs_forget(fs_of(req, FS_REQ_FORGET), ino, nlookup);
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	struct fs *fs = fs_of(req, FS_REQ_FORGET);
+	for (size_t i = 0; i < count; i++)
+		fs_forget(fs, forgets[i].ino, forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct stat st;
+	int r = fs_getattr(fs_of(req, FS_REQ_GETATTR), ino, &st);
+	if (r < 0)
+		reply_err(req, r);
+	else
+		fuse_reply_attr(req, &st, ctx_of(req)->opts.timeout);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		       struct fuse_file_info *fi)
+{
+	struct fs_setattr sa = {0};
+	struct stat st;
+
+	if (to_set & FUSE_SET_ATTR_MODE) {
+		sa.valid |= FS_SET_MODE;
+		sa.mode = attr->st_mode;
+	}
+	if (to_set & FUSE_SET_ATTR_UID) {
+		sa.valid |= FS_SET_UID;
+		sa.uid = attr->st_uid;
+	}
+	if (to_set & FUSE_SET_ATTR_GID) {
+		sa.valid |= FS_SET_GID;
+		sa.gid = attr->st_gid;
+	}
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		sa.valid |= FS_SET_SIZE;
+		sa.size = (uint64_t)attr->st_size;
+	}
+	if (to_set & FUSE_SET_ATTR_ATIME_NOW) {
+		sa.valid |= FS_SET_ATIME_NOW;
+	} else if (to_set & FUSE_SET_ATTR_ATIME) {
+		sa.valid |= FS_SET_ATIME;
+		sa.atime = attr->st_atim;
+	}
+	if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
+		sa.valid |= FS_SET_MTIME_NOW;
+	} else if (to_set & FUSE_SET_ATTR_MTIME) {
+		sa.valid |= FS_SET_MTIME;
+		sa.mtime = attr->st_mtim;
+	}
+	if (to_set & FUSE_SET_ATTR_CTIME) {
+		sa.valid |= FS_SET_CTIME;
+		sa.ctime = attr->st_ctim;
+	}
+	int r = fs_setattr(fs_of(req, FS_REQ_SETATTR), ino, &sa, &st);
+	if (r < 0)
+		reply_err(req, r);
+	else
+		fuse_reply_attr(req, &st, ctx_of(req)->opts.timeout);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	char buf[FS_SYMLINK_MAX + 1];
+	size_t len;
+	int r = fs_readlink(fs_of(req, FS_REQ_READLINK), ino, buf, FS_SYMLINK_MAX, &len);
+	if (r < 0) {
+		reply_err(req, r);
+		return;
+	}
+	buf[len] = 0;
+	fuse_reply_readlink(req, buf);
+}
+
+static void make_node(fuse_req_t req, enum fs_req what, fuse_ino_t parent, const char *name,
+		      mode_t mode, dev_t rdev)
+{
+	struct fs *fs = fs_of(req, what);
+	struct fs_cred cred = cred_of(req);
+	struct stat st;
+	int r = fs_mknod(fs, &cred, parent, name, mode, rdev, &st);
+	if (r < 0)
+		reply_err(req, r);
+	else
+		reply_entry(req, fs, &st);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		     dev_t rdev)
+{
+	make_node(req, FS_REQ_MKNOD, parent, name, mode, rdev);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	make_node(req, FS_REQ_MKDIR, parent, name, (mode & 07777) | S_IFDIR, 0);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fs_of(req, FS_REQ_SYMLINK);
+	struct fs_cred cred = cred_of(req);
+	struct stat st;
+	int r = fs_symlink(fs, &cred, parent, name, link, &st);
+	if (r < 0)
+		reply_err(req, r);
+	else
+		reply_entry(req, fs, &st);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	struct fs *fs = fs_of(req, FS_REQ_LINK);
+	struct stat st;
+	int r = fs_link(fs, ino, newparent, newname, &st);
+	if (r < 0)
+		reply_err(req, r);
+	else
+		reply_entry(req, fs, &st);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	reply_err(req, fs_unlink(fs_of(req, FS_REQ_UNLINK), parent, name));
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	reply_err(req, fs_rmdir(fs_of(req, FS_REQ_RMDIR), parent, name));
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		      const char *newname, unsigned int flags)
+{
+	reply_err(req, fs_rename(fs_of(req, FS_REQ_RENAME), parent, name, newparent, newname,
+				 flags));
+}
+
+/* ------------------------------------------------------------------ */
+/* Files                                                              */
+
+static int ctl_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	int acc = fi->flags & O_ACCMODE;
+
+	if (ino == FS_INO_CTLDIR)
+		return -EISDIR;
+	if (ino == FS_INO_CONTROL) {
+		if (acc != O_WRONLY)
+			return -EACCES;
+		if (fuse_req_ctx(req)->uid != 0)
+			return -EACCES;
+		fi->direct_io = 1;
+		return 0;
+	}
+	if (acc != O_RDONLY)
+		return -EACCES;
+	fi->direct_io = 1;
+	return 0;
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req, FS_REQ_OPEN);
+	int r;
+
+	if (fs_is_ctl_ino(ino)) {
+		r = ctl_open(req, ino, fi);
+		if (r < 0)
+			reply_err(req, r);
+		else
+			fuse_reply_open(req, fi);
+		return;
+	}
+	r = fs_open(fs, ino, fi->flags);
+	if (r < 0) {
+		reply_err(req, r);
+		return;
+	}
+	/* Only this daemon changes the image: what the kernel cached at the
+	 * last open is still right. */
+	fi->keep_cache = 1;
+	if (fuse_reply_open(req, fi) != 0)
+		fs_release(fs, ino);
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req, FS_REQ_CREATE);
+	struct fs_cred cred = cred_of(req);
+	struct stat st;
+	int r;
+
+	r = fs_mknod(fs, &cred, parent, name, (mode & 07777) | S_IFREG, 0, &st);
+	if (r == 0) {
+		r = fs_open(fs, st.st_ino, fi->flags & ~O_TRUNC);
+		if (r < 0)
+			fs_forget(fs, st.st_ino, 1);
+	}
+	if (r < 0) {
+		reply_err(req, r);
+		return;
+	}
+	struct fuse_entry_param e = {
+		.ino = st.st_ino,
+		.attr = st,
+		.attr_timeout = ctx_of(req)->opts.timeout,
+		.entry_timeout = ctx_of(req)->opts.timeout,
+	};
+	fi->keep_cache = 1;
+	if (fuse_reply_create(req, &e, fi) != 0) {
+		fs_release(fs, st.st_ino);
+		fs_forget(fs, st.st_ino, 1);
+	}
+}
+
+struct read_reply {
+	fuse_req_t req;
+	bool replied;
+};
+
+static int read_sink(void *vctx, const struct iovec *iov, int cnt)
+{
+	struct read_reply *rr = vctx;
+	rr->replied = true;
+	if (cnt == 0)
+		fuse_reply_buf(rr->req, NULL, 0);
+	else
+		fuse_reply_iov(rr->req, iov, cnt);
+	return 0;
+}
+
+/* Every read renders the file afresh and returns its slice: no state per
+ * open file, so reads racing each other or a release (the kernel may split
+ * one direct read into concurrent requests) share nothing. */
+static void stats_read(fuse_req_t req, struct fs *fs, size_t size, off_t off)
+{
+	char *buf = malloc(STATS_MAX);
+	ssize_t n;
+
+	if (!buf) {
+		reply_err(req, -ENOMEM);
+		return;
+	}
+	n = fs_stats_render(fs, buf, STATS_MAX);
+	if (n < 0)
+		reply_err(req, (int)n);
+	else if (off >= n)
+		fuse_reply_buf(req, NULL, 0);
+	else
+		fuse_reply_buf(req, buf + off, size < (size_t)(n - off) ? size : (size_t)(n - off));
+	free(buf);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req, FS_REQ_READ);
+
+	if (ino == FS_INO_STATS) {
+		stats_read(req, fs, size, off);
+		return;
+	}
+	if (fs_is_ctl_ino(ino)) {
+		reply_err(req, -EBADF);
+		return;
+	}
+	struct read_reply rr = {.req = req, .replied = false};
+	int r = fs_read_iov(fs, ino, (uint64_t)off, size, read_sink, &rr);
+	if (!rr.replied)
+		reply_err(req, r < 0 ? r : -EIO);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req, FS_REQ_WRITE);
+	ssize_t n;
+
+	if (ino == FS_INO_CONTROL) {
+		int r = fs_control(fs, buf, size);
+		if (r < 0)
+			reply_err(req, r);
+		else
+			fuse_reply_write(req, size);
+		return;
+	}
+	if (fs_is_ctl_ino(ino)) {
+		reply_err(req, -EBADF);
+		return;
+	}
+	n = fs_write(fs, ino, (uint64_t)off, buf, size);
+	if (n < 0)
+		reply_err(req, (int)n);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	fs_count(ctx_of(req)->fs, FS_REQ_FLUSH);
+	fuse_reply_err(req, 0);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	fs_release(fs_of(req, FS_REQ_RELEASE), ino);
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct fs_fuse *f = ctx_of(req);
+	int r = fs_sync(fs_of(req, FS_REQ_FSYNC));
+
+	/* With the writeback cache the kernel keeps st_blocks from before the
+	 * pages it just wrote back; it refreshes them after a flush (close)
+	 * but not after fsync. Invalidate the attributes (only: offset -1
+	 * leaves the page cache alone and takes no inode lock) so that an
+	 * fstat after fsync sees the space the data took. */
+	if (r == 0 && f->opts.writeback_cache && f->se && !fs_is_ctl_ino(ino))
+		fuse_lowlevel_notify_inval_inode(f->se, ino, -1, 0);
+	reply_err(req, r);
+}
+
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+			 struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req, FS_REQ_FALLOCATE);
+	if (offset < 0 || length <= 0) {
+		reply_err(req, -EINVAL);
+		return;
+	}
+	reply_err(req, fs_fallocate(fs, ino, mode, (uint64_t)offset, (uint64_t)length));
+}
+
+static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		     struct fuse_file_info *fi)
+{
+	uint64_t pos;
+	if (off < 0) {
+		reply_err(req, -ENXIO);
+		return;
+	}
+	int r = fs_lseek(fs_of(req, FS_REQ_LSEEK), ino, (uint64_t)off, whence, &pos);
+	if (r < 0)
+		reply_err(req, r);
+	else
+		fuse_reply_lseek(req, (off_t)pos);
+}
+
+static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+			       struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
+			       struct fuse_file_info *fi_out, size_t len, int flags)
+{
+	struct fs *fs = fs_of(req, FS_REQ_COPY_FILE_RANGE);
+	if (flags != 0 || off_in < 0 || off_out < 0) {
+		reply_err(req, -EINVAL);
+		return;
+	}
+	if (fs_is_ctl_ino(ino_in) || fs_is_ctl_ino(ino_out)) {
+		reply_err(req, -EOPNOTSUPP);
+		return;
+	}
+	ssize_t n = fs_copy_range(fs, ino_in, (uint64_t)off_in, ino_out, (uint64_t)off_out, len);
+	if (n < 0)
+		reply_err(req, (int)n);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
+
+/* ------------------------------------------------------------------ */
+/* Directories                                                        */
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct stat st;
+	int r = fs_getattr(fs_of(req, FS_REQ_OPENDIR), ino, &st);
+	if (r == 0 && !S_ISDIR(st.st_mode))
+		r = -ENOTDIR;
+	if (r < 0)
+		reply_err(req, r);
+	else
+		fuse_reply_open(req, fi);
+}
+
+struct dir_reply {
+	fuse_req_t req;
+	char *buf;
+	size_t size, pos;
+	bool plus;
+	double timeout;
+};
+
+static bool dir_add(void *vctx, const char *name, uint64_t ino, mode_t type, uint64_t next,
+		    const struct stat *st)
+{
+	struct dir_reply *d = vctx;
+	size_t room = d->size - d->pos, n;
+
+	if (d->plus) {
+		/* ino 0 for "." and "..": the kernel takes no reference. */
+		struct fuse_entry_param e = {0};
+		if (st) {
+			e.ino = ino;
+			e.attr = *st;
+			e.attr_timeout = d->timeout;
+			e.entry_timeout = d->timeout;
+		} else {
+			e.attr.st_ino = ino;
+			e.attr.st_mode = type;
+		}
+		n = fuse_add_direntry_plus(d->req, d->buf + d->pos, room, name, &e, (off_t)next);
+	} else {
+		struct stat s = {.st_ino = ino, .st_mode = type};
+		n = fuse_add_direntry(d->req, d->buf + d->pos, room, name, &s, (off_t)next);
+	}
+	if (n > room)
+		return false;
+	d->pos += n;
+	return true;
+}
+
+static void readdir_common(fuse_req_t req, enum fs_req what, fuse_ino_t ino, size_t size,
+			   off_t off, bool plus)
+{
+	struct fs *fs = fs_of(req, what);
+	struct dir_reply d = {
+		.req = req,
+		.size = size < READDIR_MAX ? size : READDIR_MAX,
+		.plus = plus,
+		.timeout = ctx_of(req)->opts.timeout,
+	};
+	d.buf = malloc(d.size);
+	if (!d.buf) {
+		reply_err(req, -ENOMEM);
+		return;
+	}
+	int r = fs_readdir(fs, ino, off < 0 ? 0 : (uint64_t)off, plus, dir_add, &d);
+	if (r < 0)
+		reply_err(req, r);
+	else
+		fuse_reply_buf(req, d.buf, d.pos);
+	free(d.buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	readdir_common(req, FS_REQ_READDIR, ino, size, off, false);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			   struct fuse_file_info *fi)
+{
+	readdir_common(req, FS_REQ_READDIRPLUS, ino, size, off, true);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	fs_count(ctx_of(req)->fs, FS_REQ_RELEASEDIR);
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	reply_err(req, fs_sync(fs_of(req, FS_REQ_FSYNCDIR)));
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs sv;
+	int r = fs_statfs(fs_of(req, FS_REQ_STATFS), &sv);
+	if (r < 0)
+		reply_err(req, r);
+	else
+		fuse_reply_statfs(req, &sv);
+}
+
+/* ------------------------------------------------------------------ */
+/* Extended attributes                                                */
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			size_t size, int flags)
+{
+	reply_err(req, fs_setxattr(fs_of(req, FS_REQ_SETXATTR), ino, name, value, size, flags));
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct fs *fs = fs_of(req, FS_REQ_GETXATTR);
+	size_t len;
+	void *buf = NULL;
+	int r;
+
+	if (size > 0 && !(buf = malloc(size))) {
+		reply_err(req, -ENOMEM);
+		return;
+	}
+	r = fs_getxattr(fs, ino, name, buf, size, &len);
+	if (r < 0)
+		reply_err(req, r);
+	else if (size == 0)
+		fuse_reply_xattr(req, len);
+	else
+		fuse_reply_buf(req, buf, len);
+	free(buf);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct fs *fs = fs_of(req, FS_REQ_LISTXATTR);
+	size_t len;
+	char *buf = NULL;
+	int r;
+
+	if (size > 0 && !(buf = malloc(size))) {
+		reply_err(req, -ENOMEM);
+		return;
+	}
+	r = fs_listxattr(fs, ino, buf, size, &len);
+	if (r < 0)
+		reply_err(req, r);
+	else if (size == 0)
+		fuse_reply_xattr(req, len);
+	else
+		fuse_reply_buf(req, buf, len);
+	free(buf);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	reply_err(req, fs_removexattr(fs_of(req, FS_REQ_REMOVEXATTR), ino, name));
+}
+
+const struct fuse_lowlevel_ops fs_fuse_ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.readlink = op_readlink,
+	.mknod = op_mknod,
+	.mkdir = op_mkdir,
+	.unlink = op_unlink,
+	.rmdir = op_rmdir,
+	.symlink = op_symlink,
+	.rename = op_rename,
+	.link = op_link,
+	.open = op_open,
+	.read = op_read,
+	.write = op_write,
+	.flush = op_flush,
+	.release = op_release,
+	.fsync = op_fsync,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.readdirplus = op_readdirplus,
+	.releasedir = op_releasedir,
+	.fsyncdir = op_fsyncdir,
+	.statfs = op_statfs,
+	.setxattr = op_setxattr,
+	.getxattr = op_getxattr,
+	.listxattr = op_listxattr,
+	.removexattr = op_removexattr,
+	.create = op_create,
+	.fallocate = op_fallocate,
+	.lseek = op_lseek,
+	.copy_file_range = op_copy_file_range,
+};

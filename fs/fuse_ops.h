@@ -1,0 +1,34 @@
+/*
+ * fuse_ops.h: the FUSE low-level handlers over the fs_* calls.
+ *
+ * Each handler decodes its request, makes one fs_* call, and replies exactly
+ * once. The session's userdata is a struct fs_fuse.
+ */
+#ifndef VS_FS_FUSE_OPS_H
+#define VS_FS_FUSE_OPS_H
+
+#define FUSE_USE_VERSION 314
+
+#include <fuse_lowlevel.h>
+#include <stdbool.h>
+
+#include "fs/fs.h"
+
+/* Knobs of the kernel connection (mount options; see main.c). */
+struct fs_fuse_opts {
+	bool writeback_cache; /* the kernel caches writes (FUSE_CAP_WRITEBACK_CACHE) */
+	double timeout;       /* seconds the kernel may trust attributes and names */
+	unsigned max_write;   /* bytes per write request */
+	unsigned max_readahead;
+};
+
+struct fs_fuse {
+	struct fs *fs;
+	struct fuse_session *se; /* for notifications to the kernel */
+	struct fs_fuse_opts opts;
+};
+
+/* The operation table to give fuse_session_new with a struct fs_fuse. */
+extern const struct fuse_lowlevel_ops fs_fuse_ops;
+
+#endif

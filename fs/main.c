@@ -1,0 +1,551 @@
+/*
+ * main.c: the virtuscale daemon: options, mount, the FUSE session loop,
+ * and a clean unmount that writes everything back.
+ *
+ *   virtuscale IMAGE MOUNTPOINT [-o opt,...] [-f] [-d] [-s]
+ *
+ * Start-up order, and why:
+ *
+ *   parse options          our own table; generic mount options that
+ *                          mount.fuse3 passes are kept for the kernel or
+ *                          dropped, anything else is an error
+ *   fork (unless -f/-d)    the parent waits on a pipe for the child's
+ *                          verdict and exits with it, so errors still reach
+ *                          the terminal and the exit status is meaningful.
+ *                          Forking before anything is opened means no
+ *                          thread, io_uring ring or lock has to survive a
+ *                          fork (bm_open's flock is taken by the child)
+ *   fs_mount               opens and checks the image BEFORE the mount point
+ *                          is touched: "not an image" and "image is in use"
+ *                          fail here with the mount point untouched
+ *   fuse_session_mount     the mount itself
+ *   ready                  the child detaches (setsid, stdio to /dev/null,
+ *                          log to syslog) and tells the parent to exit 0
+ *   session loop           until umount, fusermount3 -u, SIGTERM, SIGINT or
+ *                          SIGHUP; then unmount and fs_unmount (bm_close
+ *                          writes every dirty page back)
+ */
+#include "fs/fuse_ops.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "engine/log.h"
+
+#define MiB (UINT64_C(1) << 20)
+#define DEFAULT_TIMEOUT 3600.0 /* we are the only writer */
+#define MIN_POOL (64 * MiB)
+
+struct options {
+	char *image;
+	char *mountpoint;
+	char *pool;
+	char *exmap;
+	char *writeback;
+	unsigned threads;
+	unsigned max_write;
+	double timeout;
+	int foreground;
+	int debug;
+	int single;
+	int help;
+	int version;
+	int read_only;
+	int no_default_permissions;
+	int have_fsname;
+	int have_subtype;
+	int bad;
+};
+
+enum {
+	KEY_HELP,
+	KEY_VERSION,
+	KEY_FOREGROUND,
+	KEY_DEBUG,
+	KEY_SINGLE,
+	KEY_RO,
+	KEY_NO_DEFAULT_PERMISSIONS,
+};
+
+#define OPT(t, m)                                                                                  \
+	{                                                                                          \
+		t, offsetof(struct options, m), 1                                                  \
+	}
+
+static const struct fuse_opt opt_table[] = {
+	OPT("pool=%s", pool),
+	OPT("exmap=%s", exmap),
+	OPT("threads=%u", threads),
+	OPT("writeback_cache=%s", writeback),
+	OPT("timeout=%lf", timeout),
+	OPT("max_write=%u", max_write),
+	FUSE_OPT_KEY("-h", KEY_HELP),
+	FUSE_OPT_KEY("--help", KEY_HELP),
+	FUSE_OPT_KEY("-V", KEY_VERSION),
+	FUSE_OPT_KEY("--version", KEY_VERSION),
+	FUSE_OPT_KEY("-f", KEY_FOREGROUND),
+	FUSE_OPT_KEY("-d", KEY_DEBUG),
+	FUSE_OPT_KEY("debug", KEY_DEBUG),
+	FUSE_OPT_KEY("-s", KEY_SINGLE),
+	FUSE_OPT_KEY("ro", KEY_RO),
+	FUSE_OPT_KEY("no_default_permissions", KEY_NO_DEFAULT_PERMISSIONS),
+	FUSE_OPT_END,
+};
+
+/* Mount options the kernel (through libfuse) understands: passed on. */
+static const char *const kernel_opts[] = {
+	"allow_other", "allow_root", "auto_unmount", "default_permissions", "rw",
+	"dev", "nodev", "suid", "nosuid", "exec", "noexec", "async", "sync", "dirsync",
+	"atime", "noatime", "diratime", "nodiratime", "relatime", "norelatime",
+	"strictatime", "nostrictatime", "lazytime", "nolazytime", NULL,
+};
+static const char *const kernel_prefixes[] = {
+	"fsname=", "subtype=", "max_read=", "context=", "fscontext=", "defcontext=",
+	"rootcontext=", NULL,
+};
+/* Options meant for mount(8) and fstab that mount.fuse3 may pass along. */
+static const char *const ignored_opts[] = {
+	"user", "nouser", "users", "auto", "noauto", "_netdev", "nofail", "defaults",
+	"owner", "group", "nonempty", "loop", NULL,
+};
+static const char *const ignored_prefixes[] = {"x-", "comment=", "helper=", "uhelper=", NULL};
+
+static bool in_list(const char *arg, const char *const *list, bool prefix)
+{
+	for (unsigned i = 0; list[i]; i++)
+		if (prefix ? strncmp(arg, list[i], strlen(list[i])) == 0 : strcmp(arg, list[i]) == 0)
+			return true;
+	return false;
+}
+
+static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct options *o = data;
+
+	switch (key) {
+	case FUSE_OPT_KEY_NONOPT:
+		if (!o->image) {
+			o->image = strdup(arg);
+			return 0;
+		}
+		if (!o->mountpoint) {
+			o->mountpoint = strdup(arg);
+			return 0;
+		}
+		fprintf(stderr, "virtuscale: unexpected argument '%s'\n", arg);
+		o->bad = 1;
+		return 0;
+	case KEY_HELP:
+		o->help = 1;
+		return 0;
+	case KEY_VERSION:
+		o->version = 1;
+		return 0;
+	case KEY_FOREGROUND:
+		o->foreground = 1;
+		return 0;
+	case KEY_DEBUG:
+		o->debug = 1;
+		o->foreground = 1;
+		return fuse_opt_add_arg(outargs, "-d") == 0 ? 0 : -1;
+	case KEY_SINGLE:
+		o->single = 1;
+		return 0;
+	case KEY_RO:
+		o->read_only = 1;
+		return 1;
+	case KEY_NO_DEFAULT_PERMISSIONS:
+		o->no_default_permissions = 1;
+		return 0;
+	case FUSE_OPT_KEY_OPT:
+		if (strncmp(arg, "fsname=", 7) == 0)
+			o->have_fsname = 1;
+		if (strncmp(arg, "subtype=", 8) == 0)
+			o->have_subtype = 1;
+		if (in_list(arg, kernel_opts, false) || in_list(arg, kernel_prefixes, true))
+			return 1;
+		if (in_list(arg, ignored_opts, false) || in_list(arg, ignored_prefixes, true))
+			return 0;
+		fprintf(stderr, "virtuscale: unknown option '%s' (see virtuscale --help)\n", arg);
+		o->bad = 1;
+		return 0;
+	}
+	fprintf(stderr, "virtuscale: unknown argument '%s' (see virtuscale --help)\n", arg);
+	o->bad = 1;
+	return 0;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: virtuscale IMAGE MOUNTPOINT [-o opt[,opt...]] [-f] [-d] [-s]\n"
+		"\n"
+		"Mount the VirtuScale filesystem in IMAGE (made by mkfs.virtuscale) on\n"
+		"MOUNTPOINT. Runs in the background unless -f is given; unmount with\n"
+		"umount or fusermount3 -u (or stop the daemon with SIGTERM or SIGINT):\n"
+		"everything is written back to the image before it exits.\n"
+		"\n"
+		"options:\n"
+		"  -f                     stay in the foreground\n"
+		"  -d, -o debug           print every FUSE request (implies -f)\n"
+		"  -s                     serve requests on one thread\n"
+		"  -h, --help             this text\n"
+		"  -V, --version          the version\n"
+		"  -o pool=SIZE           buffer pool size, e.g. 512M, 2G (default: a quarter\n"
+		"                         of RAM or the image size, whichever is smaller,\n"
+		"                         and at least 64M)\n"
+		"  -o threads=N           at most N threads serve requests (default: 4 per CPU,\n"
+		"                         8 to 64)\n"
+		"  -o exmap=auto|on|off   pool memory through /dev/exmap: when available\n"
+		"                         (auto, the default), required (on), or never (off)\n"
+		"  -o ro                  mount read-only; the image is not written\n"
+		"  -o allow_other         let other users in (needs user_allow_other in\n"
+		"                         /etc/fuse.conf unless run as root)\n"
+		"  -o auto_unmount        unmount when the daemon dies\n"
+		"  -o no_default_permissions  leave permission checks to... nobody: every\n"
+		"                         access is allowed (default_permissions is on)\n"
+		"  -o fsname=NAME, -o subtype=NAME  what mount(8) shows\n"
+		"  -o writeback_cache=on|off  let the kernel cache writes (default on)\n"
+		"  -o timeout=SECONDS     how long the kernel trusts attributes and names\n"
+		"                         (default 3600: this daemon is the only writer)\n"
+		"  -o max_write=BYTES     largest write request (default 1048576)\n"
+		"Generic mount options (rw, dev, suid, noatime, _netdev, nofail, x-*, ...)\n"
+		"are accepted as mount.fuse3 passes them.\n"
+		"\n"
+		"/etc/fstab:\n"
+		"  /srv/vs.img  /mnt/vs  fuse.virtuscale  pool=1G,allow_other  0 0\n"
+		"\n"
+		"The mount has a control directory MOUNTPOINT/.virtuscale (not listed):\n"
+		"  stats     pool and request counters, Prometheus text format\n"
+		"  control   write 'flush' (write everything back) or 'evict' (empty the pool)\n");
+}
+
+static uint64_t image_bytes(const char *path)
+{
+	struct stat st;
+	uint64_t n = 0;
+
+	if (stat(path, &st) < 0)
+		return 0;
+	if (S_ISREG(st.st_mode))
+		return (uint64_t)st.st_size;
+	if (S_ISBLK(st.st_mode)) {
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			if (ioctl(fd, BLKGETSIZE64, &n) < 0)
+				n = 0;
+			close(fd);
+		}
+	}
+	return n;
+}
+
+static uint64_t default_pool(const char *image)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+	uint64_t ram = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : 0;
+	uint64_t pool = ram / 4, img = image_bytes(image);
+
+	if (img && img < pool)
+		pool = img;
+	return pool < MIN_POOL ? MIN_POOL : pool;
+}
+
+static unsigned default_threads(void)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	long n = cpus > 0 ? cpus * 4 : 8;
+	return (unsigned)(n < 8 ? 8 : n > 64 ? 64 : n);
+}
+
+static void explain_mount_error(const char *image, int r)
+{
+	switch (-r) {
+	case EBUSY:
+		fprintf(stderr, "virtuscale: %s: image is in use (another virtuscale has it open)\n",
+			image);
+		break;
+	case EUCLEAN:
+		fprintf(stderr,
+			"virtuscale: %s: not a VirtuScale image, or its superblock is damaged\n",
+			image);
+		break;
+	case EMEDIUMTYPE:
+		fprintf(stderr, "virtuscale: %s: holds no filesystem; run mkfs.virtuscale\n",
+			image);
+		break;
+	case EPROTONOSUPPORT:
+		fprintf(stderr, "virtuscale: %s: made by an incompatible version\n", image);
+		break;
+	case ENODEV:
+		fprintf(stderr, "virtuscale: exmap=on, but /dev/exmap is not available on this "
+				"machine (use exmap=auto or exmap=off)\n");
+		break;
+	default:
+		fprintf(stderr, "virtuscale: %s: %s\n", image, strerror(-r));
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Daemon                                                             */
+
+static int ready_fd = -1;
+
+/* Fork; the parent waits for a status byte from daemon_ready and exits with
+ * it (1 if the child died without one). Returns in the child. */
+static int daemon_fork(void)
+{
+	int p[2];
+	pid_t pid;
+	unsigned char status = 1;
+
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		perror("virtuscale: pipe");
+		return -1;
+	}
+	pid = fork();
+	if (pid < 0) {
+		perror("virtuscale: fork");
+		return -1;
+	}
+	if (pid > 0) {
+		close(p[1]);
+		if (read(p[0], &status, 1) != 1) {
+			int ws;
+			waitpid(pid, &ws, 0);
+			status = 1;
+		}
+		_exit(status);
+	}
+	close(p[0]);
+	ready_fd = p[1];
+	setsid();
+	return 0;
+}
+
+static void syslog_sink(enum vs_log_level level, const char *msg)
+{
+	syslog((int)level, "%s", msg);
+}
+
+static void daemon_ready(int status)
+{
+	unsigned char s = (unsigned char)status;
+
+	if (ready_fd < 0)
+		return;
+	if (status == 0) {
+		int fd = open("/dev/null", O_RDWR);
+		if (fd >= 0) {
+			dup2(fd, 0);
+			dup2(fd, 1);
+			dup2(fd, 2);
+			if (fd > 2)
+				close(fd);
+		}
+		if (chdir("/") < 0) {
+			/* nothing to do: we hold no relative paths */
+		}
+		openlog("virtuscale", LOG_PID, LOG_DAEMON);
+		vs_log_set_sink(syslog_sink);
+	}
+	if (write(ready_fd, &s, 1) != 1) {
+		/* the parent is gone; nothing to tell */
+	}
+	close(ready_fd);
+	ready_fd = -1;
+}
+
+/* Escape ',' and '\' for a -o value. */
+static char *opt_escape(const char *prefix, const char *value)
+{
+	size_t n = strlen(prefix) + 2 * strlen(value) + 1;
+	char *s = malloc(n), *p;
+	if (!s)
+		return NULL;
+	p = stpcpy(s, prefix);
+	for (const char *v = value; *v; v++) {
+		if (*v == ',' || *v == '\\')
+			*p++ = '\\';
+		*p++ = *v;
+	}
+	*p = 0;
+	return s;
+}
+
+static int add_opt(struct fuse_args *args, const char *prefix, const char *value)
+{
+	char *s = opt_escape(prefix, value);
+	int r = s ? fuse_opt_add_arg(args, "-o") || fuse_opt_add_arg(args, s) : -1;
+	free(s);
+	return r;
+}
+
+/* ------------------------------------------------------------------ */
+
+static int check_options(struct options *o, struct fs_config *cfg, struct fs_fuse_opts *fo)
+{
+	struct stat st;
+	int r;
+
+	if (!o->image || !o->mountpoint) {
+		fprintf(stderr, "virtuscale: %s\n",
+			o->image ? "no mount point given" : "no image or mount point given");
+		usage(stderr);
+		return -1;
+	}
+	cfg->image = o->image;
+	cfg->read_only = o->read_only;
+	if (o->pool) {
+		r = bm_parse_size(o->pool, &cfg->pool_bytes);
+		if (r < 0 || cfg->pool_bytes < MiB) {
+			fprintf(stderr, "virtuscale: pool=%s: not a size of at least 1M "
+					"(e.g. 512M, 2G)\n", o->pool);
+			return -1;
+		}
+	} else {
+		cfg->pool_bytes = default_pool(o->image);
+	}
+	if (!o->exmap || strcmp(o->exmap, "auto") == 0) {
+		cfg->backend = BM_BACKEND_AUTO;
+	} else if (strcmp(o->exmap, "on") == 0) {
+		cfg->backend = BM_BACKEND_EXMAP;
+	} else if (strcmp(o->exmap, "off") == 0) {
+		cfg->backend = BM_BACKEND_PLAIN;
+	} else {
+		fprintf(stderr, "virtuscale: exmap=%s: use auto, on or off\n", o->exmap);
+		return -1;
+	}
+	if (o->threads == 0)
+		o->threads = default_threads();
+	fo->writeback_cache = true;
+	if (o->writeback) {
+		if (strcmp(o->writeback, "on") == 0) {
+			fo->writeback_cache = true;
+		} else if (strcmp(o->writeback, "off") == 0) {
+			fo->writeback_cache = false;
+		} else {
+			fprintf(stderr, "virtuscale: writeback_cache=%s: use on or off\n",
+				o->writeback);
+			return -1;
+		}
+	}
+	if (o->timeout < 0) {
+		fprintf(stderr, "virtuscale: timeout must not be negative\n");
+		return -1;
+	}
+	fo->timeout = o->timeout;
+	fo->max_write = o->max_write ? o->max_write : (unsigned)MiB;
+	if (stat(o->mountpoint, &st) < 0) {
+		fprintf(stderr, "virtuscale: %s: %s\n", o->mountpoint, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "virtuscale: %s: not a directory\n", o->mountpoint);
+		return -1;
+	}
+	return 0;
+}
+
+static int serve(struct fuse_session *se, const struct options *o)
+{
+	if (o->single)
+		return fuse_session_loop(se);
+	struct fuse_loop_config *lc = fuse_loop_cfg_create();
+	if (!lc)
+		return -1;
+	fuse_loop_cfg_set_max_threads(lc, o->threads);
+	/* Idle workers stay: each one carries a buffer-manager context (an
+	 * io_uring ring among others) that is costly to build again. */
+	fuse_loop_cfg_set_idle_threads(lc, o->threads);
+	fuse_loop_cfg_set_clone_fd(lc, 0);
+	int r = fuse_session_loop_mt(se, lc);
+	fuse_loop_cfg_destroy(lc);
+	return r;
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct options o = {.timeout = DEFAULT_TIMEOUT};
+	struct fs_config cfg = {0};
+	struct fs_fuse ctx = {0};
+	struct fuse_session *se = NULL;
+	int ret = 1, r;
+
+	if (fuse_opt_parse(&args, &o, opt_table, opt_proc) < 0 || o.bad)
+		goto out_args;
+	if (o.help) {
+		usage(stdout);
+		ret = 0;
+		goto out_args;
+	}
+	if (o.version) {
+		printf("virtuscale %s (libfuse %s)\n", VS_VERSION, fuse_pkgversion());
+		ret = 0;
+		goto out_args;
+	}
+	if (check_options(&o, &cfg, &ctx.opts) < 0)
+		goto out_args;
+	if ((!o.no_default_permissions && add_opt(&args, "", "default_permissions")) ||
+	    (!o.have_fsname && add_opt(&args, "fsname=", o.image)) ||
+	    (!o.have_subtype && add_opt(&args, "subtype=", "virtuscale"))) {
+		fprintf(stderr, "virtuscale: out of memory\n");
+		goto out_args;
+	}
+
+	if (!o.foreground && daemon_fork() < 0)
+		goto out_args;
+
+	r = fs_mount(&cfg, &ctx.fs);
+	if (r < 0) {
+		explain_mount_error(o.image, r);
+		goto out_ready;
+	}
+	se = fuse_session_new(&args, &fs_fuse_ops, sizeof(fs_fuse_ops), &ctx);
+	if (!se) {
+		fprintf(stderr, "virtuscale: cannot start a FUSE session (bad options?)\n");
+		goto out_fs;
+	}
+	ctx.se = se;
+	if (fuse_set_signal_handlers(se) != 0) {
+		fprintf(stderr, "virtuscale: cannot install signal handlers\n");
+		goto out_session;
+	}
+	if (fuse_session_mount(se, o.mountpoint) != 0) {
+		fprintf(stderr, "virtuscale: cannot mount on %s\n", o.mountpoint);
+		goto out_signals;
+	}
+	daemon_ready(0);
+	/* A signal ends the loop as well as an unmount does: both are fine. */
+	ret = serve(se, &o) < 0 ? 1 : 0;
+
+	fuse_session_unmount(se);
+out_signals:
+	fuse_remove_signal_handlers(se);
+out_session:
+	fuse_session_destroy(se);
+out_fs:
+	if (fs_unmount(ctx.fs) < 0)
+		ret = 1;
+out_ready:
+	daemon_ready(ret ? ret : 0);
+out_args:
+	fuse_opt_free_args(&args);
+	free(o.image);
+	free(o.mountpoint);
+	free(o.pool);
+	free(o.exmap);
+	free(o.writeback);
+	return ret;
+}

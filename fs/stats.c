@@ -1,0 +1,239 @@
+/*
+ * stats.c: the control directory /.virtuscale: the stats file (Prometheus
+ * text exposition format) and the control file.
+ *
+ *   /.virtuscale           FS_INO_CTLDIR   dr-xr-xr-x root
+ *   /.virtuscale/stats     FS_INO_STATS    -r--r--r-- root  size 0, read with
+ *                                          direct_io: every read renders it
+ *                                          afresh
+ *   /.virtuscale/control   FS_INO_CONTROL  --w------- root  "flush", "evict"
+ *
+ * The directory is not listed by readdir of the root (tools that walk the
+ * tree, cp -a, du, find, should not see it) but lookup finds it, and its own
+ * listing shows both files. These inodes have no records; their attributes
+ * are made up here.
+ */
+#include "fs/fs_internal.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char *const req_names[FS_REQ_COUNT] = {
+	[FS_REQ_LOOKUP] = "lookup",
+	[FS_REQ_FORGET] = "forget",
+	[FS_REQ_GETATTR] = "getattr",
+	[FS_REQ_SETATTR] = "setattr",
+	[FS_REQ_READLINK] = "readlink",
+	[FS_REQ_MKNOD] = "mknod",
+	[FS_REQ_MKDIR] = "mkdir",
+	[FS_REQ_UNLINK] = "unlink",
+	[FS_REQ_RMDIR] = "rmdir",
+	[FS_REQ_SYMLINK] = "symlink",
+	[FS_REQ_RENAME] = "rename",
+	[FS_REQ_LINK] = "link",
+	[FS_REQ_OPEN] = "open",
+	[FS_REQ_READ] = "read",
+	[FS_REQ_WRITE] = "write",
+	[FS_REQ_FLUSH] = "flush",
+	[FS_REQ_RELEASE] = "release",
+	[FS_REQ_FSYNC] = "fsync",
+	[FS_REQ_OPENDIR] = "opendir",
+	[FS_REQ_READDIR] = "readdir",
+	[FS_REQ_READDIRPLUS] = "readdirplus",
+	[FS_REQ_RELEASEDIR] = "releasedir",
+	[FS_REQ_FSYNCDIR] = "fsyncdir",
+	[FS_REQ_STATFS] = "statfs",
+	[FS_REQ_SETXATTR] = "setxattr",
+	[FS_REQ_GETXATTR] = "getxattr",
+	[FS_REQ_LISTXATTR] = "listxattr",
+	[FS_REQ_REMOVEXATTR] = "removexattr",
+	[FS_REQ_CREATE] = "create",
+	[FS_REQ_FALLOCATE] = "fallocate",
+	[FS_REQ_LSEEK] = "lseek",
+	[FS_REQ_COPY_FILE_RANGE] = "copy_file_range",
+};
+
+void fs_count(struct fs *fs, enum fs_req req)
+{
+	if ((unsigned)req < FS_REQ_COUNT)
+		atomic_fetch_add_explicit(&fs->requests[req], 1, memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------------ */
+/* The pseudo-inodes                                                  */
+
+bool fs_is_ctl_ino(uint64_t ino)
+{
+	return ino == FS_INO_CTLDIR || ino == FS_INO_STATS || ino == FS_INO_CONTROL;
+}
+
+int fs_ctl_getattr(struct fs *fs, uint64_t ino, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ino;
+	st->st_blksize = BM_PAGE_SIZE;
+	st->st_atim = st->st_mtim = st->st_ctim = fs->mount_time;
+	switch (ino) {
+	case FS_INO_CTLDIR:
+		st->st_mode = S_IFDIR | 0555;
+		st->st_nlink = 2;
+		return 0;
+	case FS_INO_STATS:
+		st->st_mode = S_IFREG | 0444;
+		st->st_nlink = 1;
+		return 0;
+	case FS_INO_CONTROL:
+		st->st_mode = S_IFREG | 0200;
+		st->st_nlink = 1;
+		return 0;
+	}
+	return -ENOENT;
+}
+
+int fs_ctl_lookup(struct fs *fs, uint64_t parent, const char *name, struct stat *ret)
+{
+	if (parent == FS_INO_ROOT && strcmp(name, ".virtuscale") == 0)
+		return fs_ctl_getattr(fs, FS_INO_CTLDIR, ret);
+	if (parent != FS_INO_CTLDIR)
+		return -ENOTDIR;
+	if (strcmp(name, "stats") == 0)
+		return fs_ctl_getattr(fs, FS_INO_STATS, ret);
+	if (strcmp(name, "control") == 0)
+		return fs_ctl_getattr(fs, FS_INO_CONTROL, ret);
+	return -ENOENT;
+}
+
+int fs_ctl_readdir(struct fs *fs, uint64_t cookie, bool plus, fs_dirent_fn fn, void *ctx)
+{
+	static const struct {
+		const char *name;
+		uint64_t ino;
+	} ents[] = {
+		{".", FS_INO_CTLDIR},
+		{"..", FS_INO_ROOT},
+		{"stats", FS_INO_STATS},
+		{"control", FS_INO_CONTROL},
+	};
+	struct stat st;
+
+	for (uint64_t i = cookie; i < sizeof(ents) / sizeof(ents[0]); i++) {
+		bool real = i >= 2;
+		if (real)
+			fs_ctl_getattr(fs, ents[i].ino, &st);
+		else
+			memset(&st, 0, sizeof(st));
+		mode_t type = real ? (st.st_mode & S_IFMT) : S_IFDIR;
+		if (!fn(ctx, ents[i].name, ents[i].ino, type, i + 1, plus && real ? &st : NULL))
+			break;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* The stats file                                                     */
+
+struct out {
+	char *buf;
+	size_t cap, len;
+	bool full;
+};
+
+__attribute__((format(printf, 2, 3))) static void put(struct out *o, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (o->full)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= o->cap - o->len)
+		o->full = true;
+	else
+		o->len += (size_t)n;
+}
+
+static void metric(struct out *o, const char *name, const char *type, const char *help,
+		   uint64_t value)
+{
+	put(o, "# HELP virtuscale_%s %s\n# TYPE virtuscale_%s %s\nvirtuscale_%s %llu\n", name,
+	    help, name, type, name, (unsigned long long)value);
+}
+
+ssize_t fs_stats_render(struct fs *fs, char *buf, size_t cap)
+{
+	struct out o = {.buf = buf, .cap = cap};
+	struct bm_stats s;
+	struct timespec now;
+
+	bm_stats_get(fs->bm, &s);
+	fs_now(&now);
+	metric(&o, "pool_capacity_pages", "gauge", "Pages the buffer pool can hold.",
+	       s.capacity_pages);
+	metric(&o, "pool_capacity_bytes", "gauge", "Bytes the buffer pool can hold.",
+	       s.capacity_pages * BM_PAGE_SIZE);
+	metric(&o, "pool_resident_pages", "gauge", "Pages in the pool now.", s.resident_pages);
+	metric(&o, "pool_dirty_pages", "gauge", "Resident pages not yet written back.",
+	       s.dirty_pages);
+	metric(&o, "pool_free_pages", "gauge", "Pool frames not holding a page.",
+	       s.capacity_pages > s.resident_pages ? s.capacity_pages - s.resident_pages : 0);
+	metric(&o, "pool_loads_total", "counter", "Pages read into the pool (page faults).",
+	       s.loads);
+	metric(&o, "pool_zero_loads_total", "counter",
+	       "Never-written pages brought in without a read.", s.zero_loads);
+	metric(&o, "pool_hits_total", "counter", "Page fixes that found the page resident.",
+	       s.hits);
+	metric(&o, "pool_evictions_total", "counter", "Pages dropped from the pool.", s.evictions);
+	metric(&o, "pool_evict_batches_total", "counter", "Eviction batches.", s.evict_batches);
+	metric(&o, "pool_writebacks_total", "counter", "Pages written back to the image.",
+	       s.writebacks);
+	metric(&o, "pool_restarts_total", "counter", "Buffer-manager operation restarts.",
+	       s.restarts);
+	metric(&o, "store_read_bytes_total", "counter", "Bytes read from the image.",
+	       s.read_bytes);
+	metric(&o, "store_written_bytes_total", "counter", "Bytes written to the image.",
+	       s.write_bytes);
+	metric(&o, "checksum_errors_total", "counter", "Pages that failed their checksum.",
+	       s.csum_errors);
+	metric(&o, "io_errors_total", "counter", "Failed reads and writes of the image.",
+	       s.io_errors);
+	metric(&o, "image_pages", "gauge", "Pages in the image.", s.page_count);
+	metric(&o, "image_free_pages", "gauge", "Unallocated pages in the image.", s.free_pages);
+	metric(&o, "inodes", "gauge", "Inodes in the filesystem.",
+	       atomic_load(&fs->inode_count));
+	metric(&o, "open_files", "gauge", "Files open through the mount.",
+	       atomic_load(&fs->open_files));
+	metric(&o, "mounts_total", "counter", "Times this image has been mounted.", fs->mounts);
+	metric(&o, "uptime_seconds", "gauge", "Seconds since the filesystem was mounted.",
+	       (uint64_t)(now.tv_sec - fs->mount_time.tv_sec));
+	put(&o, "# HELP virtuscale_backend_info The pool's memory backend.\n"
+		"# TYPE virtuscale_backend_info gauge\n"
+		"virtuscale_backend_info{backend=\"%s\"} 1\n",
+	    s.backend ? s.backend : "unknown");
+	put(&o, "# HELP virtuscale_fuse_requests_total FUSE requests served, by operation.\n"
+		"# TYPE virtuscale_fuse_requests_total counter\n");
+	for (unsigned i = 0; i < FS_REQ_COUNT; i++)
+		put(&o, "virtuscale_fuse_requests_total{op=\"%s\"} %llu\n", req_names[i],
+		    (unsigned long long)atomic_load_explicit(&fs->requests[i],
+							     memory_order_relaxed));
+	if (o.full)
+		return -ENOBUFS;
+	return (ssize_t)o.len;
+}
+
+int fs_control(struct fs *fs, const char *cmd, size_t len)
+{
+	while (len > 0 && (cmd[len - 1] == '\n' || cmd[len - 1] == ' ' || cmd[len - 1] == '\t' ||
+			   cmd[len - 1] == '\r' || cmd[len - 1] == 0))
+		len--;
+	if (len == 5 && memcmp(cmd, "flush", 5) == 0)
+		return fs_sync(fs);
+	if (len == 5 && memcmp(cmd, "evict", 5) == 0) {
+		int64_t n = bm_evict_all(fs->bm, true);
+		return n < 0 ? (int)n : 0;
+	}
+	return -EINVAL;
+}

@@ -1,0 +1,127 @@
+#!/bin/bash
+# fs_mount.sh - how the daemon and mkfs behave at the edges: a file that is
+# not an image, a second daemon on a mounted image, SIGTERM, mkfs over an
+# existing image, unknown or bad options, a busy unmount.  Each refusal must
+# exit non-zero (not by a signal), say something on stderr, and leave
+# nothing mounted.  Needs the real daemon: skipped under VS_TEST_DIR.
+set -u
+. "$(dirname "$0")/../lib/vt_harness.sh"
+
+[ -n "${VS_TEST_DIR:-}" ] && vt_skip "mount behaviour needs the real daemon, not VS_TEST_DIR"
+vt_init
+OPTS=pool=64M${VS_TEST_OPTS:+,$VS_TEST_OPTS}
+M2=$VT_BASE/mnt2
+mkdir "$M2"
+VT_EXTRA_MNTS=$M2
+
+# expect_refusal WHAT MOUNTPOINT CMD...: CMD must exit non-zero (not killed by
+# a signal, not hang), print an error on stderr, and not mount anything.
+# The stderr text is left in $VT_BASE/err for further checks.
+expect_refusal() {
+	local what=$1 mp=$2 st
+	shift 2
+	timeout 30 "$@" >"$VT_BASE/out" 2>"$VT_BASE/err"
+	st=$?
+	cat "$VT_BASE/err" >>"$VT_LOG"
+	[ $st = 124 ] && vt_fail "$what: still running after 30 s (should have refused)"
+	[ $st = 0 ] && vt_fail "$what: exited 0 (should have refused)"
+	[ $st -ge 128 ] && vt_fail "$what: killed by signal $((st - 128))"
+	[ -s "$VT_BASE/err" ] || vt_fail "$what: no message on stderr"
+	if vt_is_mounted "$mp"; then
+		fusermount3 -u -z "$mp"
+		vt_fail "$what: refused, but left $mp mounted"
+	fi
+	vt_note "$what: refused (exit $st): $(head -n 1 "$VT_BASE/err")"
+}
+
+# ---- mkfs ------------------------------------------------------------------
+vt_mkfs 256M
+[ -s "$VT_IMAGE" ] || vt_fail "mkfs made no image"
+sum0=$(sha256sum <"$VT_IMAGE")
+expect_refusal "mkfs over an existing image without --force" "$VT_MNT" \
+	"$VS_MKFS" "$VT_IMAGE" --size 256M
+[ "$(sha256sum <"$VT_IMAGE")" = "$sum0" ] || vt_fail "refused mkfs still changed the image"
+expect_refusal "mkfs with a bad size" "$VT_MNT" "$VS_MKFS" "$VT_BASE/badsize.img" --size banana
+expect_refusal "mkfs without arguments" "$VT_MNT" "$VS_MKFS"
+
+# ---- not an image ----------------------------------------------------------
+head -c 1048576 /dev/urandom >"$VT_BASE/random.img"
+cp "$VT_BASE/random.img" "$VT_BASE/random.copy"
+expect_refusal "mounting random bytes" "$VT_MNT" \
+	"$VS_VIRTUSCALE" "$VT_BASE/random.img" "$VT_MNT" -f -o "$OPTS"
+grep -qiE 'image|magic|superblock|format|virtuscale' "$VT_BASE/err" ||
+	vt_fail "mounting random bytes: the message does not say what is wrong: $(cat "$VT_BASE/err")"
+printf 'hello, I am a text file\n' >"$VT_BASE/text.img"
+expect_refusal "mounting a text file" "$VT_MNT" \
+	"$VS_VIRTUSCALE" "$VT_BASE/text.img" "$VT_MNT" -f -o "$OPTS"
+: >"$VT_BASE/empty.img"
+expect_refusal "mounting an empty file" "$VT_MNT" \
+	"$VS_VIRTUSCALE" "$VT_BASE/empty.img" "$VT_MNT" -f -o "$OPTS"
+expect_refusal "mounting a missing file" "$VT_MNT" \
+	"$VS_VIRTUSCALE" "$VT_BASE/missing.img" "$VT_MNT" -f -o "$OPTS"
+[ -e "$VT_BASE/missing.img" ] && vt_fail "mounting a missing image created it"
+# A refused file must be left exactly as it was.
+cmp -s "$VT_BASE/random.img" "$VT_BASE/random.copy" ||
+	vt_fail "the refused random file was modified"
+
+# ---- options ----------------------------------------------------------------
+expect_refusal "unknown -o option" "$VT_MNT" \
+	"$VS_VIRTUSCALE" "$VT_IMAGE" "$VT_MNT" -f -o "$OPTS,bogus_option_xyz=1"
+grep -q 'bogus_option_xyz' "$VT_BASE/err" ||
+	vt_fail "unknown option: the message does not name it: $(cat "$VT_BASE/err")"
+expect_refusal "pool=banana" "$VT_MNT" \
+	"$VS_VIRTUSCALE" "$VT_IMAGE" "$VT_MNT" -f -o pool=banana
+expect_refusal "missing mountpoint" "$VT_BASE/nowhere" \
+	"$VS_VIRTUSCALE" "$VT_IMAGE" "$VT_BASE/nowhere" -f -o "$OPTS"
+expect_refusal "no arguments" "$VT_MNT" "$VS_VIRTUSCALE"
+
+# ---- a mounted image is not mounted twice -----------------------------------
+vt_mount "$OPTS"
+echo "first mount" >"$VT_MNT/hello" || vt_fail "write on the first mount"
+expect_refusal "second daemon on the same image" "$M2" \
+	"$VS_VIRTUSCALE" "$VT_IMAGE" "$M2" -f -o "$OPTS"
+[ "$(cat "$VT_MNT/hello")" = "first mount" ] || vt_fail "first mount broken by the second daemon"
+echo "still fine" >"$VT_MNT/hello2" || vt_fail "first mount not writable after the refusal"
+# mkfs --force on a mounted image would pull the floor from under the daemon.
+if timeout 30 "$VS_MKFS" "$VT_IMAGE" --size 256M --force >>"$VT_LOG" 2>&1; then
+	vt_fail "mkfs --force on a mounted image succeeded"
+fi
+[ "$(cat "$VT_MNT/hello2")" = "still fine" ] || vt_fail "mount broken after refused mkfs --force"
+
+# ---- busy unmount -----------------------------------------------------------
+exec 9<"$VT_MNT/hello"
+if fusermount3 -u "$VT_MNT" 2>>"$VT_LOG"; then
+	exec 9<&-
+	wait "$VT_PID"
+	VT_PID=
+	vt_fail "fusermount3 -u succeeded with a file open"
+fi
+vt_is_mounted "$VT_MNT" || vt_fail "a refused unmount left the mount gone"
+exec 9<&-
+
+# ---- SIGTERM: clean unmount, data kept --------------------------------------
+head -c 3000000 /dev/urandom >"$VT_BASE/payload"
+cp "$VT_BASE/payload" "$VT_MNT/payload" || vt_fail "copy onto the mount"
+mkdir -p "$VT_MNT/d/e" && ln -s ../payload "$VT_MNT/d/link" || vt_fail "mkdir/symlink"
+kill -TERM "$VT_PID"
+for _ in $(seq 600); do kill -0 "$VT_PID" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$VT_PID" 2>/dev/null && vt_fail "daemon still running 60 s after SIGTERM"
+wait "$VT_PID"
+st=$?
+VT_PID=
+[ $st = 0 ] || vt_fail "daemon exited with status $st after SIGTERM"
+vt_is_mounted "$VT_MNT" && vt_fail "still mounted after the daemon exited on SIGTERM"
+vt_mount "$OPTS"
+cmp "$VT_BASE/payload" "$VT_MNT/payload" || vt_fail "payload differs after SIGTERM + remount"
+cmp "$VT_BASE/payload" "$VT_MNT/d/link" || vt_fail "symlink broken after SIGTERM + remount"
+[ "$(cat "$VT_MNT/hello")" = "first mount" ] || vt_fail "hello lost after SIGTERM"
+vt_umount
+
+# ---- mkfs --force really starts over ----------------------------------------
+"$VS_MKFS" "$VT_IMAGE" --size 256M --force >>"$VT_LOG" 2>&1 || vt_fail "mkfs --force failed"
+vt_mount "$OPTS"
+[ -z "$(ls -A "$VT_MNT")" ] ||
+	vt_fail "after mkfs --force the root is not empty: $(ls -A "$VT_MNT")"
+vt_umount
+vt_note "all mount/unmount checks passed"
+exit 0

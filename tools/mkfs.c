@@ -1,0 +1,152 @@
+/*
+ * mkfs.c: mkfs.virtuscale: format a file or block device as a VirtuScale
+ * image and create an empty filesystem in it.
+ *
+ *   mkfs.virtuscale IMAGE [--size SIZE] [--force] [--quiet]
+ *
+ * Steps: bm_format (the buffer manager's image layout), then bm_open, and
+ * fs_format (the filesystem's tree, root directory and superblock slots),
+ * then bm_close, which writes everything.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "engine/bm.h"
+#include "fs/fs.h"
+
+#define DEFAULT_SIZE (UINT64_C(1) << 30)
+#define MKFS_POOL    (UINT64_C(16) << 20)
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: mkfs.virtuscale IMAGE [--size SIZE] [--force] [--quiet]\n"
+		"\n"
+		"Format IMAGE (a file, created if missing, or a block device) as an empty\n"
+		"VirtuScale filesystem.\n"
+		"\n"
+		"  -s, --size SIZE   image size, e.g. 512M, 20G (a file is created or resized;\n"
+		"                    default: an existing file keeps its size, a new one gets\n"
+		"                    1G, a block device is used whole)\n"
+		"  -f, --force       overwrite an existing VirtuScale image\n"
+		"  -q, --quiet       print nothing on success\n"
+		"  -h, --help        this text\n"
+		"\n"
+		"example:\n"
+		"  mkfs.virtuscale /srv/vs.img --size 20G\n"
+		"  virtuscale /srv/vs.img /mnt/vs -o pool=2G\n");
+}
+
+int main(int argc, char *argv[])
+{
+	static const struct option longopts[] = {
+		{"size", required_argument, NULL, 's'},
+		{"force", no_argument, NULL, 'f'},
+		{"quiet", no_argument, NULL, 'q'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *image, *size_arg = NULL;
+	bool force = false, quiet = false;
+	uint64_t size = 0;
+	struct stat st;
+	struct bm *bm;
+	int c, r;
+
+	while ((c = getopt_long(argc, argv, "s:fqh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			size_arg = optarg;
+			break;
+		case 'f':
+			force = true;
+			break;
+		case 'q':
+			quiet = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc - 1) {
+		fprintf(stderr, "mkfs.virtuscale: %s\n",
+			optind == argc ? "no image given" : "more than one image given");
+		usage(stderr);
+		return 2;
+	}
+	image = argv[optind];
+	if (size_arg && (bm_parse_size(size_arg, &size) < 0 || size == 0)) {
+		fprintf(stderr, "mkfs.virtuscale: --size %s: not a size (e.g. 512M, 20G)\n",
+			size_arg);
+		return 2;
+	}
+	if (!size_arg) {
+		/* 0 tells bm_format to keep an existing file's size or to take
+		 * a whole device. */
+		bool exists = stat(image, &st) == 0;
+		if (!exists || (S_ISREG(st.st_mode) && st.st_size == 0))
+			size = DEFAULT_SIZE;
+	}
+
+	r = bm_format(image, size, force);
+	if (r == -EEXIST) {
+		fprintf(stderr,
+			"mkfs.virtuscale: %s already holds a VirtuScale image; use --force to "
+			"overwrite it (everything in it will be lost)\n",
+			image);
+		return 1;
+	}
+	if (r == -EBUSY) {
+		fprintf(stderr, "mkfs.virtuscale: %s: image is in use (mounted?)\n", image);
+		return 1;
+	}
+	if (r == -EINVAL) {
+		fprintf(stderr, "mkfs.virtuscale: %s: too small (at least a few hundred KiB)\n",
+			image);
+		return 1;
+	}
+	if (r < 0) {
+		fprintf(stderr, "mkfs.virtuscale: %s: %s\n", image, strerror(-r));
+		return 1;
+	}
+
+	struct bm_config cfg = {
+		.path = image,
+		.pool_bytes = MKFS_POOL,
+		.backend = BM_BACKEND_PLAIN,
+	};
+	r = bm_open(&cfg, &bm);
+	if (r < 0) {
+		fprintf(stderr, "mkfs.virtuscale: %s: cannot open the new image: %s\n", image,
+			strerror(-r));
+		return 1;
+	}
+	r = fs_format(bm, getuid(), getgid());
+	if (r < 0) {
+		fprintf(stderr, "mkfs.virtuscale: %s: creating the filesystem: %s\n", image,
+			strerror(-r));
+		bm_close(bm);
+		return 1;
+	}
+	uint64_t pages = bm_page_count(bm);
+	r = bm_close(bm);
+	if (r < 0) {
+		fprintf(stderr, "mkfs.virtuscale: %s: writing the image: %s\n", image,
+			strerror(-r));
+		return 1;
+	}
+	if (!quiet)
+		printf("%s: VirtuScale filesystem of %llu pages (%llu MiB)\n", image,
+		       (unsigned long long)pages, (unsigned long long)(pages >> 8));
+	return 0;
+}
