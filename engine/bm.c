@@ -26,6 +26,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "engine/bm_fault.h"
 #include "engine/log.h"
 
 #define RSET_EMPTY UINT64_MAX
@@ -181,7 +182,7 @@ static void thread_destructor(void *p)
 	pthread_mutex_unlock(&bm->threads_mu);
 }
 
-static struct bm_thread *thread_get(struct bm *bm)
+struct bm_thread *bm_thread_get(struct bm *bm)
 {
 	struct bm_thread *t;
 
@@ -310,7 +311,7 @@ int bm_run(struct bm *bm, bm_op_fn fn, void *arg)
 	int jr, r;
 
 	op.bm = bm;
-	op.thread = thread_get(bm);
+	op.thread = bm_thread_get(bm);
 	op.outer = tls_op;
 	op.nheld = 0;
 	op.err = 0;
@@ -671,53 +672,72 @@ static bool ring_ready(struct bm_thread *t)
  * submit all writes at once and wait. Sets res[i] to 0 or a negative errno.
  * On success the checksum table entry is updated and the dirty bit cleared.
  */
+/*
+ * The one door for page writes: @n pages from @bufs to their home offsets,
+ * submitted together with io_uring when there is a ring and no fault
+ * injection, else one pwrite at a time. res[i] gets 0 or a negative errno.
+ */
+void bm_io_write_batch(struct bm *bm, struct bm_thread *t, void *const *bufs,
+		       const uint64_t *pids, unsigned n, int *res)
+{
+	if (bm->fault || !ring_ready(t)) {
+		for (unsigned i = 0; i < n; i++)
+			res[i] = bm_io_write(bm, bufs[i], BM_PAGE_SIZE, pids[i] << BM_PAGE_SHIFT);
+		return;
+	}
+	for (unsigned base = 0; base < n; base += BM_BATCH_MAX) {
+		unsigned m = n - base < BM_BATCH_MAX ? n - base : BM_BATCH_MAX;
+		for (unsigned i = 0; i < m; i++) {
+			struct io_uring_sqe *sqe = io_uring_get_sqe(&t->ring);
+			io_uring_prep_write(sqe, bm->fd, bufs[base + i], BM_PAGE_SIZE,
+					    pids[base + i] << BM_PAGE_SHIFT);
+			io_uring_sqe_set_data64(sqe, base + i);
+			res[base + i] = 0;
+		}
+		int r = io_uring_submit_and_wait(&t->ring, m);
+		for (unsigned done = 0; r >= 0 && done < m; done++) {
+			struct io_uring_cqe *cqe;
+			r = io_uring_wait_cqe(&t->ring, &cqe);
+			if (r < 0)
+				break;
+			unsigned i = (unsigned)io_uring_cqe_get_data64(cqe);
+			if (cqe->res != (int)BM_PAGE_SIZE) /* a short write: finish it by hand */
+				res[i] = cqe->res < 0 ? cqe->res
+						      : bm_pwrite_all(bm->fd, bufs[i], BM_PAGE_SIZE,
+								      pids[i] << BM_PAGE_SHIFT);
+			io_uring_cqe_seen(&t->ring, cqe);
+		}
+		if (r < 0) {
+			/* The ring itself failed: nothing is known of this
+			 * batch, so write it again the plain way. */
+			for (unsigned i = 0; i < m; i++)
+				res[base + i] = bm_io_write(bm, bufs[base + i], BM_PAGE_SIZE,
+							    pids[base + i] << BM_PAGE_SHIFT);
+			io_uring_queue_exit(&t->ring);
+			t->ring_ok = false;
+			t->ring_failed = true;
+		}
+	}
+}
+
+/*
+ * Write back @n pages the caller holds shared (their bytes cannot change),
+ * together: copy each into the thread's staging area, checksum the copy,
+ * write the batch. Sets res[i] to 0 or a negative errno. On success the
+ * checksum table entry is updated and the dirty bit cleared.
+ */
 static void write_pages(struct bm *bm, struct bm_thread *t, const uint64_t *pids, unsigned n,
 			int *res)
 {
 	uint64_t sums[BM_BATCH_MAX];
+	void *bufs[BM_BATCH_MAX] = { 0 };
 
 	for (unsigned i = 0; i < n; i++) {
-		memcpy(t->staging + (size_t)i * BM_PAGE_SIZE, bm_page(bm, pids[i]), BM_PAGE_SIZE);
-		sums[i] = bm_page_csum(t->staging + (size_t)i * BM_PAGE_SIZE);
-		res[i] = 0;
+		bufs[i] = t->staging + (size_t)i * BM_PAGE_SIZE;
+		memcpy(bufs[i], bm_page(bm, pids[i]), BM_PAGE_SIZE);
+		sums[i] = bm_page_csum(bufs[i]);
 	}
-	if (ring_ready(t)) {
-		for (unsigned i = 0; i < n; i++) {
-			struct io_uring_sqe *sqe = io_uring_get_sqe(&t->ring);
-			io_uring_prep_write(sqe, bm->fd, t->staging + (size_t)i * BM_PAGE_SIZE,
-					    BM_PAGE_SIZE, pids[i] << BM_PAGE_SHIFT);
-			io_uring_sqe_set_data64(sqe, i);
-		}
-		int r = io_uring_submit_and_wait(&t->ring, n);
-		if (r < 0) {
-			for (unsigned i = 0; i < n; i++)
-				res[i] = r;
-		}
-		for (unsigned done = 0; r >= 0 && done < n; done++) {
-			struct io_uring_cqe *cqe;
-			int w = io_uring_wait_cqe(&t->ring, &cqe);
-			if (w < 0) {
-				for (unsigned i = 0; i < n; i++)
-					res[i] = res[i] ? res[i] : w;
-				break;
-			}
-			unsigned i = (unsigned)io_uring_cqe_get_data64(cqe);
-			if (cqe->res != (int)BM_PAGE_SIZE) {
-				/* A short write is retried synchronously. */
-				res[i] = cqe->res < 0 ? cqe->res
-						      : bm_pwrite_all(bm->fd,
-								      t->staging + (size_t)i *
-										   BM_PAGE_SIZE,
-								      BM_PAGE_SIZE,
-								      pids[i] << BM_PAGE_SHIFT);
-			}
-			io_uring_cqe_seen(&t->ring, cqe);
-		}
-	} else {
-		for (unsigned i = 0; i < n; i++)
-			res[i] = bm_pwrite_all(bm->fd, t->staging + (size_t)i * BM_PAGE_SIZE,
-					       BM_PAGE_SIZE, pids[i] << BM_PAGE_SHIFT);
-	}
+	bm_io_write_batch(bm, t, bufs, pids, n, res);
 	for (unsigned i = 0; i < n; i++) {
 		if (res[i] < 0) {
 			BM_COUNT(t, io_errors, 1);
@@ -782,7 +802,9 @@ static void evict_batch(struct bm *bm, struct bm_thread *t)
 			if (ps_state(w) == PS_UNLOCKED) {
 				ps_try_mark(ps, w);
 			} else if (ps_state(w) == PS_MARKED) {
-				if (ps_dirty(w)) {
+				if (ps_dirty(w) && bm->journal) {
+					/* no steal: the page waits for a checkpoint */
+				} else if (ps_dirty(w)) {
 					if (ps_try_lock_s(ps, w))
 						dirty[nd++] = pid;
 				} else if (ps_try_lock_x(ps, w)) {
@@ -805,7 +827,7 @@ static void evict_batch(struct bm *bm, struct bm_thread *t)
 }
 
 /* Visit every resident pid (a snapshot: pages may come and go meanwhile). */
-static void rset_each(struct bm *bm, void (*fn)(struct bm *, uint64_t, void *), void *arg)
+void bm_rset_each(struct bm *bm, void (*fn)(struct bm *, uint64_t, void *), void *arg)
 {
 	for (uint64_t i = 0; i <= bm->rset.mask; i++) {
 		uint64_t pid = atomic_load_explicit(&bm->rset.slots[i], memory_order_relaxed);
@@ -856,8 +878,8 @@ static int write_dirty(struct bm *bm)
 	int r;
 	if (!f)
 		return -ENOMEM;
-	f->t = thread_get(bm);
-	rset_each(bm, flush_one, f);
+	f->t = bm_thread_get(bm);
+	bm_rset_each(bm, flush_one, f);
 	if (f->n)
 		flush_batch(bm, f);
 	r = f->err;
@@ -870,12 +892,14 @@ int bm_flush(struct bm *bm)
 	int r;
 	if (bm->read_only)
 		return 0;
+	if (bm->journal)
+		return bm_checkpoint(bm);
 	pthread_mutex_lock(&bm->flush_mu);
 	r = write_dirty(bm);
 	if (r == 0)
 		r = bm_meta_write(bm, false);
-	if (r == 0 && fdatasync(bm->fd) < 0)
-		r = -errno;
+	if (r == 0)
+		r = bm_io_sync(bm);
 	pthread_mutex_unlock(&bm->flush_mu);
 	return r;
 }
@@ -908,15 +932,15 @@ int64_t bm_evict_all(struct bm *bm, bool write_dirty_first)
 	int64_t dropped;
 
 	if (write_dirty_first && !bm->read_only) {
-		int r = write_dirty(bm);
+		int r = bm->journal ? bm_checkpoint(bm) : write_dirty(bm);
 		if (r < 0)
 			return r;
 	}
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return -ENOMEM;
-	e->t = thread_get(bm);
-	rset_each(bm, evict_all_one, e);
+	e->t = bm_thread_get(bm);
+	bm_rset_each(bm, evict_all_one, e);
 	drop_frames(bm, e->t, e->pids, e->n);
 	dropped = e->dropped + e->n;
 	free(e);
@@ -1021,7 +1045,7 @@ static void page_discard(struct bm *bm, struct bm_thread *t, uint64_t pid)
 
 void bm_free(struct bm *bm, uint64_t first, uint64_t n)
 {
-	struct bm_thread *t = thread_get(bm);
+	struct bm_thread *t = bm_thread_get(bm);
 
 	if (first < bm->first_data || first + n > bm->page_count || n == 0) {
 		vs_log(VS_LOG_ERR, "internal: freeing pages %llu+%llu outside the data area",
@@ -1098,6 +1122,11 @@ void bm_stats_get(struct bm *bm, struct bm_stats *ret)
 	ret->restarts = sum.restarts;
 	ret->segv_restarts = sum.segv_restarts;
 	ret->backend = mem_name(bm->mem);
+	ret->checkpoints = atomic_load(&bm->n_checkpoints);
+	ret->log_bytes = atomic_load(&bm->log_bytes);
+	ret->log_flushes = atomic_load(&bm->log_flushes);
+	ret->recovered_pages = bm->recovered_pages;
+	ret->dirty_limit = bm->dirty_limit;
 }
 
 static void bm_destroy(struct bm *bm)
@@ -1120,6 +1149,8 @@ static void bm_destroy(struct bm *bm)
 	free(bm->sb);
 	if (bm->fd >= 0)
 		close(bm->fd);
+	if (bm->fault_fd >= 0)
+		close(bm->fault_fd);
 	free(bm->path);
 	free(bm);
 }
@@ -1133,13 +1164,35 @@ int bm_open(const struct bm_config *cfg, struct bm **ret_bm)
 	if (!bm)
 		return -ENOMEM;
 	bm->fd = -1;
+	bm->fault_fd = -1;
 	bm->path = strdup(cfg->path);
 	bm->read_only = cfg->read_only;
+	bm->journal = cfg->journal && !cfg->read_only;
+	bm->ckpt_ms = cfg->checkpoint_ms ? cfg->checkpoint_ms : 5000;
+	bm->fault = cfg->fault;
+	bm->fault_fd = -1;
+	if (bm->fault) {
+		bm->fault_fd = open(cfg->path, O_RDONLY | O_CLOEXEC);
+		if (bm->fault_fd < 0) {
+			r = -errno;
+			goto fail;
+		}
+	}
 	bm->id = atomic_fetch_add(&bm_next_id, 1);
 	pthread_mutex_init(&bm->alloc_mu, NULL);
 	pthread_mutex_init(&bm->sb_mu, NULL);
 	pthread_mutex_init(&bm->threads_mu, NULL);
 	pthread_mutex_init(&bm->flush_mu, NULL);
+	pthread_mutex_init(&bm->ckpt_mu, NULL);
+	pthread_mutex_init(&bm->ckpt_wait_mu, NULL);
+	pthread_cond_init(&bm->ckpt_wait_cv, NULL);
+	pthread_rwlockattr_t ra;
+	pthread_rwlockattr_init(&ra);
+	/* A waiting checkpoint must not starve behind a stream of
+	 * transactions. */
+	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&bm->txn_lock, &ra);
+	pthread_rwlockattr_destroy(&ra);
 	if (pthread_key_create(&bm->key, thread_destructor)) {
 		free(bm->path);
 		free(bm);
@@ -1217,6 +1270,9 @@ int bm_open(const struct bm_config *cfg, struct bm **ret_bm)
 		if (r < 0)
 			goto fail;
 	}
+	r = bm_journal_open(bm);
+	if (r < 0)
+		goto fail;
 	*ret_bm = bm;
 	return 0;
 fail:
@@ -1224,18 +1280,30 @@ fail:
 	return r;
 }
 
+void bm_abandon(struct bm *bm)
+{
+	if (!bm)
+		return;
+	bm_journal_close(bm);
+	bm_destroy(bm);
+}
+
 int bm_close(struct bm *bm)
 {
 	int r = 0;
 	if (!bm)
 		return 0;
-	if (!bm->read_only) {
+	bm_journal_close(bm);
+	if (bm->journal) {
+		r = bm_checkpoint_final(bm);
+	} else if (!bm->read_only) {
 		r = write_dirty(bm);
 		int m = bm_meta_write(bm, r == 0);
 		if (r == 0)
 			r = m;
-		if (fdatasync(bm->fd) < 0 && r == 0)
-			r = -errno;
+		m = bm_io_sync(bm);
+		if (r == 0)
+			r = m;
 	}
 	bm_destroy(bm);
 	return r;

@@ -11,14 +11,22 @@
  *
  * Image layout (page 0 first):
  *
- *   +------------+--------------+---------------+--------------------------+
- *   | superblock | alloc bitmap | checksum table|  pages for trees and data |
- *   |  pid 0     | 1 bit / page | 8 bytes / page|  (bm_alloc / bm_free)     |
- *   +------------+--------------+---------------+--------------------------+
+ * *   +------------+---------+--------------+---------------+---------------+
+ *   | superblock | journal | alloc bitmap | checksum table| pages ...     |
+ *   +------------+---------+--------------+---------------+---------------+
  *
  * The bitmap and checksum table are held in memory while the image is open
  * and written back by bm_flush and bm_close. Checksums live in the table and
  * not inside each page so that a file-data page carries a full 4096 bytes.
+ *
+ * Crash safety (bm_config.journal): see bm_journal.c. In short: changes are
+ * grouped in transactions (bm_txn_begin/end); pages changed since the last
+ * checkpoint stay in the pool (no steal); a checkpoint, taken between
+ * transactions, writes every changed page and the changed metadata first to
+ * the journal, syncs, then writes them home and syncs again. After a crash
+ * the image is as of the last checkpoint, replayed from the journal when the
+ * crash hit the home writes. Without a journal, pages are written home
+ * whenever eviction or bm_flush decides (fine for scratch data and benches).
  *
  * Operations and guards
  * ---------------------
@@ -87,6 +95,10 @@ struct bm_config {
 	unsigned evict_batch;      /* pages per eviction batch; 0 = default (64) */
 	bool read_only;            /* open without writing anything, ever */
 	bool no_direct;            /* do not try O_DIRECT on the image */
+	bool journal;              /* transactions and atomic checkpoints (no steal) */
+	unsigned checkpoint_ms;    /* journal: checkpoint at least this often when
+				    * anything changed; 0 = default (5000) */
+	struct bm_fault *fault;    /* tests: fault injection (bm_fault.h), or NULL */
 };
 
 /* Format @path as an empty image of @size_bytes (a regular file is created or
@@ -110,6 +122,26 @@ int bm_close(struct bm *bm);
 /* Write back every dirty page and the allocator and checksum metadata, then
  * fdatasync the image. Pages stay resident. */
 int bm_flush(struct bm *bm);
+
+/* Journal mode: a transaction groups changes that must reach the image all
+ * together or not at all. Every operation that changes pages runs between
+ * bm_txn_begin and bm_txn_end (which nest neither with each other nor with
+ * bm_checkpoint in one thread). bm_txn_begin may first run a checkpoint when
+ * too many pages are dirty; it fails only when that checkpoint fails.
+ * Without a journal both are no-ops. */
+int bm_txn_begin(struct bm *bm);
+void bm_txn_end(struct bm *bm);
+
+/* Make every transaction that ended before this call durable. Concurrent
+ * callers share checkpoints (group commit): a caller that arrives while one
+ * runs waits for the next and returns with it. Without a journal: bm_flush.
+ * Errors: -EIO (and the first write error) when a write or sync failed; the
+ * image is then as of the previous checkpoint. */
+int bm_checkpoint(struct bm *bm);
+
+/* Journal mode: were pages replayed from the journal when the image was
+ * opened? (The image had been left in the middle of a checkpoint.) */
+uint64_t bm_recovered_pages(const struct bm *bm);
 
 /* Drop every clean, unlocked resident page (dirty ones are written first when
  * @write_dirty). Returns the number of pages dropped. */
@@ -228,6 +260,11 @@ struct bm_stats {
 	uint64_t io_errors;
 	uint64_t restarts;       /* operation restarts, all causes */
 	uint64_t segv_restarts;  /* restarts caused by a fault in the pool */
+	uint64_t checkpoints;    /* journal: checkpoints completed */
+	uint64_t log_bytes;      /* journal: bytes written to the journal */
+	uint64_t log_flushes;    /* journal: syncs of the image */
+	uint64_t recovered_pages; /* journal: pages replayed at open */
+	uint64_t dirty_limit;    /* journal: dirty pages that trigger a checkpoint */
 	const char *backend;     /* "madvise" or "exmap" */
 };
 

@@ -29,7 +29,11 @@
  *       64    8 free pages when the superblock was written
  *       72    8 mount count: bumped at every open for writing
  *       80    4 flags: bit 0 = closed cleanly
- *       84   44 reserved, zero
+ *       84    4 reserved, zero
+ *       88    8 first pid of the journal (always 1)
+ *       96    8 pages of the journal
+ *      104    8 sequence number of the last checkpoint written home
+ *      112   16 reserved, zero
  *      128  256 slots: 32 u64 values for the layers above (bm_sb_get)
  *      384 3704 reserved, zero
  *     4088    8 XXH3-64 of bytes 0..4087
@@ -50,6 +54,9 @@
 #define SB_OFF_FREE     64
 #define SB_OFF_MOUNTS   72
 #define SB_OFF_FLAGS    80
+#define SB_OFF_JRSTART  88
+#define SB_OFF_JRPAGES  96
+#define SB_OFF_APPLIED  104
 #define SB_OFF_SLOTS    128
 #define SB_OFF_CSUM     4088
 #define SB_FLAG_CLEAN   1u
@@ -127,6 +134,27 @@ struct bm {
 	struct bm_thread *threads;
 	struct bm_counters retired; /* counters of threads that have exited */
 	pthread_mutex_t flush_mu;   /* one bm_flush at a time */
+
+	/* journal (bm_journal.c) */
+	bool journal;
+	uint64_t jr_start, jr_pages;
+	uint64_t dirty_limit;        /* dirty pages that trigger a checkpoint */
+	pthread_rwlock_t txn_lock;   /* transactions shared, checkpoint exclusive */
+	pthread_mutex_t ckpt_mu;     /* one checkpoint at a time */
+	_Atomic uint64_t ckpt_seq;   /* last checkpoint started */
+	_Atomic uint64_t ckpt_done;  /* last checkpoint completed */
+	int ckpt_err;                /* error of the last checkpoint, under ckpt_mu */
+	unsigned ckpt_ms;
+	bool ckpt_thread_on, ckpt_stop;
+	pthread_t ckpt_thread;
+	pthread_mutex_t ckpt_wait_mu;
+	pthread_cond_t ckpt_wait_cv;
+	_Atomic uint64_t n_checkpoints, log_bytes, log_flushes;
+	uint64_t recovered_pages;
+
+	_Atomic bool meta_dirty;     /* superblock slots changed since the checkpoint */
+	struct bm_fault *fault;
+	int fault_fd;                /* plain descriptor for reading undo bytes */
 };
 
 /* bm_meta.c: superblock, bitmap and checksum-table I/O. */
@@ -136,6 +164,27 @@ int bm_meta_mark_open(struct bm *bm);
 void bm_csum_set(struct bm *bm, uint64_t pid, uint64_t csum);
 uint64_t bm_page_csum(const void *page);
 int bm_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
+
+/* The one door for writes and syncs of the image (fault injection hooks in
+ * here). bm_io_write_batch writes @n pages from @bufs to page offsets
+ * @pids, with io_uring when it can; res[i] gets 0 or a negative errno. */
+int bm_io_write(struct bm *bm, const void *buf, size_t len, uint64_t off);
+int bm_io_sync(struct bm *bm);
+void bm_io_write_batch(struct bm *bm, struct bm_thread *t, void *const *bufs,
+		       const uint64_t *pids, unsigned n, int *res);
+struct bm_thread *bm_thread_get(struct bm *bm);
+void bm_rset_each(struct bm *bm, void (*fn)(struct bm *, uint64_t, void *), void *arg);
+
+/* bm_journal.c */
+uint64_t bm_journal_pages_for(uint64_t image_pages);
+/* Replay the journal when it holds a checkpoint newer than @applied (or
+ * any valid one when the superblock is bad). Returns 1 when it replayed, 0
+ * when there was nothing to do, or a negative errno. */
+int bm_journal_recover(struct bm *bm, uint64_t image_pages, bool sb_ok, uint64_t applied);
+int bm_journal_open(struct bm *bm);    /* recovery; background thread */
+void bm_journal_close(struct bm *bm);  /* stop the thread */
+int bm_checkpoint_final(struct bm *bm); /* at close: checkpoint, mark clean */
+int bm_meta_sb_snapshot(struct bm *bm, uint8_t *page, bool clean, uint64_t applied);
 int bm_pread_all(int fd, void *buf, size_t len, uint64_t off);
 
 #endif

@@ -125,7 +125,7 @@ int bm_format(const char *path, uint64_t size_bytes, bool force)
 {
 	uint8_t *buf = NULL;
 	struct stat st;
-	uint64_t pages, bmp_pages, cs_pages, first_data, cur;
+	uint64_t pages, jr_pages, bmp_pages, cs_pages, first_data, cur;
 	int fd, r;
 	const size_t chunk = 1u << 20;
 
@@ -168,30 +168,34 @@ int bm_format(const char *path, uint64_t size_bytes, bool force)
 	}
 
 	pages = size_bytes / BM_PAGE_SIZE;
+	jr_pages = bm_journal_pages_for(pages);
 	bmp_pages = (pages + BM_PIDS_PER_BMP - 1) / BM_PIDS_PER_BMP;
 	cs_pages = (pages + BM_PIDS_PER_CS - 1) / BM_PIDS_PER_CS;
-	first_data = 1 + bmp_pages + cs_pages;
+	first_data = 1 + jr_pages + bmp_pages + cs_pages;
 	if (pages < first_data + 64) {
 		r = -EINVAL;
 		goto out;
 	}
 
-	/* Zero the bitmap and checksum table (an old image may lie beneath),
-	 * then mark the metadata pages themselves as in use. */
+	/* Zero the journal's first page, the bitmap and the checksum table (an
+	 * old image may lie beneath), then mark the metadata pages themselves
+	 * as in use. */
 	memset(buf, 0, chunk);
-	for (uint64_t off = BM_PAGE_SIZE; off < first_data * BM_PAGE_SIZE; off += chunk) {
+	r = bm_pwrite_all(fd, buf, BM_PAGE_SIZE, BM_PAGE_SIZE);
+	for (uint64_t off = (1 + jr_pages) * BM_PAGE_SIZE;
+	     r == 0 && off < first_data * BM_PAGE_SIZE; off += chunk) {
 		uint64_t n = first_data * BM_PAGE_SIZE - off;
 		r = bm_pwrite_all(fd, buf, n < chunk ? n : chunk, off);
-		if (r < 0)
-			goto out;
 	}
+	if (r < 0)
+		goto out;
 	for (uint64_t p = 0; p < first_data; p++)
 		((uint64_t *)buf)[p / 64] |= UINT64_C(1) << (p % 64);
-	/* The bitmap fits in memory for this loop only when first_data is
-	 * small, which it is: it grows as pages/512. Write it page by page. */
+	/* first_data grows as pages/512 plus the journal, so the bits of the
+	 * metadata pages fit in the 1 MiB buffer for any image below 2 PiB. */
 	for (uint64_t bp = 0; bp * BM_PIDS_PER_BMP < first_data; bp++) {
 		r = bm_pwrite_all(fd, buf + bp * BM_PAGE_SIZE, BM_PAGE_SIZE,
-				  (1 + bp) * BM_PAGE_SIZE);
+				  (1 + jr_pages + bp) * BM_PAGE_SIZE);
 		if (r < 0)
 			goto out;
 	}
@@ -201,9 +205,11 @@ int bm_format(const char *path, uint64_t size_bytes, bool force)
 	put_u32(buf, SB_OFF_VERSION, BM_FORMAT_VERSION);
 	put_u32(buf, SB_OFF_PAGESIZE, BM_PAGE_SIZE);
 	put_u64(buf, SB_OFF_PAGES, pages);
-	put_u64(buf, SB_OFF_BMSTART, 1);
+	put_u64(buf, SB_OFF_JRSTART, 1);
+	put_u64(buf, SB_OFF_JRPAGES, jr_pages);
+	put_u64(buf, SB_OFF_BMSTART, 1 + jr_pages);
 	put_u64(buf, SB_OFF_BMPAGES, bmp_pages);
-	put_u64(buf, SB_OFF_CSSTART, 1 + bmp_pages);
+	put_u64(buf, SB_OFF_CSSTART, 1 + jr_pages + bmp_pages);
 	put_u64(buf, SB_OFF_CSPAGES, cs_pages);
 	put_u64(buf, SB_OFF_DATA, first_data);
 	put_u64(buf, SB_OFF_FREE, pages - first_data);
@@ -260,24 +266,43 @@ int bm_meta_load(struct bm *bm)
 		       bm->path, get_u32(sb, SB_OFF_VERSION), BM_FORMAT_VERSION);
 		return -EPROTONOSUPPORT;
 	}
-	if (get_u64(sb, SB_OFF_CSUM) != XXH3_64bits(sb, SB_OFF_CSUM))
+	/* A superblock torn by a crash in the middle of a checkpoint is
+	 * rewritten from the journal; so may be any other page. */
+	bool sb_ok = get_u64(sb, SB_OFF_CSUM) == XXH3_64bits(sb, SB_OFF_CSUM);
+	r = bm_journal_recover(bm, size / BM_PAGE_SIZE, sb_ok,
+			       sb_ok ? get_u64(sb, SB_OFF_APPLIED) : 0);
+	if (r < 0)
+		return r;
+	if (r > 0) {
+		r = bm_pread_all(bm->fd, sb, BM_PAGE_SIZE, 0);
+		if (r < 0)
+			return r;
+		sb_ok = get_u64(sb, SB_OFF_CSUM) == XXH3_64bits(sb, SB_OFF_CSUM);
+	}
+	if (!sb_ok)
 		return VS_CORRUPT("%s: superblock checksum mismatch", bm->path);
 
 	pages = get_u64(sb, SB_OFF_PAGES);
+	bm->jr_start = get_u64(sb, SB_OFF_JRSTART);
+	bm->jr_pages = get_u64(sb, SB_OFF_JRPAGES);
 	bm->bmp_start = get_u64(sb, SB_OFF_BMSTART);
 	bm->bmp_pages = get_u64(sb, SB_OFF_BMPAGES);
 	bm->cs_start = get_u64(sb, SB_OFF_CSSTART);
 	bm->cs_pages = get_u64(sb, SB_OFF_CSPAGES);
 	bm->first_data = get_u64(sb, SB_OFF_DATA);
 	if (get_u32(sb, SB_OFF_PAGESIZE) != BM_PAGE_SIZE || pages * BM_PAGE_SIZE > size ||
-	    bm->bmp_start != 1 || bm->bmp_pages != (pages + BM_PIDS_PER_BMP - 1) / BM_PIDS_PER_BMP ||
-	    bm->cs_start != 1 + bm->bmp_pages ||
+	    bm->jr_start != 1 || bm->jr_pages != bm_journal_pages_for(pages) ||
+	    bm->bmp_start != 1 + bm->jr_pages ||
+	    bm->bmp_pages != (pages + BM_PIDS_PER_BMP - 1) / BM_PIDS_PER_BMP ||
+	    bm->cs_start != bm->bmp_start + bm->bmp_pages ||
 	    bm->cs_pages != (pages + BM_PIDS_PER_CS - 1) / BM_PIDS_PER_CS ||
 	    bm->first_data != bm->cs_start + bm->cs_pages || bm->first_data >= pages)
 		return VS_CORRUPT("%s: superblock layout is inconsistent (pages %llu, image %llu "
 				  "bytes)", bm->path, (unsigned long long)pages,
 				  (unsigned long long)size);
 	bm->page_count = pages;
+	atomic_store(&bm->ckpt_seq, get_u64(sb, SB_OFF_APPLIED));
+	atomic_store(&bm->ckpt_done, get_u64(sb, SB_OFF_APPLIED));
 	bm->was_clean = (get_u32(sb, SB_OFF_FLAGS) & SB_FLAG_CLEAN) != 0;
 
 	bm->bitmap = alloc_aligned_zero(bm->bmp_pages * BM_PAGE_SIZE);
@@ -338,7 +363,7 @@ int bm_meta_write(struct bm *bm, bool clean)
 		for (unsigned j = 0; j < BM_PIDS_PER_CS; j++)
 			dst[j] = atomic_load_explicit(&bm->csum[i * BM_PIDS_PER_CS + j],
 						      memory_order_relaxed);
-		r = bm_pwrite_all(bm->fd, page, BM_PAGE_SIZE, (bm->cs_start + i) * BM_PAGE_SIZE);
+		r = bm_io_write(bm, page, BM_PAGE_SIZE, (bm->cs_start + i) * BM_PAGE_SIZE);
 		if (r < 0)
 			atomic_store(&bm->cs_dirty[i], 1);
 	}
@@ -347,27 +372,38 @@ int bm_meta_write(struct bm *bm, bool clean)
 	for (uint64_t i = 0; i < bm->bmp_pages && r == 0; i++) {
 		if (!bm->bmp_dirty[i])
 			continue;
-		r = bm_pwrite_all(bm->fd, (uint8_t *)bm->bitmap + i * BM_PAGE_SIZE, BM_PAGE_SIZE,
-				  (bm->bmp_start + i) * BM_PAGE_SIZE);
+		r = bm_io_write(bm, (uint8_t *)bm->bitmap + i * BM_PAGE_SIZE, BM_PAGE_SIZE,
+				(bm->bmp_start + i) * BM_PAGE_SIZE);
 		if (r == 0)
 			bm->bmp_dirty[i] = 0;
 	}
-	uint64_t free_pages = bm->free_pages;
 	pthread_mutex_unlock(&bm->alloc_mu);
 
 	if (r == 0) {
-		pthread_mutex_lock(&bm->sb_mu);
-		put_u64(bm->sb, SB_OFF_FREE, free_pages);
-		uint32_t flags = get_u32(bm->sb, SB_OFF_FLAGS);
-		flags = clean ? (flags | SB_FLAG_CLEAN) : (flags & ~SB_FLAG_CLEAN);
-		put_u32(bm->sb, SB_OFF_FLAGS, flags);
-		sb_seal(bm->sb);
-		memcpy(page, bm->sb, BM_PAGE_SIZE);
-		pthread_mutex_unlock(&bm->sb_mu);
-		r = bm_pwrite_all(bm->fd, page, BM_PAGE_SIZE, 0);
+		bm_meta_sb_snapshot(bm, page, clean, atomic_load(&bm->ckpt_done));
+		r = bm_io_write(bm, page, BM_PAGE_SIZE, 0);
 	}
 	free(page);
 	return r;
+}
+
+/* Copy the superblock into @page with the current free count, @clean and
+ * @applied (the last checkpoint written home), sealed. */
+int bm_meta_sb_snapshot(struct bm *bm, uint8_t *page, bool clean, uint64_t applied)
+{
+	pthread_mutex_lock(&bm->alloc_mu);
+	uint64_t free_pages = bm->free_pages;
+	pthread_mutex_unlock(&bm->alloc_mu);
+	pthread_mutex_lock(&bm->sb_mu);
+	put_u64(bm->sb, SB_OFF_FREE, free_pages);
+	put_u64(bm->sb, SB_OFF_APPLIED, applied);
+	uint32_t flags = get_u32(bm->sb, SB_OFF_FLAGS);
+	flags = clean ? (flags | SB_FLAG_CLEAN) : (flags & ~SB_FLAG_CLEAN);
+	put_u32(bm->sb, SB_OFF_FLAGS, flags);
+	sb_seal(bm->sb);
+	memcpy(page, bm->sb, BM_PAGE_SIZE);
+	pthread_mutex_unlock(&bm->sb_mu);
+	return 0;
 }
 
 /* Called at open for writing: count the mount and mark the image in use
@@ -378,8 +414,8 @@ int bm_meta_mark_open(struct bm *bm)
 	put_u64(bm->sb, SB_OFF_MOUNTS, get_u64(bm->sb, SB_OFF_MOUNTS) + 1);
 	pthread_mutex_unlock(&bm->sb_mu);
 	int r = bm_meta_write(bm, false);
-	if (r == 0 && fdatasync(bm->fd) < 0)
-		r = -errno;
+	if (r == 0)
+		r = bm_io_sync(bm);
 	return r;
 }
 
@@ -401,6 +437,7 @@ void bm_sb_set(struct bm *bm, unsigned slot, uint64_t value)
 	pthread_mutex_lock(&bm->sb_mu);
 	put_u64(bm->sb, SB_OFF_SLOTS + 8 * slot, value);
 	pthread_mutex_unlock(&bm->sb_mu);
+	atomic_store(&bm->meta_dirty, true);
 }
 
 int bm_parse_size(const char *s, uint64_t *ret_bytes)

@@ -271,59 +271,128 @@ static unsigned entry_bytes(const void *page, unsigned i)
 	return BT_SLOT_SIZE + slen + plen;
 }
 
+/* The entries of a leaf with the pending one slotted in at vp ("virtual"
+ * list); when the key is present, its entry grown to the new size. */
+struct vlist {
+	const void *page;
+	const uint8_t *key;
+	unsigned klen, n, count, vp, vsize;
+	bool found;
+};
+
+/* Bytes of virtual entry @j: slot, suffix under the node prefix, payload. */
+static unsigned v_size(const struct vlist *v, unsigned j)
+{
+	if (v->found)
+		return j == v->vp && v->vsize > entry_bytes(v->page, j) ? v->vsize
+									: entry_bytes(v->page, j);
+	if (j == v->vp)
+		return v->vsize;
+	return entry_bytes(v->page, j < v->vp ? j : j - 1);
+}
+
+static unsigned v_key(const struct vlist *v, unsigned j, uint8_t *buf)
+{
+	if (!v->found && j == v->vp) {
+		memcpy(buf, v->key, v->klen);
+		return v->klen;
+	}
+	return bt_node_key(v->page, !v->found && j > v->vp ? j - 1 : j, buf);
+}
+
+/* Does a node with these fences and @cnt entries taking @bytes (counted
+ * under prefix @pn) fit in a page once its own prefix @ps is cut off? */
+static bool side_fits(unsigned fences, unsigned cnt, unsigned bytes, unsigned pn, unsigned ps)
+{
+	long need = (long)BT_SLOTS_OFF + fences + bytes - (long)cnt * ((long)ps - (long)pn);
+	return need <= (long)BT_PAGE;
+}
+
+/* Try the cut before virtual entry @k: fill in the separator and say
+ * whether both halves fit with (*ret_all) and without the pending entry. */
+static bool try_cut(const struct vlist *v, const unsigned *sum, unsigned k, struct bt_split *plan,
+		    bool *ret_all)
+{
+	uint8_t a[BT_KEY_MAX], b[BT_KEY_MAX];
+	unsigned alen = v_key(v, k - 1, a), blen = v_key(v, k, b), llen, ulen;
+	unsigned c = common_prefix(a, alen, b, blen);
+	const uint8_t *lower = bt_node_lower(v->page, &llen), *upper = bt_node_upper(v->page, &ulen);
+	unsigned pn = bt_node_prefix_len(v->page);
+
+	if (c >= blen)
+		return false; /* not in order: cannot happen on a sound node */
+	plan->sep_len = c + 1;
+	memcpy(plan->sep, b, c + 1);
+	plan->left_count = !v->found && v->vp < k ? k - 1 : k;
+	plan->promote = 0;
+
+	/* The halves' prefixes: what their new fences share. */
+	unsigned pl = llen ? common_prefix(lower, llen, plan->sep, plan->sep_len) : 0;
+	unsigned pr = ulen ? common_prefix(plan->sep, plan->sep_len, upper, ulen) : 0;
+	unsigned lb = sum[k], rb = sum[v->count] - sum[k], lc = k, rc = v->count - k;
+	*ret_all = side_fits(llen + plan->sep_len, lc, lb, pn, pl) &&
+		   side_fits(plan->sep_len + ulen, rc, rb, pn, pr);
+	if (!v->found) {
+		/* The same without the pending entry, on its side. */
+		if (v->vp < k)
+			lb -= v->vsize, lc--;
+		else
+			rb -= v->vsize, rc--;
+	}
+	return side_fits(llen + plan->sep_len, lc, lb, pn, pl) &&
+	       side_fits(plan->sep_len + ulen, rc, rb, pn, pr);
+}
+
+/*
+ * Pick the cut of a leaf. Preference: after the last entry when the pending
+ * one goes there (ascending inserts then leave full leaves behind); else the
+ * cut closest to even bytes; in both cases with room for the pending entry.
+ * A long separator can make a cut overflow a half (the new fence takes room
+ * the old one did not), so every candidate is measured exactly. Failing
+ * all, the most even cut that holds the existing entries: a cut between two
+ * existing entries always does (its separator is no longer than the key
+ * right of it), and the pending entry then gets another round.
+ */
 static int plan_leaf(const void *page, const uint8_t *key, unsigned klen, unsigned plen,
 		     struct bt_split *plan)
 {
-	unsigned n = bt_node_count(page), vs = bt_node_entry_size(page, klen, plen);
-	uint8_t a[BT_KEY_MAX], b[BT_KEY_MAX];
-	bool found;
-	unsigned vp = bt_node_lower_bound(page, key, klen, &found);
-	unsigned vcount = found ? n : n + 1;
-	unsigned total = 0, left = 0, k;
+	struct vlist v = { .page = page, .key = key, .klen = klen, .n = bt_node_count(page) };
+	unsigned sum[BT_SLOTS_MAX + 2], best = 0, fallback = 0, half;
+	bool all;
 
-	if (vcount < 2)
+	v.vp = bt_node_lower_bound(page, key, klen, &v.found);
+	v.vsize = bt_node_entry_size(page, klen, plen);
+	v.count = v.found ? v.n : v.n + 1;
+	if (v.count < 2)
 		return -ENOSPC;
-	/* The virtual list: the real entries with the new one at vp (or, when
-	 * the key is present, its entry grown to the new size). */
-#define VSIZE(j)                                                                                   \
-	(found ? ((j) == vp && vs > entry_bytes(page, j) ? vs : entry_bytes(page, j))              \
-	       : (j) == vp ? vs : entry_bytes(page, (j) < vp ? (j) : (j) - 1))
-	for (unsigned j = 0; j < vcount; j++)
-		total += VSIZE(j);
-	/* Smallest k whose left side reaches half, or the one before it if
-	 * that is closer to even. */
-	for (k = 0; k < vcount && 2 * (left + VSIZE(k)) < total; k++)
-		left += VSIZE(k);
-	if (k < vcount && 2 * left + 2 * VSIZE(k) - total < total - 2 * left)
-		left += VSIZE(k), k++;
-#undef VSIZE
-	if (k < 1)
-		k = 1;
-	if (k > vcount - 1)
-		k = vcount - 1;
+	sum[0] = 0;
+	for (unsigned j = 0; j < v.count; j++)
+		sum[j + 1] = sum[j] + v_size(&v, j);
 
-	/* Keys on both sides of the cut; the separator is the shortest
-	 * prefix of the right one that is above the left one. */
-	unsigned alen, blen;
-	if (!found && k - 1 == vp) {
-		memcpy(a, key, klen);
-		alen = klen;
-	} else {
-		alen = bt_node_key(page, !found && k - 1 > vp ? k - 2 : k - 1, a);
+	if (!v.found && v.vp == v.n && try_cut(&v, sum, v.count - 1, plan, &all) && all)
+		return 0;
+	/* Candidates by distance from an even split of the bytes. */
+	half = sum[v.count] / 2;
+	for (unsigned k = 1; k < v.count; k++)
+		if ((sum[k] > half ? sum[k] - half : half - sum[k]) <
+		    (sum[best] > half ? sum[best] - half : half - sum[best]) || best == 0)
+			best = k;
+	for (unsigned d = 0; d < v.count; d++) {
+		for (int side = 0; side < 2; side++) {
+			long k = side ? (long)best + (long)d : (long)best - (long)d;
+			if ((d == 0 && side) || k < 1 || k >= (long)v.count)
+				continue;
+			if (!try_cut(&v, sum, (unsigned)k, plan, &all))
+				continue;
+			if (all)
+				return 0;
+			if (!fallback)
+				fallback = (unsigned)k;
+		}
 	}
-	if (!found && k == vp) {
-		memcpy(b, key, klen);
-		blen = klen;
-	} else {
-		blen = bt_node_key(page, !found && k > vp ? k - 1 : k, b);
-	}
-	unsigned c = common_prefix(a, alen, b, blen);
-	if (c >= blen)
-		return -ENOSPC; /* not in order: cannot happen on a sound node */
-	plan->sep_len = c + 1;
-	memcpy(plan->sep, b, c + 1);
-	plan->left_count = !found && vp < k ? k - 1 : k;
-	plan->promote = 0;
+	if (!fallback)
+		return -ENOSPC;
+	try_cut(&v, sum, fallback, plan, &all);
 	return 0;
 }
 
@@ -339,6 +408,15 @@ static int plan_inner(const void *page, const uint8_t *key, unsigned klen, unsig
 		return -ENOSPC;
 	for (unsigned j = 0; j < n; j++)
 		total += entry_bytes(page, j);
+	if (vp == n) {
+		/* Appending: promote the last separator, so that ascending
+		 * inserts leave full inner nodes behind. Either half holds
+		 * fewer entries than the node and a fence no longer than the
+		 * entry it came from, so both fit. */
+		plan->promote = plan->left_count = n - 1;
+		plan->sep_len = bt_node_key(page, n - 1, plan->sep);
+		return 0;
+	}
 	/* Promote separator m: the left half keeps 0..m-1, the right one
 	 * m+1..n-1, and the new separator joins the side it sorts into. */
 	for (unsigned m = 0; m < n; m++) {

@@ -1,0 +1,691 @@
+/*
+ * bm_journal.c: transactions, atomic checkpoints, recovery, fault injection.
+ *
+ * The durability design, chosen for the vmcache layout (every page has one
+ * home address and no room for a per-page LSN):
+ *
+ *   No steal. A page changed since the last checkpoint stays in the pool;
+ *   eviction takes only clean pages. So the image at its home addresses is
+ *   always exactly the state of the last checkpoint.
+ *
+ *   Transactions. Every change that must be atomic (one filesystem operation)
+ *   runs between bm_txn_begin and bm_txn_end, which hold a reader lock; a
+ *   checkpoint holds the writer lock, so it sees only whole transactions.
+ *
+ *   Checkpoint (checkpoint_locked), under the writer lock:
+ *     1. checksum every dirty page into the checksum table;
+ *     2. write the dirty pages, the changed checksum-table and bitmap pages
+ *        and the new superblock to the journal, after a descriptor listing
+ *        each image's home pid and checksum; sync;             <- commit point
+ *     3. write the same images home but the superblock; sync; write the
+ *        superblock, which records this checkpoint as applied; sync;
+ *     4. clear the dirty bits.
+ *   A crash before the first sync completes leaves the home addresses as
+ *   of the previous checkpoint (the journal is ignored: its descriptor or an
+ *   image fails its checksum, or it names a sequence already applied). A
+ *   crash after it is repaired at the next open by writing the journal's
+ *   images home again (idempotent), torn home writes included.
+ *
+ *   Group commit. bm_checkpoint returns as soon as a checkpoint that started
+ *   after the call has finished, so concurrent fsyncs share one.
+ *
+ *   Triggers. A checkpoint runs when a caller asks (fsync), every
+ *   checkpoint_ms when anything changed (a background thread), when dirty
+ *   pages pass dirty_limit (checked at bm_txn_begin, so that the journal can
+ *   always hold a whole checkpoint and clean pages remain to evict), and at
+ *   close.
+ *
+ * Journal layout (pids jr_start .. jr_start + jr_pages - 1):
+ *
+ *   +------------------+------------------+-----+-------------------------+
+ *   | descriptor pages | image 0          | ... | image n-1               |
+ *   +------------------+------------------+-----+-------------------------+
+ *
+ *   Descriptor, little-endian:
+ *     OFFSET SIZE MEANING
+ *          0    8 magic "VSJRNL01"
+ *          8    8 checkpoint sequence number
+ *         16    8 n: images that follow the descriptor
+ *         24    8 descriptor pages
+ *         32    8 XXH3-64 of all descriptor pages with this field zero
+ *         40   24 reserved, zero
+ *         64 16*n entries: home pid (8), XXH3-64 of the image (8)
+ *
+ * Write amplification: each changed page is written twice (journal, home),
+ * plus the metadata pages of the checkpoint: about 2.0 for large writes.
+ */
+#include "engine/bm_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "engine/bm_fault.h"
+#include "engine/log.h"
+
+#define JR_MAGIC     "VSJRNL01"
+#define JR_HDR       64u
+#define JR_ENTRY     16u
+#define JR_ENTRIES_1 ((BM_PAGE_SIZE - JR_HDR) / JR_ENTRY)
+
+static uint64_t get_u64(const uint8_t *p, size_t off)
+{
+	uint64_t v;
+	memcpy(&v, p + off, 8);
+	return v;
+}
+
+static void put_u64(uint8_t *p, size_t off, uint64_t v)
+{
+	memcpy(p + off, &v, 8);
+}
+
+/* Journal size for an image: an eighth of it, between 256 pages (1 MiB) and
+ * 262144 pages (1 GiB), and never more than a quarter of the image. */
+uint64_t bm_journal_pages_for(uint64_t image_pages)
+{
+	uint64_t j = image_pages / 8;
+	if (j < 256)
+		j = 256;
+	if (j > 262144)
+		j = 262144;
+	if (j > image_pages / 4)
+		j = image_pages / 4;
+	return j;
+}
+
+static uint64_t desc_pages_for(uint64_t n)
+{
+	return (JR_HDR + n * JR_ENTRY + BM_PAGE_SIZE - 1) / BM_PAGE_SIZE;
+}
+
+/* The most images a journal of @jr_pages holds. */
+static uint64_t journal_capacity(uint64_t jr_pages)
+{
+	uint64_t n = jr_pages;
+	while (n > 0 && desc_pages_for(n) + n > jr_pages)
+		n--;
+	return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* The I/O door and fault injection                                   */
+
+static int fault_before_write(struct bm *bm, uint64_t off, size_t len)
+{
+	struct bm_fault *f = bm->fault;
+	int r = 0;
+
+	pthread_mutex_lock(&f->mu);
+	f->writes++;
+	if (f->fail_write_at &&
+	    (f->writes == f->fail_write_at || (f->fail_writes_after && f->writes > f->fail_write_at))) {
+		r = -(f->fail_write_err ? f->fail_write_err : EIO);
+	} else if (f->record) {
+		if (f->nundo == f->capundo) {
+			uint64_t cap = f->capundo ? 2 * f->capundo : 256;
+			struct bm_fault_undo *u = realloc(f->undo, cap * sizeof(*u));
+			if (!u) {
+				r = -ENOMEM;
+				goto out;
+			}
+			f->undo = u;
+			f->capundo = cap;
+		}
+		struct bm_fault_undo *u = &f->undo[f->nundo];
+		u->off = off;
+		u->len = (uint32_t)len;
+		u->old = malloc(len);
+		if (!u->old) {
+			r = -ENOMEM;
+			goto out;
+		}
+		/* The old bytes, read through a plain descriptor (the image
+		 * may be open O_DIRECT; this buffer is not aligned). */
+		memset(u->old, 0, len);
+		if (pread(bm->fault_fd, u->old, len, (off_t)off) < 0) {
+			free(u->old);
+			r = -errno;
+			goto out;
+		}
+		f->nundo++;
+	}
+out:
+	pthread_mutex_unlock(&f->mu);
+	return r;
+}
+
+int bm_io_write(struct bm *bm, const void *buf, size_t len, uint64_t off)
+{
+	if (bm->fault) {
+		int r = fault_before_write(bm, off, len);
+		if (r < 0)
+			return r;
+	}
+	return bm_pwrite_all(bm->fd, buf, len, off);
+}
+
+int bm_io_sync(struct bm *bm)
+{
+	if (bm->fault) {
+		struct bm_fault *f = bm->fault;
+		int r = 0;
+		pthread_mutex_lock(&f->mu);
+		f->syncs++;
+		if (f->fail_sync_at && f->syncs == f->fail_sync_at) {
+			r = -(f->fail_sync_err ? f->fail_sync_err : EIO);
+		} else {
+			for (uint64_t i = 0; i < f->nundo; i++)
+				free(f->undo[i].old);
+			f->nundo = 0; /* synced writes survive a power loss */
+		}
+		pthread_mutex_unlock(&f->mu);
+		if (r < 0)
+			return r;
+	}
+	atomic_fetch_add_explicit(&bm->log_flushes, 1, memory_order_relaxed);
+	return fdatasync(bm->fd) < 0 ? -errno : 0;
+}
+
+void bm_fault_init(struct bm_fault *f)
+{
+	pthread_mutex_init(&f->mu, NULL);
+	f->writes = f->syncs = 0;
+	f->undo = NULL;
+	f->nundo = f->capundo = 0;
+}
+
+void bm_fault_fini(struct bm_fault *f)
+{
+	for (uint64_t i = 0; i < f->nundo; i++)
+		free(f->undo[i].old);
+	free(f->undo);
+	f->undo = NULL;
+	f->nundo = f->capundo = 0;
+	pthread_mutex_destroy(&f->mu);
+}
+
+static uint64_t splitmix(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+	return z ^ (z >> 31);
+}
+
+int bm_fault_power_loss(struct bm_fault *f, const char *path, uint64_t seed, bool tear)
+{
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	int undone = 0;
+	uint64_t torn = UINT64_MAX;
+
+	if (fd < 0)
+		return -errno;
+	pthread_mutex_lock(&f->mu);
+	if (tear && f->nundo > 0)
+		torn = splitmix(&seed) % f->nundo;
+	/* Newest first, so that undoing a write restores what an older write
+	 * (kept or not) left there. */
+	for (uint64_t k = f->nundo; k-- > 0;) {
+		struct bm_fault_undo *u = &f->undo[k];
+		size_t from = 0;
+		if (k == torn) {
+			unsigned sectors = u->len / 512;
+			from = sectors > 1 ? 512 * (1 + splitmix(&seed) % (sectors - 1)) : 0;
+		} else if (splitmix(&seed) & 1) {
+			continue; /* this write reached the disk */
+		}
+		if (pwrite(fd, u->old + from, u->len - from, (off_t)(u->off + from)) < 0) {
+			undone = -errno;
+			break;
+		}
+		undone++;
+	}
+	for (uint64_t i = 0; i < f->nundo; i++)
+		free(f->undo[i].old);
+	f->nundo = 0;
+	pthread_mutex_unlock(&f->mu);
+	close(fd);
+	return undone;
+}
+
+/* ------------------------------------------------------------------ */
+/* Recovery                                                           */
+
+/* Read a journal at pid 1 of an image of @image_pages pages. On success
+ * *ret_desc (descriptor pages) and *ret_n are set; the images are checked. */
+static int journal_read(struct bm *bm, uint64_t image_pages, uint8_t **ret_desc,
+			uint64_t *ret_n, uint64_t *ret_seq)
+{
+	uint8_t *first = NULL, *desc = NULL, *img = NULL;
+	uint64_t n, dp;
+	int r = 0;
+
+	if (posix_memalign((void **)&first, BM_PAGE_SIZE, BM_PAGE_SIZE))
+		return -ENOMEM;
+	r = bm_pread_all(bm->fd, first, BM_PAGE_SIZE, BM_PAGE_SIZE);
+	if (r < 0 || memcmp(first, JR_MAGIC, 8) != 0)
+		goto none;
+	n = get_u64(first, 16);
+	dp = get_u64(first, 24);
+	if (n == 0 || n > image_pages || dp != desc_pages_for(n) || 1 + dp + n > image_pages)
+		goto none;
+	if (posix_memalign((void **)&desc, BM_PAGE_SIZE, dp * BM_PAGE_SIZE) ||
+	    posix_memalign((void **)&img, BM_PAGE_SIZE, BM_PAGE_SIZE)) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = bm_pread_all(bm->fd, desc, dp * BM_PAGE_SIZE, BM_PAGE_SIZE);
+	if (r < 0)
+		goto out;
+	uint64_t want = get_u64(desc, 32);
+	put_u64(desc, 32, 0);
+	if (XXH3_64bits(desc, dp * BM_PAGE_SIZE) != want)
+		goto none; /* a descriptor torn or never finished: not committed */
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t home = get_u64(desc, JR_HDR + i * JR_ENTRY);
+		uint64_t sum = get_u64(desc, JR_HDR + i * JR_ENTRY + 8);
+		if (home >= image_pages)
+			goto none;
+		r = bm_pread_all(bm->fd, img, BM_PAGE_SIZE, (1 + dp + i) * BM_PAGE_SIZE);
+		if (r < 0)
+			goto out;
+		if (bm_page_csum(img) != sum)
+			goto none; /* an image never written: not committed */
+	}
+	*ret_desc = desc;
+	*ret_n = n;
+	*ret_seq = get_u64(desc, 8);
+	desc = NULL;
+	r = 1;
+	goto out;
+none:
+	r = 0;
+out:
+	free(first);
+	free(desc);
+	free(img);
+	return r;
+}
+
+int bm_journal_recover(struct bm *bm, uint64_t image_pages, bool sb_ok, uint64_t applied)
+{
+	uint8_t *desc = NULL, *img = NULL;
+	uint64_t n = 0, seq = 0;
+	int r;
+
+	r = journal_read(bm, image_pages, &desc, &n, &seq);
+	if (r <= 0)
+		return r;
+	if (sb_ok && seq <= applied) {
+		free(desc);
+		return 0; /* the last checkpoint reached home */
+	}
+	if (bm->read_only) {
+		free(desc);
+		vs_log(VS_LOG_ERR, "%s: the image was left in the middle of a checkpoint; open it "
+				   "read-write once to replay the journal", bm->path);
+		return -EROFS;
+	}
+	if (posix_memalign((void **)&img, BM_PAGE_SIZE, BM_PAGE_SIZE)) {
+		free(desc);
+		return -ENOMEM;
+	}
+	uint64_t dp = desc_pages_for(n);
+	for (uint64_t i = 0; i < n && r >= 0; i++) {
+		uint64_t home = get_u64(desc, JR_HDR + i * JR_ENTRY);
+		r = bm_pread_all(bm->fd, img, BM_PAGE_SIZE, (1 + dp + i) * BM_PAGE_SIZE);
+		if (r >= 0)
+			r = bm_io_write(bm, img, BM_PAGE_SIZE, home * BM_PAGE_SIZE);
+	}
+	if (r >= 0)
+		r = bm_io_sync(bm);
+	free(img);
+	free(desc);
+	if (r < 0) {
+		vs_log(VS_LOG_ERR, "%s: journal replay failed: %s", bm->path, strerror(-r));
+		return r;
+	}
+	bm->recovered_pages = n;
+	vs_log(VS_LOG_INFO, "%s: recovery: replayed checkpoint %llu from the journal (%llu pages)",
+	       bm->path, (unsigned long long)seq, (unsigned long long)n);
+	return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Checkpoints                                                        */
+
+struct ckpt {
+	uint64_t *pids;  /* home pids of the images */
+	void **bufs;     /* where each image is in memory */
+	uint64_t n, cap;
+	int err;
+};
+
+static int ckpt_add(struct ckpt *c, uint64_t pid, void *buf)
+{
+	if (c->n == c->cap) {
+		uint64_t cap = c->cap ? 2 * c->cap : 1024;
+		uint64_t *p = realloc(c->pids, cap * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		c->pids = p;
+		void **b = realloc(c->bufs, cap * sizeof(*b));
+		if (!b)
+			return -ENOMEM;
+		c->bufs = b;
+		c->cap = cap;
+	}
+	c->pids[c->n] = pid;
+	c->bufs[c->n] = buf;
+	c->n++;
+	return 0;
+}
+
+static void collect_dirty(struct bm *bm, uint64_t pid, void *arg)
+{
+	struct ckpt *c = arg;
+	uint64_t w = ps_load(&bm->state[pid]);
+	if (ps_dirty(w) && ps_state(w) != PS_EVICTED && c->err == 0)
+		c->err = ckpt_add(c, pid, bm_page(bm, pid));
+}
+
+/* Write @n images to consecutive journal pages starting at @jpid. */
+static int write_run(struct bm *bm, struct bm_thread *t, void *const *bufs,
+		     const uint64_t *homes, uint64_t n, uint64_t jpid)
+{
+	uint64_t pids[BM_BATCH_MAX];
+	int res[BM_BATCH_MAX];
+	for (uint64_t base = 0; base < n; base += BM_BATCH_MAX) {
+		unsigned m = (unsigned)(n - base < BM_BATCH_MAX ? n - base : BM_BATCH_MAX);
+		for (unsigned i = 0; i < m; i++)
+			pids[i] = homes ? homes[base + i] : jpid + base + i;
+		bm_io_write_batch(bm, t, bufs + base, pids, m, res);
+		for (unsigned i = 0; i < m; i++)
+			if (res[i] < 0)
+				return res[i];
+	}
+	return 0;
+}
+
+/* One checkpoint. Called with ckpt_mu and the transaction lock held
+ * exclusively: no page changes while it runs. */
+static int checkpoint_locked(struct bm *bm, bool clean)
+{
+	struct bm_thread *t = bm_thread_get(bm);
+	struct ckpt c = { 0 };
+	uint8_t *meta = NULL, *desc = NULL;
+	uint64_t seq = atomic_load(&bm->ckpt_seq) + 1;
+	uint64_t ncs = 0, nbmp = 0, ndata = 0, dp;
+	int r;
+
+	bm_rset_each(bm, collect_dirty, &c);
+	r = c.err;
+	if (r < 0)
+		goto out;
+	ndata = c.n;
+	if (ndata == 0 && !clean && !bm->meta_dirty)
+		goto out; /* nothing changed since the last checkpoint */
+
+	/* 1. checksums of the changed pages into the table */
+	for (uint64_t i = 0; i < ndata; i++)
+		bm_csum_set(bm, c.pids[i], bm_page_csum(c.bufs[i]));
+
+	/* 2. the changed metadata pages, copied so that they hold still */
+	for (uint64_t i = 0; i < bm->cs_pages; i++)
+		ncs += atomic_load_explicit(&bm->cs_dirty[i], memory_order_relaxed) != 0;
+	pthread_mutex_lock(&bm->alloc_mu);
+	for (uint64_t i = 0; i < bm->bmp_pages; i++)
+		nbmp += bm->bmp_dirty[i] != 0;
+	pthread_mutex_unlock(&bm->alloc_mu);
+	if (posix_memalign((void **)&meta, BM_PAGE_SIZE, (ncs + nbmp + 1) * BM_PAGE_SIZE)) {
+		r = -ENOMEM;
+		goto out;
+	}
+	uint8_t *m = meta;
+	for (uint64_t i = 0; i < bm->cs_pages && r == 0; i++) {
+		if (!atomic_exchange_explicit(&bm->cs_dirty[i], 0, memory_order_relaxed))
+			continue;
+		for (unsigned j = 0; j < BM_PIDS_PER_CS; j++) {
+			uint64_t v = atomic_load_explicit(&bm->csum[i * BM_PIDS_PER_CS + j],
+							  memory_order_relaxed);
+			memcpy(m + 8 * j, &v, 8);
+		}
+		r = ckpt_add(&c, bm->cs_start + i, m);
+		m += BM_PAGE_SIZE;
+	}
+	pthread_mutex_lock(&bm->alloc_mu);
+	for (uint64_t i = 0; i < bm->bmp_pages && r == 0; i++) {
+		if (!bm->bmp_dirty[i])
+			continue;
+		bm->bmp_dirty[i] = 0;
+		memcpy(m, (uint8_t *)bm->bitmap + i * BM_PAGE_SIZE, BM_PAGE_SIZE);
+		r = ckpt_add(&c, bm->bmp_start + i, m);
+		m += BM_PAGE_SIZE;
+	}
+	pthread_mutex_unlock(&bm->alloc_mu);
+	atomic_store(&bm->meta_dirty, false);
+	if (r == 0) {
+		bm_meta_sb_snapshot(bm, m, clean, seq);
+		r = ckpt_add(&c, 0, m);
+	}
+	if (r < 0)
+		goto out;
+
+	dp = desc_pages_for(c.n);
+	if (dp + c.n > bm->jr_pages) {
+		/* Cannot happen while dirty_limit holds; refuse rather than
+		 * write home pages the journal does not cover. */
+		vs_log(VS_LOG_ERR, "checkpoint of %llu pages does not fit the journal (%llu pages)",
+		       (unsigned long long)c.n, (unsigned long long)bm->jr_pages);
+		r = -ENOSPC;
+		goto out;
+	}
+
+	/* 3. descriptor and images to the journal, then the commit sync */
+	if (posix_memalign((void **)&desc, BM_PAGE_SIZE, dp * BM_PAGE_SIZE)) {
+		r = -ENOMEM;
+		goto out;
+	}
+	memset(desc, 0, dp * BM_PAGE_SIZE);
+	memcpy(desc, JR_MAGIC, 8);
+	put_u64(desc, 8, seq);
+	put_u64(desc, 16, c.n);
+	put_u64(desc, 24, dp);
+	for (uint64_t i = 0; i < c.n; i++) {
+		put_u64(desc, JR_HDR + i * JR_ENTRY, c.pids[i]);
+		put_u64(desc, JR_HDR + i * JR_ENTRY + 8, bm_page_csum(c.bufs[i]));
+	}
+	put_u64(desc, 32, XXH3_64bits(desc, dp * BM_PAGE_SIZE));
+	for (uint64_t i = 0; i < dp && r == 0; i++)
+		r = bm_io_write(bm, desc + i * BM_PAGE_SIZE, BM_PAGE_SIZE,
+				(bm->jr_start + i) * BM_PAGE_SIZE);
+	if (r == 0)
+		r = write_run(bm, t, c.bufs, NULL, c.n, bm->jr_start + dp);
+	if (r == 0)
+		r = bm_io_sync(bm);
+	if (r < 0)
+		goto out;
+	atomic_fetch_add(&bm->log_bytes, (dp + c.n) * BM_PAGE_SIZE);
+
+	/* 4. home, sync; then the superblock (the last image), which says
+	 * that this checkpoint is home, so only once the rest is durable. */
+	r = write_run(bm, t, c.bufs, c.pids, c.n - 1, 0);
+	if (r == 0)
+		r = bm_io_sync(bm);
+	if (r == 0)
+		r = bm_io_write(bm, c.bufs[c.n - 1], BM_PAGE_SIZE, 0);
+	if (r == 0)
+		r = bm_io_sync(bm);
+	if (r < 0)
+		goto out;
+	BM_COUNT(t, writebacks, ndata);
+	BM_COUNT(t, write_bytes, c.n * BM_PAGE_SIZE);
+
+	/* 5. the pages are clean now */
+	for (uint64_t i = 0; i < ndata; i++) {
+		uint64_t old = atomic_fetch_and_explicit(&bm->state[c.pids[i]], ~PS_DIRTY,
+							 memory_order_acq_rel);
+		if (old & PS_DIRTY)
+			atomic_fetch_sub_explicit(&bm->dirty, 1, memory_order_relaxed);
+	}
+	atomic_store(&bm->ckpt_seq, seq);
+	atomic_fetch_add(&bm->n_checkpoints, 1);
+out:
+	if (r < 0) {
+		/* The metadata pages must go into the next attempt again. */
+		for (uint64_t i = ndata; i < c.n; i++) {
+			uint64_t pid = c.pids[i];
+			if (pid >= bm->cs_start && pid < bm->cs_start + bm->cs_pages)
+				atomic_store(&bm->cs_dirty[pid - bm->cs_start], 1);
+			else if (pid >= bm->bmp_start && pid < bm->bmp_start + bm->bmp_pages)
+				bm->bmp_dirty[pid - bm->bmp_start] = 1;
+		}
+		bm->meta_dirty = true;
+		vs_log(VS_LOG_ERR, "%s: checkpoint failed: %s; the image stays as of the last "
+				   "checkpoint", bm->path, strerror(-r));
+	}
+	free(c.pids);
+	free(c.bufs);
+	free(meta);
+	free(desc);
+	return r;
+}
+
+int bm_checkpoint(struct bm *bm)
+{
+	int r;
+
+	if (bm->read_only)
+		return 0;
+	if (!bm->journal)
+		return bm_flush(bm);
+	/* Any checkpoint that starts after this point covers every
+	 * transaction that ended before the call. */
+	uint64_t target = atomic_load(&bm->ckpt_seq) + 1;
+	pthread_mutex_lock(&bm->ckpt_mu);
+	if (atomic_load(&bm->ckpt_done) >= target && bm->ckpt_err == 0) {
+		pthread_mutex_unlock(&bm->ckpt_mu);
+		return 0; /* another caller's checkpoint covered us */
+	}
+	pthread_rwlock_wrlock(&bm->txn_lock);
+	r = checkpoint_locked(bm, false);
+	pthread_rwlock_unlock(&bm->txn_lock);
+	bm->ckpt_err = r;
+	if (r == 0)
+		atomic_store(&bm->ckpt_done, atomic_load(&bm->ckpt_seq));
+	pthread_mutex_unlock(&bm->ckpt_mu);
+	return r;
+}
+
+int bm_checkpoint_final(struct bm *bm)
+{
+	int r;
+	pthread_mutex_lock(&bm->ckpt_mu);
+	pthread_rwlock_wrlock(&bm->txn_lock);
+	r = checkpoint_locked(bm, true);
+	pthread_rwlock_unlock(&bm->txn_lock);
+	pthread_mutex_unlock(&bm->ckpt_mu);
+	return r;
+}
+
+int bm_txn_begin(struct bm *bm)
+{
+	if (!bm->journal)
+		return 0;
+	if ((uint64_t)atomic_load_explicit(&bm->dirty, memory_order_relaxed) > bm->dirty_limit) {
+		int r = bm_checkpoint(bm);
+		if (r < 0)
+			return r;
+	}
+	pthread_rwlock_rdlock(&bm->txn_lock);
+	return 0;
+}
+
+void bm_txn_end(struct bm *bm)
+{
+	if (!bm->journal)
+		return;
+	pthread_rwlock_unlock(&bm->txn_lock);
+}
+
+uint64_t bm_recovered_pages(const struct bm *bm)
+{
+	return bm->recovered_pages;
+}
+
+/* ------------------------------------------------------------------ */
+/* The background checkpointer                                        */
+
+static void *checkpointer_main(void *arg)
+{
+	struct bm *bm = arg;
+	pthread_mutex_lock(&bm->ckpt_wait_mu);
+	while (!bm->ckpt_stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += bm->ckpt_ms / 1000;
+		ts.tv_nsec += (long)(bm->ckpt_ms % 1000) * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&bm->ckpt_wait_cv, &bm->ckpt_wait_mu, &ts);
+		if (bm->ckpt_stop)
+			break;
+		pthread_mutex_unlock(&bm->ckpt_wait_mu);
+		if (atomic_load(&bm->dirty) > 0 || bm->meta_dirty)
+			bm_checkpoint(bm); /* errors are logged; the next try repeats it */
+		pthread_mutex_lock(&bm->ckpt_wait_mu);
+	}
+	pthread_mutex_unlock(&bm->ckpt_wait_mu);
+	return NULL;
+}
+
+int bm_journal_open(struct bm *bm)
+{
+	if (!bm->journal) {
+		/* Pages will now be written home outside any checkpoint: a
+		 * journal left from an earlier journaled session must never be
+		 * replayed over them. */
+		if (bm->read_only)
+			return 0;
+		uint8_t *zero = NULL;
+		if (posix_memalign((void **)&zero, BM_PAGE_SIZE, BM_PAGE_SIZE))
+			return -ENOMEM;
+		memset(zero, 0, BM_PAGE_SIZE);
+		int r = bm_io_write(bm, zero, BM_PAGE_SIZE, bm->jr_start * BM_PAGE_SIZE);
+		free(zero);
+		return r;
+	}
+	uint64_t cap = journal_capacity(bm->jr_pages);
+	/* A checkpoint writes the dirty pages, at most one checksum-table page
+	 * per dirty page, the bitmap and the superblock; transactions already
+	 * running when the limit is crossed add a bounded amount more (the
+	 * slack). Half the pool stays clean for eviction. */
+	uint64_t slack = cap / 8;
+	uint64_t limit = cap > bm->bmp_pages + 1 + slack ? (cap - bm->bmp_pages - 1 - slack) / 2 : 1;
+	if (limit > bm->capacity / 2)
+		limit = bm->capacity / 2;
+	bm->dirty_limit = limit;
+	if (pthread_create(&bm->ckpt_thread, NULL, checkpointer_main, bm) != 0)
+		return -EAGAIN;
+	bm->ckpt_thread_on = true;
+	return 0;
+}
+
+void bm_journal_close(struct bm *bm)
+{
+	if (!bm->ckpt_thread_on)
+		return;
+	pthread_mutex_lock(&bm->ckpt_wait_mu);
+	bm->ckpt_stop = true;
+	pthread_cond_signal(&bm->ckpt_wait_cv);
+	pthread_mutex_unlock(&bm->ckpt_wait_mu);
+	pthread_join(bm->ckpt_thread, NULL);
+	bm->ckpt_thread_on = false;
+}

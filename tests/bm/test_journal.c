@@ -1,0 +1,361 @@
+/* Transactions, checkpoints, recovery and power loss (engine/bm_journal.c). */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "engine/bm.h"
+#include "engine/bm_fault.h"
+
+#define NPAGES 48
+
+static char img[256];
+
+static int setup(void **st)
+{
+	snprintf(img, sizeof(img), "%s/vs-jr-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	int fd = mkstemp(img);
+	if (fd < 0)
+		return -1;
+	close(fd);
+	return 0;
+}
+
+static int teardown(void **st)
+{
+	unlink(img);
+	return 0;
+}
+
+static struct bm *jopen(struct bm_fault *f, uint64_t pool)
+{
+	struct bm *bm = NULL;
+	struct bm_config cfg = { .path = img, .pool_bytes = pool, .backend = BM_BACKEND_PLAIN,
+				 .journal = true, .checkpoint_ms = 3600 * 1000, .fault = f };
+	assert_int_equal(bm_open(&cfg, &bm), 0);
+	return bm;
+}
+
+/* Page p of a state holds the value v everywhere (a torn page shows). */
+struct setpage {
+	uint64_t pid, val;
+};
+
+static int op_set(struct bm_op *op, void *arg)
+{
+	struct setpage *a = arg;
+	struct bm_guard g;
+	uint64_t *d = bm_fix_x(op, a->pid, &g);
+	for (unsigned i = 0; i < 512; i++)
+		d[i] = a->val ^ i;
+	bm_unfix(op, &g);
+	return 0;
+}
+
+static int op_get(struct bm_op *op, void *arg)
+{
+	struct setpage *a = arg;
+	struct bm_guard g;
+	const uint64_t *d = bm_fix_s(op, a->pid, &g);
+	a->val = d[0];
+	if (d[0] == 0 && d[1] == 0) /* never written: all zeros */
+		a->val = 0;
+	for (unsigned i = 1; i < 512 && a->val != 0; i++)
+		if ((d[i] ^ i) != a->val) {
+			a->val = UINT64_MAX; /* torn */
+			break;
+		}
+	bm_unfix(op, &g);
+	return 0;
+}
+
+static void set_page(struct bm *bm, uint64_t pid, uint64_t val)
+{
+	struct setpage a = { pid, val };
+	assert_int_equal(bm_run(bm, op_set, &a), 0);
+}
+
+static uint64_t get_page(struct bm *bm, uint64_t pid)
+{
+	struct setpage a = { pid, 0 };
+	int r = bm_run(bm, op_get, &a);
+	assert_int_equal(r, 0);
+	return a.val;
+}
+
+static void test_checkpoint_persists(void **st)
+{
+	uint64_t first;
+	struct bm_stats s;
+	assert_int_equal(bm_format(img, 8 << 20, true), 0);
+	struct bm *bm = jopen(NULL, 1 << 20);
+	assert_int_equal(bm_txn_begin(bm), 0);
+	assert_int_equal(bm_alloc(bm, NPAGES, BM_PID_NONE, &first), 0);
+	for (uint64_t i = 0; i < NPAGES; i++)
+		set_page(bm, first + i, 100 + i);
+	bm_sb_set(bm, 5, 55);
+	bm_txn_end(bm);
+	assert_int_equal(bm_checkpoint(bm), 0);
+	bm_stats_get(bm, &s);
+	assert_int_equal(s.checkpoints, 1);
+	assert_int_equal(s.dirty_pages, 0);
+	assert_true(s.log_bytes >= NPAGES * 4096);
+	assert_true(s.log_flushes >= 2);
+	/* a second checkpoint with nothing new writes nothing */
+	assert_int_equal(bm_checkpoint(bm), 0);
+	bm_stats_get(bm, &s);
+	assert_int_equal(s.checkpoints, 1);
+	/* changes after the checkpoint are lost in a crash */
+	assert_int_equal(bm_txn_begin(bm), 0);
+	set_page(bm, first, 999);
+	uint64_t extra;
+	assert_int_equal(bm_alloc(bm, 10, BM_PID_NONE, &extra), 0);
+	bm_sb_set(bm, 5, 66);
+	bm_txn_end(bm);
+	bm_abandon(bm);
+
+	bm = jopen(NULL, 1 << 20);
+	assert_int_equal(bm_recovered_pages(bm), 0);
+	assert_false(bm_was_clean(bm));
+	for (uint64_t i = 0; i < NPAGES; i++)
+		assert_int_equal(get_page(bm, first + i), 100 + i);
+	assert_false(bm_is_allocated(bm, extra));
+	assert_true(bm_is_allocated(bm, first));
+	assert_int_equal(bm_sb_get(bm, 5), 55);
+	assert_int_equal(bm_close(bm), 0);
+	bm = jopen(NULL, 1 << 20);
+	assert_true(bm_was_clean(bm));
+	assert_int_equal(bm_close(bm), 0);
+}
+
+static void test_no_steal(void **st)
+{
+	/* 256 frames, 100 dirty pages, 400 clean ones read through: eviction
+	 * must never write a dirty page home before the checkpoint. */
+	uint64_t first;
+	struct bm_stats s;
+	assert_int_equal(bm_format(img, 16 << 20, true), 0);
+	struct bm *bm = jopen(NULL, 256 * 4096);
+	bm_stats_get(bm, &s);
+	assert_true(s.dirty_limit > 0 && s.dirty_limit <= 128);
+	assert_int_equal(bm_txn_begin(bm), 0);
+	assert_int_equal(bm_alloc(bm, 500, BM_PID_NONE, &first), 0);
+	bm_txn_end(bm);
+	assert_int_equal(bm_txn_begin(bm), 0);
+	for (uint64_t i = 0; i < 100 && i < s.dirty_limit; i++)
+		set_page(bm, first + i, 7 + i);
+	bm_txn_end(bm);
+	for (uint64_t i = 100; i < 500; i++)
+		assert_int_equal(get_page(bm, first + i), 0);
+	bm_stats_get(bm, &s);
+	assert_int_equal(s.writebacks, 0);
+	assert_true(s.evictions > 0);
+	assert_true(s.resident_pages <= 256);
+	assert_int_equal(bm_close(bm), 0);
+}
+
+static void test_dirty_limit_triggers_checkpoint(void **st)
+{
+	uint64_t first;
+	struct bm_stats s;
+	assert_int_equal(bm_format(img, 16 << 20, true), 0);
+	struct bm *bm = jopen(NULL, 256 * 4096);
+	assert_int_equal(bm_txn_begin(bm), 0);
+	assert_int_equal(bm_alloc(bm, 1000, BM_PID_NONE, &first), 0);
+	bm_txn_end(bm);
+	for (uint64_t i = 0; i < 1000; i++) {
+		assert_int_equal(bm_txn_begin(bm), 0);
+		set_page(bm, first + i, i);
+		bm_txn_end(bm);
+	}
+	bm_stats_get(bm, &s);
+	assert_true(s.checkpoints >= 1000 / s.dirty_limit - 1);
+	assert_true(s.dirty_pages <= s.dirty_limit + 1);
+	for (uint64_t i = 0; i < 1000; i++)
+		assert_int_equal(get_page(bm, first + i), i);
+	assert_int_equal(bm_close(bm), 0);
+}
+
+struct gc {
+	struct bm *bm;
+	uint64_t pid;
+	int n;
+};
+
+static void *gc_main(void *arg)
+{
+	struct gc *g = arg;
+	for (int i = 0; i < g->n; i++) {
+		assert_int_equal(bm_txn_begin(g->bm), 0);
+		set_page(g->bm, g->pid, (uint64_t)i);
+		bm_txn_end(g->bm);
+		assert_int_equal(bm_checkpoint(g->bm), 0);
+	}
+	return NULL;
+}
+
+static void test_group_commit(void **st)
+{
+	uint64_t first;
+	struct bm_stats s;
+	struct gc g[4];
+	pthread_t th[4];
+	assert_int_equal(bm_format(img, 8 << 20, true), 0);
+	struct bm *bm = jopen(NULL, 1 << 20);
+	assert_int_equal(bm_txn_begin(bm), 0);
+	assert_int_equal(bm_alloc(bm, 4, BM_PID_NONE, &first), 0);
+	bm_txn_end(bm);
+	for (int i = 0; i < 4; i++) {
+		g[i] = (struct gc){ bm, first + (uint64_t)i, 50 };
+		pthread_create(&th[i], NULL, gc_main, &g[i]);
+	}
+	for (int i = 0; i < 4; i++)
+		pthread_join(th[i], NULL);
+	bm_stats_get(bm, &s);
+	/* 200 durable commits; concurrent ones shared checkpoints */
+	assert_true(s.checkpoints <= 200);
+	print_message("group commit: 200 commits in %llu checkpoints\n",
+		      (unsigned long long)s.checkpoints);
+	assert_int_equal(bm_close(bm), 0);
+	bm = jopen(NULL, 1 << 20);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(get_page(bm, first + (uint64_t)i), 49);
+	assert_int_equal(bm_close(bm), 0);
+}
+
+static void test_write_error_keeps_image(void **st)
+{
+	uint64_t first;
+	struct bm_fault f = { 0 };
+	bm_fault_init(&f);
+	assert_int_equal(bm_format(img, 8 << 20, true), 0);
+	struct bm *bm = jopen(&f, 1 << 20);
+	assert_int_equal(bm_txn_begin(bm), 0);
+	assert_int_equal(bm_alloc(bm, 8, BM_PID_NONE, &first), 0);
+	for (uint64_t i = 0; i < 8; i++)
+		set_page(bm, first + i, 1);
+	bm_txn_end(bm);
+	assert_int_equal(bm_checkpoint(bm), 0);
+
+	for (int errv = 0; errv < 2; errv++) {
+		int e = errv ? ENOSPC : EIO;
+		assert_int_equal(bm_txn_begin(bm), 0);
+		for (uint64_t i = 0; i < 8; i++)
+			set_page(bm, first + i, 2 + (uint64_t)errv);
+		bm_txn_end(bm);
+		f.fail_write_at = f.writes + 3;
+		f.fail_write_err = e;
+		assert_int_equal(bm_checkpoint(bm), -e);
+		f.fail_write_at = 0;
+		/* the data is still in the pool, and the next try succeeds */
+		assert_int_equal(get_page(bm, first), 2 + (uint64_t)errv);
+		assert_int_equal(bm_checkpoint(bm), 0);
+	}
+	/* a failing sync is reported too */
+	assert_int_equal(bm_txn_begin(bm), 0);
+	set_page(bm, first, 9);
+	bm_txn_end(bm);
+	f.fail_sync_at = f.syncs + 1;
+	f.fail_sync_err = EIO;
+	assert_int_equal(bm_checkpoint(bm), -EIO);
+	f.fail_sync_at = 0;
+	assert_int_equal(bm_close(bm), 0);
+	bm_fault_fini(&f);
+	bm = jopen(NULL, 1 << 20);
+	assert_int_equal(get_page(bm, first), 9);
+	assert_int_equal(get_page(bm, first + 7), 3);
+	assert_int_equal(bm_close(bm), 0);
+}
+
+/* Power loss at every phase of a checkpoint, many times over: the image
+ * must come back as one of the states a checkpoint could have left, never
+ * a mixture, never a torn page. */
+static void test_power_loss(void **st)
+{
+	unsigned iters = 60;
+	const char *scale = getenv("VS_TEST_SCALE");
+	if (scale && atoi(scale) > 1)
+		iters *= (unsigned)atoi(scale);
+	uint64_t committed[NPAGES], current[NPAGES];
+	unsigned replays = 0;
+
+	for (unsigned it = 0; it < iters; it++) {
+		uint64_t seed = 1000 + it, first;
+		struct bm_fault f = { 0 };
+		bm_fault_init(&f);
+		f.record = true;
+		assert_int_equal(bm_format(img, 8 << 20, true), 0);
+		struct bm *bm = jopen(&f, 1 << 20);
+		assert_int_equal(bm_txn_begin(bm), 0);
+		assert_int_equal(bm_alloc(bm, NPAGES, BM_PID_NONE, &first), 0);
+		for (unsigned i = 0; i < NPAGES; i++)
+			set_page(bm, first + i, committed[i] = current[i] = 1);
+		bm_txn_end(bm);
+		assert_int_equal(bm_checkpoint(bm), 0);
+
+		unsigned rounds = 1 + it % 5;
+		for (unsigned rd = 0; rd < rounds; rd++) {
+			assert_int_equal(bm_txn_begin(bm), 0);
+			for (unsigned k = 0; k < 1 + (it + rd) % 20; k++) {
+				unsigned i = (unsigned)((seed * 31 + k * 7 + rd * 13) % NPAGES);
+				set_page(bm, first + i, current[i] = 100 * rd + k + 2 + it);
+			}
+			bm_txn_end(bm);
+			if (rd + 1 < rounds) {
+				assert_int_equal(bm_checkpoint(bm), 0);
+				memcpy(committed, current, sizeof(current));
+			}
+		}
+		/* the crash: 0 before any checkpoint write, 1 at the commit sync,
+		 * 2 at the home sync, 3 at the superblock sync (the journal is
+		 * durable in 2 and 3) */
+		int phase = (int)(it % 4);
+		if (phase > 0) {
+			f.fail_sync_at = f.syncs + (uint64_t)phase;
+			f.fail_sync_err = EIO;
+			assert_int_equal(bm_checkpoint(bm), -EIO);
+		}
+		bm_abandon(bm);
+		assert_true(bm_fault_power_loss(&f, img, seed, true) >= 0);
+		bm_fault_fini(&f);
+
+		bm = jopen(NULL, 1 << 20);
+		replays += bm_recovered_pages(bm) > 0;
+		bool is_old = true, is_new = true;
+		for (unsigned i = 0; i < NPAGES; i++) {
+			uint64_t v = get_page(bm, first + i);
+			assert_int_not_equal(v, UINT64_MAX); /* never torn */
+			is_old &= v == committed[i];
+			is_new &= v == current[i];
+		}
+		assert_true(is_old || is_new);
+		if (phase >= 2)
+			assert_true(is_new); /* the journal was durable */
+		if (phase == 0)
+			assert_true(is_old);
+		assert_int_equal(bm_close(bm), 0);
+	}
+	print_message("power loss: %u crashes, %u journal replays\n", iters, replays);
+	assert_true(replays > 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_checkpoint_persists, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_steal, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dirty_limit_triggers_checkpoint, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_write_error_keeps_image, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_power_loss, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
