@@ -413,6 +413,11 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		return;
 	}
 	n = fs_write(fs, ino, (uint64_t)off, buf, size);
+	/* A short write is how write(2) says "the disk is full", but the
+	 * kernel's writeback (writepage) would take it as success and drop
+	 * the rest: fail it instead, so fsync and close report ENOSPC. */
+	if (n >= 0 && (size_t)n < size && fi && fi->writepage)
+		n = -ENOSPC;
 	if (n < 0)
 		reply_err(req, (int)n);
 	else

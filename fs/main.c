@@ -268,12 +268,25 @@ static unsigned default_threads(void)
 	return (unsigned)(n < 8 ? 8 : n > 64 ? 64 : n);
 }
 
+/* Errors the engine logs while the image is opened: counted so that we do
+ * not say the same thing a second time in other words. */
+static _Atomic unsigned mount_errors_logged;
+
+static void stderr_sink(enum vs_log_level level, const char *msg)
+{
+	if (level <= VS_LOG_ERR)
+		mount_errors_logged++;
+	fprintf(stderr, "virtuscale: %s\n", msg);
+}
+
 static void explain_mount_error(const char *image, int r)
 {
+	if (mount_errors_logged && -r != EBUSY && -r != ENODEV)
+		return;
 	switch (-r) {
 	case EBUSY:
-		fprintf(stderr, "virtuscale: %s: image is in use (another virtuscale has it open)\n",
-			image);
+		if (!mount_errors_logged)
+			fprintf(stderr, "virtuscale: %s: image is in use\n", image);
 		break;
 	case EUCLEAN:
 		fprintf(stderr,
@@ -507,6 +520,7 @@ int main(int argc, char *argv[])
 	if (!o.foreground && daemon_fork() < 0)
 		goto out_args;
 
+	vs_log_set_sink(stderr_sink);
 	r = fs_mount(&cfg, &ctx.fs);
 	if (r < 0) {
 		explain_mount_error(o.image, r);

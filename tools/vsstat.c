@@ -51,7 +51,7 @@ static void usage(FILE *f)
 		"  evict  wb      pages evicted and pages written back per second\n"
 		"  read  write    MiB/s read from and written to the backing store\n"
 		"  ops            FUSE requests per second, all operations\n"
-		"  resident dirty free   pool pages now (free = capacity - resident)\n"
+		"  resident dirty free   pool pages now (free: frames holding no page)\n"
 		"\n"
 		"Options:\n"
 		"  -j, --json        one JSON object per line instead of columns\n"

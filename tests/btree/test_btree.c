@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "bt_test.h"
+#include "engine/btree_node.h"
 #include "engine/log.h"
 
 #define IMAGE_BYTES (256u << 20)
@@ -530,6 +531,12 @@ static void test_several_trees(void **state)
 /* bt_check reports damage with -EUCLEAN (and a log line). */
 static unsigned corrupt_lines;
 
+static const void *page_sized(void)
+{
+	static uint8_t big[BT_VAL_MAX];
+	return big;
+}
+
 static void count_sink(enum vs_log_level level, const char *msg)
 {
 	if (strstr(msg, "corruption"))
@@ -563,6 +570,102 @@ static void test_check_detects(void **state)
 	assert_int_equal(corrupt_lines, 1);
 }
 
+/* A page that fails its checksum: the operations that need it return
+ * -EUCLEAN (the buffer manager logs pid and offset), the others go on, and
+ * bt_check says so too. */
+static void test_checksum_error(void **state)
+{
+	struct fixture *f = *state;
+	struct bt t = new_tree(f);
+	uint8_t key[8], val[200], page[BT_PAGE];
+	enum { N = 2000 };
+
+	for (unsigned k = 0; k < N; k++) {
+		put_be64(key, k);
+		fill_bytes(val, sizeof(val), k);
+		assert_int_equal(bt_insert(&t, key, 8, val, sizeof(val)), 0);
+	}
+	struct bt_info info;
+	check_tree(&t, &info);
+	assert_true(info.height >= 2);
+	uint64_t root = t.root;
+	assert_int_equal(bm_close(f->env.bm), 0);
+	f->env.bm = NULL;
+
+	/* Find the root's first child in the image and damage one byte. */
+	FILE *img = fopen(f->env.path, "r+b");
+	assert_non_null(img);
+	assert_int_equal(fseeko(img, (off_t)(root * BT_PAGE), SEEK_SET), 0);
+	assert_int_equal(fread(page, 1, BT_PAGE, img), BT_PAGE);
+	uint64_t victim = bt_node_child(page, 0);
+	uint8_t first_key[BT_KEY_MAX];
+	unsigned sep_len = bt_node_key(page, 0, first_key); /* the victim's upper fence */
+	assert_int_equal(fseeko(img, (off_t)(victim * BT_PAGE + 2000), SEEK_SET), 0);
+	uint8_t b = 0x5a;
+	assert_int_equal(fwrite(&b, 1, 1, img), 1);
+	fclose(img);
+
+	vs_log_set_sink(count_sink);
+	assert_int_equal(bm_open(&f->env.cfg, &f->env.bm), 0);
+	t.bm = f->env.bm;
+	/* Key 0 lives in the damaged subtree; the last key does not. */
+	put_be64(key, 0);
+	assert_true(bt_key_cmp(key, 8, first_key, sep_len) < 0);
+	assert_int_equal(bt_lookup(&t, key, 8, val, sizeof(val), NULL), -EUCLEAN);
+	assert_int_equal(bt_put(&t, key, 8, val, 10), -EUCLEAN);
+	assert_int_equal(bt_remove(&t, key, 8), -EUCLEAN);
+	assert_int_equal(bt_scan_asc(&t, NULL, 0, noop_scan, NULL), -EUCLEAN);
+	put_be64(key, N - 1);
+	fill_bytes(page, sizeof(val), N - 1);
+	expect_val(&t, key, 8, page, sizeof(val));
+	assert_int_equal(bt_check(&t, NULL), -EUCLEAN);
+	vs_log_set_sink(NULL);
+}
+
+/* An image that fills up: -ENOSPC, and the tree stays whole and usable. */
+static void test_enospc(void **state)
+{
+	struct tenv env;
+	uint8_t key[8], val[400];
+	uint64_t root;
+	unsigned n = 0;
+	int r;
+
+	assert_int_equal(tenv_open(&env, 1u << 20, 256u << 10), 0);
+	assert_int_equal(bt_create(env.bm, &root), 0);
+	struct bt t = bt_open(env.bm, root);
+	for (;; n++) {
+		put_be64(key, n * 7919u % 100003u);
+		fill_bytes(val, sizeof(val), n);
+		r = bt_insert(&t, key, 8, val, n % 5 ? sizeof(val) : 0);
+		if (r != 0)
+			break;
+	}
+	assert_int_equal(r, -ENOSPC);
+	assert_true(n > 100);
+	/* Values in pages of their own run out too, within a page or two. */
+	char big[8] = "big0";
+	for (unsigned i = 0; i < 4 && (r = bt_put(&t, big, 4, page_sized(), 3000)) == 0; i++)
+		big[3]++;
+	assert_int_equal(r, -ENOSPC);
+	struct bt_info info;
+	check_tree(&t, &info);
+	for (unsigned i = 0; i < n; i++) {
+		put_be64(key, i * 7919u % 100003u);
+		fill_bytes(val, sizeof(val), i);
+		expect_val(&t, key, 8, val, i % 5 ? sizeof(val) : 0);
+	}
+	/* Room again after removals. */
+	for (unsigned i = 0; i < n; i += 2) {
+		put_be64(key, i * 7919u % 100003u);
+		assert_int_equal(bt_remove(&t, key, 8), 0);
+	}
+	put_be64(key, n * 7919u % 100003u);
+	assert_int_equal(bt_insert(&t, key, 8, val, sizeof(val)), 0);
+	check_tree(&t, NULL);
+	tenv_close(&env);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -575,6 +678,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_update, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_several_trees, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_check_detects, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_checksum_error, setup, teardown),
+		cmocka_unit_test(test_enospc),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -343,6 +343,139 @@ static void test_split_max_sizes(void **st)
 	free(r);
 }
 
+/* Ascending inserts: the pending key goes after every entry, and the split
+ * leaves the full node as it is, the new key alone on the right. */
+static void test_append_split(void **st)
+{
+	void *page = new_page(), *l = new_page(), *r = new_page();
+	uint8_t key[BT_KEY_MAX], val[100];
+	unsigned n = 0;
+	memset(val, 2, sizeof(val));
+	bt_node_init(page, true, 0, NULL, 0, NULL, 0);
+	while (insert(page, key, mkkey(key, "a", n), val, sizeof(val)) == 0)
+		n++;
+	unsigned klen = mkkey(key, "a", n);
+	struct bt_split plan;
+	assert_int_equal(bt_node_split_plan(page, key, klen, sizeof(val), &plan), 0);
+	assert_int_equal(plan.left_count, n);
+	assert_int_equal(bt_node_split_build(page, &plan, l, r), 0);
+	verify(l);
+	verify(r);
+	assert_int_equal(bt_node_count(r), 0);
+	assert_int_equal(insert(r, key, klen, val, sizeof(val)), 0);
+	/* Inner nodes likewise promote their last separator. */
+	bt_node_init(page, false, 1, NULL, 0, NULL, 0);
+	for (n = 0;; n++) {
+		uint64_t child = n;
+		if (bt_node_append(page, key, mkkey(key, "i", n), &child, 8, 8, 0) < 0)
+			break;
+	}
+	((struct bt_node *)page)->upper = 5000;
+	klen = mkkey(key, "i", n + 1);
+	assert_int_equal(bt_node_split_plan(page, key, klen, 8, &plan), 0);
+	assert_int_equal(plan.promote, n - 1);
+	assert_int_equal(bt_node_split_build(page, &plan, l, r), 0);
+	verify(l);
+	verify(r);
+	assert_int_equal(bt_node_count(l), n - 1);
+	assert_int_equal(bt_node_count(r), 0);
+	assert_int_equal(((struct bt_node *)l)->upper, n - 1);
+	assert_int_equal(((struct bt_node *)r)->upper, 5000);
+	free(page);
+	free(l);
+	free(r);
+}
+
+/* A random string over {a, b}: long runs of shared bytes, so fences,
+ * separators and prefixes come in every length. */
+static unsigned rnd_ab(uint8_t *buf, unsigned max)
+{
+	unsigned len = (unsigned)(rnd() % 4 == 0 ? rnd() % (max + 1) : rnd() % 12);
+	for (unsigned i = 0; i < len; i++)
+		buf[i] = rnd() % 8 ? 'a' : 'b';
+	return len;
+}
+
+/* Property test of the split planner on random full leaves: the halves
+ * verify, keep every entry on the right side of the separator, and (nearly
+ * always) have room for the pending entry; when not, they still hold all
+ * existing entries, so another split makes progress. */
+static void test_split_random(void **st)
+{
+	void *page = new_page(), *l = new_page(), *r = new_page();
+	uint8_t lower[BT_KEY_MAX], upper[BT_KEY_MAX], key[BT_KEY_MAX], k2[BT_KEY_MAX];
+	uint8_t val[BT_INLINE_MAX];
+	unsigned splits = 0, second_rounds = 0;
+	memset(val, 0x33, sizeof(val));
+	for (unsigned round = 0; round < 3000; round++) {
+		unsigned plen = (unsigned)(rnd() % 2 ? 0 : rnd() % 1000), llen = 0, ulen = 0;
+		memset(lower, 'a', plen);
+		memset(upper, 'a', plen);
+		if (plen || rnd() % 2) {
+			lower[plen] = 'a';
+			llen = plen + 1 + rnd_ab(lower + plen + 1, BT_KEY_MAX - plen - 1);
+		}
+		if (plen || rnd() % 2) {
+			upper[plen] = 'b';
+			ulen = plen + 1 + rnd_ab(upper + plen + 1, BT_KEY_MAX - plen - 1);
+		}
+		bt_node_init(page, true, 0, lower, llen, upper, ulen);
+		verify(page);
+		unsigned fails = 0, n = 0;
+		for (;;) {
+			memcpy(key, lower, plen);
+			key[plen] = rnd() % 2 ? 'a' : 'b';
+			unsigned klen = plen + 1 + rnd_ab(key + plen + 1, BT_KEY_MAX - plen - 1);
+			bool found;
+			if ((llen && bt_key_cmp(key, klen, lower, llen) < 0) ||
+			    (ulen && bt_key_cmp(key, klen, upper, ulen) >= 0))
+				continue;
+			bt_node_lower_bound(page, key, klen, &found);
+			if (found)
+				continue;
+			bool ovf = rnd() % 5 == 0;
+			unsigned vlen = ovf ? 8 : (unsigned)(rnd() % (BT_INLINE_MAX - klen + 1));
+			if (bt_node_has_room(page, key, klen, vlen)) {
+				/* Overflow references carry the real length. */
+				unsigned real = ovf ? BT_INLINE_MAX - klen + 1 : vlen;
+				unsigned pos = bt_node_lower_bound(page, key, klen, &found);
+				assert_int_equal(bt_node_insert_at(page, pos, key, klen, val, vlen, real,
+								   ovf ? BT_SLOT_OVERFLOW : 0),
+						 0);
+				n++;
+				continue;
+			}
+			if (++fails < 3 || n < 2)
+				continue; /* a smaller one may still fit */
+			/* Full: split with this one pending. */
+			struct bt_split plan;
+			assert_int_equal(bt_node_split_plan(page, key, klen, vlen, &plan), 0);
+			assert_int_equal(bt_node_split_build(page, &plan, l, r), 0);
+			verify(l);
+			verify(r);
+			assert_int_equal(bt_node_count(l) + bt_node_count(r), n);
+			assert_int_equal(bt_node_count(l), plan.left_count);
+			void *dst = bt_key_cmp(key, klen, plan.sep, plan.sep_len) < 0 ? l : r;
+			if (!bt_node_has_room(dst, key, klen, vlen))
+				second_rounds++;
+			/* The separator is as short as it can be. */
+			if (bt_node_count(l) > 0) {
+				unsigned al = bt_node_key(l, bt_node_count(l) - 1, k2);
+				assert_true(bt_key_cmp(plan.sep, plan.sep_len - 1, k2, al) <= 0 ||
+					    bt_key_cmp(plan.sep, plan.sep_len - 1, key, klen) <= 0);
+			}
+			splits++;
+			break;
+		}
+	}
+	print_message("%u random splits, %u needing a second round\n", splits, second_rounds);
+	assert_true(splits > 1000);
+	assert_true(second_rounds * 20 < splits);
+	free(page);
+	free(l);
+	free(r);
+}
+
 /* Inner nodes: child positions, a split that promotes a separator, and the
  * merge that pulls it back down. */
 static void test_inner_split_merge(void **st)
@@ -486,6 +619,8 @@ int main(void)
 		cmocka_unit_test(test_leaf_split),
 		cmocka_unit_test(test_shortest_separator),
 		cmocka_unit_test(test_split_max_sizes),
+		cmocka_unit_test(test_append_split),
+		cmocka_unit_test(test_split_random),
 		cmocka_unit_test(test_inner_split_merge),
 		cmocka_unit_test(test_merge_too_big),
 		cmocka_unit_test(test_garbage_is_bounded),

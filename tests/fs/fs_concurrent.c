@@ -7,6 +7,9 @@
  * parent checks that the shared directories hold exactly the union of what
  * the processes say exists, that every file's bytes are right, and that the
  * log holds every record exactly once, whole; then again after a remount.
+ * All of them also publish versions of one shared file by renaming a
+ * private temp file over it, while others read it: a reader must always see
+ * one complete version, never a mix.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -42,6 +45,7 @@ struct file {
 struct worker {
 	struct file f[MAXF];
 	unsigned records; /* log records appended */
+	unsigned pubs;	  /* versions of s0/current published */
 	unsigned ops;
 	int failed;
 };
@@ -117,6 +121,70 @@ static int check_content(const char *path, const struct file *f, char *buf, char
 		return -1;
 	}
 	return 0;
+}
+
+/* The shared file s0/current: a 16-byte header "P<worker:2><seq:13>" and
+ * then the pattern of tag (worker+1)<<40 | seq.  Written to @tmp, then
+ * renamed over it. */
+static int publish(int w, struct worker *me, const char *tmp, off_t size)
+{
+	char path[PATH_MAX], head[17];
+	uint64_t tag = ((uint64_t)(w + 1) << 40) | me->pubs;
+	int fd;
+
+	snprintf(head, sizeof(head), "P%02d%013u", w, me->pubs);
+	memcpy(g_buf, head, 16);
+	vt_pattern_fill(g_buf + 16, (size_t)size, tag, 16);
+	fd = open(tmp, O_CREAT | O_WRONLY | O_TRUNC, 0644);
+	if (fd < 0)
+		W_FAIL("create %s", tmp);
+	if (vt_pwrite_all(fd, g_buf, (size_t)size + 16, 0) != 0 || close(fd) != 0)
+		W_FAIL("write %s", tmp);
+	snprintf(path, sizeof(path), "%s/s0/current", g_root);
+	if (rename(tmp, path) != 0)
+		W_FAIL("rename %s over %s", tmp, path);
+	me->pubs++;
+	return 0;
+}
+
+/* 1: s0/current is one whole version; 0: it does not exist; -1: torn. */
+static int check_current(char *why, size_t whycap)
+{
+	static char *buf;
+	char path[PATH_MAX];
+	unsigned w, seq;
+	struct stat st;
+	ssize_t bad;
+	int fd;
+
+	if (!buf)
+		buf = malloc(16 << 20);
+	snprintf(path, sizeof(path), "%s/s0/current", g_root);
+	fd = open(path, O_RDONLY);
+	if (fd < 0 && errno == ENOENT)
+		return 0;
+	if (fd < 0 || fstat(fd, &st) != 0 || st.st_size < 16 || st.st_size > (16 << 20) ||
+	    vt_pread_all(fd, buf, (size_t)st.st_size, 0) != 0) {
+		snprintf(why, whycap, "s0/current: cannot read it whole (%s)", vt_errname(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(fd);
+	if (sscanf(buf, "P%02u%13u", &w, &seq) != 2 || w >= NPROC) {
+		snprintf(why, whycap, "s0/current: bad header '%.16s'", buf);
+		return -1;
+	}
+	bad = vt_pattern_check(buf + 16, (size_t)st.st_size - 16, ((uint64_t)(w + 1) << 40) | seq,
+			       16);
+	if (bad >= 0) {
+		snprintf(why, whycap,
+			 "s0/current (worker %u version %u): byte %zd is not that "
+			 "version's",
+			 w, seq, bad + 16);
+		return -1;
+	}
+	return 1;
 }
 
 static int pick_alive(struct vt_rng *rng, struct worker *me)
@@ -259,6 +327,16 @@ static int worker_run(int w, unsigned nops)
 				W_FAIL("rmdir of non-empty %s", path);
 			if (unlink(path2) != 0 || rmdir(path) != 0)
 				W_FAIL("removing %s", path);
+		} else if (r < 84) {
+			/* Publish a version of the shared file. */
+			snprintf(path, sizeof(path), "%s/s%d/w%d-pub", g_root,
+				 (int)vt_rng_below(&rng, NDIRS), w);
+			if (publish(w, me, path, pick_size(&rng)))
+				return -1;
+		} else if (r < 87) {
+			/* Read the shared file: whichever version, it is whole. */
+			if (check_current(why, sizeof(why)) < 0)
+				W_FAIL("%s", why);
 		} else if (r < 90) {
 			/* Verify one of ours. */
 			file_path(path, sizeof(path), f->dir, f->name);
@@ -332,6 +410,10 @@ static void verify_all(const char *when)
 
 			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 				continue;
+			if (d == 0 && !strcmp(de->d_name, "current")) {
+				found++;
+				continue; /* checked below */
+			}
 			for (int w = 0; w < NPROC && !known; w++)
 				for (int i = 0; i < MAXF; i++)
 					if (g_w[w].f[i].alive && g_w[w].f[i].dir == d &&
@@ -349,6 +431,19 @@ static void verify_all(const char *when)
 		VT_OK(lstat(path, &st));
 		assert_int_equal(st.st_nlink, 2);
 	}
+	/* The shared file: present once anyone published, one whole version. */
+	unsigned pubs = 0;
+
+	for (int w = 0; w < NPROC; w++)
+		pubs += g_w[w].pubs;
+	int cur = check_current(why, sizeof(why));
+
+	if (cur < 0)
+		fail_msg("%s: %s", when, why);
+	if (cur != (pubs ? 1 : 0))
+		fail_msg("%s: %u versions published but s0/current %s", when, pubs,
+			 cur ? "exists" : "is missing");
+	expected += cur;
 	assert_int_equal(found, expected);
 
 	/* The log: every record whole, each worker's in order, none lost. */
@@ -378,7 +473,7 @@ static void verify_all(const char *when)
 
 static void t_concurrent(void **state)
 {
-	unsigned nops = 700 * vt_scale();
+	unsigned nops = 1000 * vt_scale();
 	pid_t pids[NPROC];
 	char path[PATH_MAX];
 	int fd;

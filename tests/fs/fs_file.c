@@ -718,6 +718,46 @@ static void t_mmap(void **state)
 	VT_OK(close(fd));
 }
 
+static void t_direct_io(void **state)
+{
+	/* O_DIRECT and buffered descriptors on one file must stay coherent:
+	 * a direct write replaces what the page cache held. */
+	const char *d = vt_fresh_dir(&g_fs, "direct");
+	char f[PATH_MAX], buf[4 * VT_PAGE], want[4 * VT_PAGE];
+	void *abuf = NULL;
+	int fd, dfd;
+
+	assert_non_null(d);
+	snprintf(f, sizeof(f), "%s/f", d);
+	fd = VT_OK(open(f, O_CREAT | O_RDWR, 0644));
+	write_pattern(fd, 18, 0, sizeof(buf));
+	VT_OK(vt_pread_all(fd, buf, sizeof(buf), 0)); /* now cached */
+	dfd = open(f, O_RDWR | O_DIRECT);
+	if (dfd < 0) {
+		VT_OK(close(fd));
+		fail_msg("open with O_DIRECT: %s", vt_errname(errno));
+	}
+	assert_int_equal(posix_memalign(&abuf, VT_PAGE, 2 * VT_PAGE), 0);
+	vt_pattern_fill(abuf, 2 * VT_PAGE, 19, VT_PAGE);
+	VT_EQ(pwrite(dfd, abuf, 2 * VT_PAGE, VT_PAGE), 2 * VT_PAGE);
+	vt_pattern_fill(want, sizeof(want), 18, 0);
+	vt_pattern_fill(want + VT_PAGE, 2 * VT_PAGE, 19, VT_PAGE);
+	VT_OK(vt_pread_all(fd, buf, sizeof(buf), 0));
+	assert_memory_equal(buf, want, sizeof(want));
+	/* And the other way: a buffered write is seen by a direct read. */
+	VT_EQ(pwrite(fd, "buffered", 8, 3 * VT_PAGE), 8);
+	memcpy(want + 3 * VT_PAGE, "buffered", 8);
+	VT_EQ(pread(dfd, abuf, VT_PAGE, 3 * VT_PAGE), VT_PAGE);
+	assert_memory_equal(abuf, want + 3 * VT_PAGE, VT_PAGE);
+	/* A direct write past EOF extends the file. */
+	VT_EQ(pwrite(dfd, abuf, VT_PAGE, 8 * VT_PAGE), VT_PAGE);
+	assert_int_equal(fstat_of(fd).st_size, 9 * VT_PAGE);
+	expect_zeros(fd, 4 * VT_PAGE, 4 * VT_PAGE);
+	free(abuf);
+	VT_OK(close(dfd));
+	VT_OK(close(fd));
+}
+
 static void t_big_sequential(void **state)
 {
 	/* Larger than the 64 MiB pool: the data must survive eviction. */
@@ -765,6 +805,7 @@ int main(void)
 	    cmocka_unit_test(t_statfs),
 	    cmocka_unit_test(t_unlinked_open),
 	    cmocka_unit_test(t_mmap),
+	    cmocka_unit_test(t_direct_io),
 	    cmocka_unit_test(t_big_sequential),
 	};
 	int r = vt_fs_start(&g_fs, "256M", NULL);

@@ -103,6 +103,17 @@ exec 9<&-
 head -c 3000000 /dev/urandom >"$VT_BASE/payload"
 cp "$VT_BASE/payload" "$VT_MNT/payload" || vt_fail "copy onto the mount"
 mkdir -p "$VT_MNT/d/e" && ln -s ../payload "$VT_MNT/d/link" || vt_fail "mkdir/symlink"
+# An unlinked file still open when the daemon stops is an orphan: the next
+# mount must free its space.
+avail() { df -k --output=avail "$VT_MNT" | tail -n 1; }
+sync
+avail0=$(avail)
+head -c 20971520 /dev/urandom >"$VT_MNT/orphan" || vt_fail "writing the orphan"
+exec 8<"$VT_MNT/orphan"
+rm "$VT_MNT/orphan"
+sync
+[ $(($(avail) + 15360)) -le "$avail0" ] ||
+	vt_fail "an open unlinked 20 MiB file does not hold its space ($avail0 -> $(avail) KiB)"
 kill -TERM "$VT_PID"
 for _ in $(seq 600); do kill -0 "$VT_PID" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$VT_PID" 2>/dev/null && vt_fail "daemon still running 60 s after SIGTERM"
@@ -111,8 +122,11 @@ st=$?
 VT_PID=
 [ $st = 0 ] || vt_fail "daemon exited with status $st after SIGTERM"
 vt_is_mounted "$VT_MNT" && vt_fail "still mounted after the daemon exited on SIGTERM"
+exec 8<&-
 vt_mount "$OPTS"
 cmp "$VT_BASE/payload" "$VT_MNT/payload" || vt_fail "payload differs after SIGTERM + remount"
+[ $(($(avail) + 2048)) -ge "$avail0" ] ||
+	vt_fail "the orphan's space was not freed by the next mount ($avail0 -> $(avail) KiB)"
 cmp "$VT_BASE/payload" "$VT_MNT/d/link" || vt_fail "symlink broken after SIGTERM + remount"
 [ "$(cat "$VT_MNT/hello")" = "first mount" ] || vt_fail "hello lost after SIGTERM"
 vt_umount
