@@ -42,10 +42,14 @@ struct bt {
 	uint64_t root;
 };
 
-/* Create an empty tree; *ret_root names it from now on. */
+/* Create an empty tree; *ret_root names it from now on (left alone on
+ * failure). Errors: -ENOSPC, -EIO. */
 int bt_create(struct bm *bm, uint64_t *ret_root);
 
-/* Free every page of the tree. */
+/* Free every page of the tree, overflow pages included. Nobody may use the
+ * tree meanwhile, or after. A page that fails its checksum or does not look
+ * like a node stops the walk with -EUCLEAN / -EIO (logged), and the pages
+ * below it are left allocated rather than freed on a guess. */
 int bt_destroy(struct bm *bm, uint64_t root);
 
 /* A handle: just the pair (no allocation, nothing to close). */
@@ -56,37 +60,53 @@ static inline struct bt bt_open(struct bm *bm, uint64_t root)
 
 /* Copy the value of @key into @buf (at most @buf_len bytes); *ret_len gets
  * its full length. -ENOENT when absent; -ENOBUFS when @buf_len is too small
- * (nothing useful copied). @ret_len may be NULL. */
+ * (nothing useful copied). @ret_len may be NULL; @buf may be NULL with
+ * @buf_len 0 to ask for the length only. Takes no lock and writes no shared
+ * memory (optimistic reads, validated). */
 int bt_lookup(struct bt *t, const void *key, unsigned klen, void *buf, unsigned buf_len,
 	      unsigned *ret_len);
 
-/* Insert a new key; -EEXIST if present. */
+/* Insert a new key; -EEXIST if present. -ENOSPC when a split or an
+ * overflow page (klen + vlen > BT_INLINE_MAX) needs a page and the image has
+ * none; the contents are then unchanged (a split may have happened). */
 int bt_insert(struct bt *t, const void *key, unsigned klen, const void *val, unsigned vlen);
 
-/* Insert or replace. */
+/* Insert or replace (errors as bt_insert, without -EEXIST). */
 int bt_put(struct bt *t, const void *key, unsigned klen, const void *val, unsigned vlen);
 
 /* Change the value of @key in place: @fn gets the value bytes (writable, held
  * exclusively) and its length; it must not change the length. @fn runs exactly
- * once if the key exists. Returns @fn's return value, or -ENOENT. */
+ * once if the key exists. Returns @fn's return value, or -ENOENT. @fn must
+ * not use this tree (its leaf is locked: that would wait forever). */
 typedef int (*bt_update_fn)(void *ctx, void *val, unsigned vlen);
 int bt_update(struct bt *t, const void *key, unsigned klen, bt_update_fn fn, void *ctx);
 
-/* Remove @key; -ENOENT if absent. Underfull nodes are merged. */
+/* Remove @key; -ENOENT if absent. Underfull nodes are merged (best effort:
+ * a merge that fails, say on a read error, is logged and the removal still
+ * stands). */
 int bt_remove(struct bt *t, const void *key, unsigned klen);
 
 /* Range scans. @fn is called once per entry, in order, with the leaf held
  * shared; it returns true to go on, false to stop. It must not write to this
  * tree (it may read other trees). Ascending scans start at the first key >=
  * @key; descending scans at the last key <= @key (klen 0 with a descending
- * scan starts at the very last key). Returns 0, or an error. */
+ * scan starts at the very last key, with an ascending one at the first).
+ * Returns 0, or an error. Writers to the leaf being delivered wait for @fn;
+ * other leaves stay open to them, so a long scan sees each entry exactly
+ * once, as it was when its leaf was reached, not a snapshot of the tree. The
+ * key and value pointers are valid during the call only. */
 typedef bool (*bt_scan_fn)(void *ctx, const void *key, unsigned klen, const void *val,
 			   unsigned vlen);
 int bt_scan_asc(struct bt *t, const void *key, unsigned klen, bt_scan_fn fn, void *ctx);
 int bt_scan_desc(struct bt *t, const void *key, unsigned klen, bt_scan_fn fn, void *ctx);
 
-/* Structure statistics and a full invariant check (key order, fences,
- * separators, no page reachable twice). For tests and fsck. */
+/* Structure statistics and a full invariant check: every node well formed
+ * (bounds, key order, heads, hints, prefix), keys within their fences,
+ * fences equal to the parent's separators, levels consistent (so every leaf
+ * at the same depth), every page allocated and reachable once (overflow
+ * pages included). Returns 0, -EUCLEAN with a log line naming the page and
+ * the problem, or -EIO / -ENOMEM. For tests and fsck: run it while nothing
+ * writes to the tree, or it may report a change in flight as damage. */
 struct bt_info {
 	uint64_t entries;
 	uint64_t leaves;

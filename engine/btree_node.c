@@ -40,8 +40,7 @@ static unsigned common_prefix(const uint8_t *a, unsigned alen, const uint8_t *b,
 /* ------------------------------------------------------------------ */
 /* Reading                                                            */
 
-unsigned bt_node_lower_bound(const void *page, const uint8_t *key, unsigned klen,
-			     bool *ret_found)
+unsigned bt_node_lower_bound(const void *page, const uint8_t *key, unsigned klen, bool *ret_found)
 {
 	const struct bt_node *n = page;
 	const struct bt_slot *sl = bt_node_slots(page);
@@ -316,7 +315,8 @@ static bool try_cut(const struct vlist *v, const unsigned *sum, unsigned k, stru
 	uint8_t a[BT_KEY_MAX], b[BT_KEY_MAX];
 	unsigned alen = v_key(v, k - 1, a), blen = v_key(v, k, b), llen, ulen;
 	unsigned c = common_prefix(a, alen, b, blen);
-	const uint8_t *lower = bt_node_lower(v->page, &llen), *upper = bt_node_upper(v->page, &ulen);
+	const uint8_t *lower = bt_node_lower(v->page, &llen),
+		      *upper = bt_node_upper(v->page, &ulen);
 	unsigned pn = bt_node_prefix_len(v->page);
 
 	if (c >= blen)
@@ -356,7 +356,7 @@ static bool try_cut(const struct vlist *v, const unsigned *sum, unsigned k, stru
 static int plan_leaf(const void *page, const uint8_t *key, unsigned klen, unsigned plen,
 		     struct bt_split *plan)
 {
-	struct vlist v = { .page = page, .key = key, .klen = klen, .n = bt_node_count(page) };
+	struct vlist v = {.page = page, .key = key, .klen = klen, .n = bt_node_count(page)};
 	unsigned sum[BT_SLOTS_MAX + 2], best = 0, fallback = 0, half;
 	bool all;
 
@@ -375,7 +375,8 @@ static int plan_leaf(const void *page, const uint8_t *key, unsigned klen, unsign
 	half = sum[v.count] / 2;
 	for (unsigned k = 1; k < v.count; k++)
 		if ((sum[k] > half ? sum[k] - half : half - sum[k]) <
-		    (sum[best] > half ? sum[best] - half : half - sum[best]) || best == 0)
+			(sum[best] > half ? sum[best] - half : half - sum[best]) ||
+		    best == 0)
 			best = k;
 	for (unsigned d = 0; d < v.count; d++) {
 		for (int side = 0; side < 2; side++) {
@@ -467,8 +468,8 @@ int bt_node_split_build(const void *page, const struct bt_split *plan, void *lef
 	return r;
 }
 
-int bt_node_merge_build(const void *left, const void *right, const uint8_t *sep,
-			unsigned seplen, void *dst)
+int bt_node_merge_build(const void *left, const void *right, const uint8_t *sep, unsigned seplen,
+			void *dst)
 {
 	const struct bt_node *l = left, *rn = right;
 	bool leaf = l->type == BT_NODE_LEAF;
@@ -541,8 +542,8 @@ int bt_node_verify(const void *page, char *why, size_t why_len)
 	const uint8_t *lower = (const uint8_t *)page + n->lower_off;
 	const uint8_t *upper = (const uint8_t *)page + n->upper_off;
 	unsigned pfx = n->lower_len && n->upper_len
-			       ? common_prefix(lower, n->lower_len, upper, n->upper_len)
-			       : 0;
+			   ? common_prefix(lower, n->lower_len, upper, n->upper_len)
+			   : 0;
 	if (n->prefix_len != pfx)
 		FAIL("prefix length %u, fences share %u", n->prefix_len, pfx);
 	if (n->lower_len && n->upper_len &&
@@ -558,8 +559,8 @@ int bt_node_verify(const void *page, char *why, size_t why_len)
 			FAIL("inner entry %u with payload length %#x", i, v);
 		plen = ovf ? BT_PID_SIZE : v;
 		if (!claim(map, n->heap_top, sl[i].off, (unsigned)sl[i].klen + plen))
-			FAIL("entry %u (offset %u, %u+%u bytes) outside the heap or overlapping",
-			     i, sl[i].off, sl[i].klen, plen);
+			FAIL("entry %u (offset %u, %u+%u bytes) outside the heap or overlapping", i,
+			     sl[i].off, sl[i].klen, plen);
 		heap += sl[i].klen + plen;
 		if (pfx + sl[i].klen > BT_KEY_MAX || pfx + sl[i].klen == 0)
 			FAIL("entry %u key length %u", i, pfx + sl[i].klen);

@@ -78,15 +78,15 @@
 #define BT_NODE_LEAF  1
 #define BT_NODE_INNER 2
 
-#define BT_PAGE        BM_PAGE_SIZE
-#define BT_HDR_SIZE    32u
-#define BT_HINTS       16u
-#define BT_SLOTS_OFF   (BT_HDR_SIZE + 4 * BT_HINTS)
-#define BT_SLOT_SIZE   10u
-#define BT_SLOTS_MAX   ((BT_PAGE - BT_SLOTS_OFF) / BT_SLOT_SIZE)
-#define BT_PID_SIZE    8u
+#define BT_PAGE		 BM_PAGE_SIZE
+#define BT_HDR_SIZE	 32u
+#define BT_HINTS	 16u
+#define BT_SLOTS_OFF	 (BT_HDR_SIZE + 4 * BT_HINTS)
+#define BT_SLOT_SIZE	 10u
+#define BT_SLOTS_MAX	 ((BT_PAGE - BT_SLOTS_OFF) / BT_SLOT_SIZE)
+#define BT_PID_SIZE	 8u
 #define BT_SLOT_OVERFLOW 0x8000u
-#define BT_VLEN_MASK   0x7fffu
+#define BT_VLEN_MASK	 0x7fffu
 
 /* Entries whose content (suffix + payload + slot) is below this make the
  * node a candidate for merging with a sibling. */
@@ -248,8 +248,7 @@ static inline unsigned bt_node_content(const void *page)
 
 /* Index of the first entry whose key is >= @key; *ret_found tells whether it
  * is equal. @key is a full key (with the node prefix). Safe on garbage. */
-unsigned bt_node_lower_bound(const void *page, const uint8_t *key, unsigned klen,
-			     bool *ret_found);
+unsigned bt_node_lower_bound(const void *page, const uint8_t *key, unsigned klen, bool *ret_found);
 
 /* Inner nodes: the child position whose range holds @key (first separator >
  * @key), or, with @before, the child holding the keys just below @key (first
@@ -321,14 +320,13 @@ int bt_node_split_plan(const void *page, const uint8_t *key, unsigned klen, unsi
  * pages, may not alias @page). For inner nodes, @left's upper child is the
  * child left of the promoted separator. Returns 0 or -ENOSPC (a half does
  * not fit: the plan was bad). */
-int bt_node_split_build(const void *page, const struct bt_split *plan, void *left,
-			void *right);
+int bt_node_split_build(const void *page, const struct bt_split *plan, void *left, void *right);
 
 /* Build into @dst the merge of siblings @left and @right; @sep / @seplen is
  * the parent's separator between them (inner nodes pull it down). Returns 0
  * or -ENOSPC when the result does not fit. */
-int bt_node_merge_build(const void *left, const void *right, const uint8_t *sep,
-			unsigned seplen, void *dst);
+int bt_node_merge_build(const void *left, const void *right, const uint8_t *sep, unsigned seplen,
+			void *dst);
 
 /* ------------------------------------------------------------------ */
 /* Checking                                                           */

@@ -711,12 +711,9 @@ int rec_table_scan(struct rec_table *t, bool descending, const void *from, unsig
 		int err = rec_key_pack(&k, t->key, from, from_fields);
 		if (err)
 			return err;
-	} else if (!descending) {
-		/* Every key is at least one byte long, so every key is >= the
-		 * single byte 00: the start of the tree. */
-		k.buf[0] = 0;
-		k.len = 1;
 	}
+	/* Without a start key, klen 0 makes bt_scan_* begin at the first or
+	 * the last entry. */
 	struct scan_ctx s = {.t = t, .key_buf = key_buf, .rec_buf = rec_buf, .fn = fn, .ctx = ctx};
 	int err = descending ? bt_scan_desc(&t->bt, k.buf, k.len, scan_cb, &s)
 			     : bt_scan_asc(&t->bt, k.buf, k.len, scan_cb, &s);

@@ -275,8 +275,8 @@ int fs_readlink(struct fs *fs, uint64_t ino, char *buf, size_t cap, size_t *ret_
 	if (in.size > cap)
 		return -ENOBUFS;
 	for (uint64_t off = 0; off < in.size; off += FS_SYMLINK_CHUNK) {
-		unsigned want = (unsigned)(in.size - off < FS_SYMLINK_CHUNK ? in.size - off
-									    : FS_SYMLINK_CHUNK);
+		unsigned want =
+		    (unsigned)(in.size - off < FS_SYMLINK_CHUNK ? in.size - off : FS_SYMLINK_CHUNK);
 		unsigned len = 0;
 		fs_key(key, ino, FS_REC_SYMLINK, off);
 		r = bt_lookup(&fs->tree, key, sizeof(key), buf + off, want, &len);
@@ -293,8 +293,7 @@ int fs_readlink(struct fs *fs, uint64_t ino, char *buf, size_t cap, size_t *ret_
 /* ------------------------------------------------------------------ */
 /* Link and unlink                                                    */
 
-int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname,
-	    struct stat *ret)
+int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname, struct stat *ret)
 {
 	struct fs_inode dir, in;
 	struct fs_slot s;
@@ -315,13 +314,16 @@ int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname
 
 	fs_lock_many(fs, &ls, inos, 2);
 	r = fs_inode_get(fs, ino, &in);
-	if (r < 0)
+	if (r < 0) {
+		vs_log(VS_LOG_WARN, "DEBUG link: inode %llu: %d", (unsigned long long)ino, r);
 		goto out;
+	}
 	if (S_ISDIR(in.mode)) {
 		r = -EPERM;
 		goto out;
 	}
 	if (in.nlink == 0) {
+		vs_log(VS_LOG_WARN, "DEBUG link: inode %llu has nlink 0", (unsigned long long)ino);
 		r = -ENOENT;
 		goto out;
 	}
@@ -374,8 +376,9 @@ static int drop_link(struct fs *fs, struct fs_inode *in, const struct timespec *
 	/* Still open or looked up: keep it, and remember it for a crash. */
 	r = fs_orphan_add(fs, in->ino);
 	if (r < 0)
-		vs_log(VS_LOG_WARN, "inode %llu: no orphan record (%s); space is lost if the "
-				    "daemon dies before its last close",
+		vs_log(VS_LOG_WARN,
+		       "inode %llu: no orphan record (%s); space is lost if the "
+		       "daemon dies before its last close",
 		       (unsigned long long)in->ino, strerror(-r));
 	return fs_inode_put(fs, in);
 }
@@ -496,7 +499,8 @@ static int is_ancestor(struct fs *fs, uint64_t anc, uint64_t dir)
 			return r;
 		dir = in.parent;
 		if (dir == 0)
-			return VS_CORRUPT("directory %llu has no parent", (unsigned long long)in.ino);
+			return VS_CORRUPT("directory %llu has no parent",
+					  (unsigned long long)in.ino);
 	}
 	return VS_CORRUPT("directory %llu: parent chain does not reach the root",
 			  (unsigned long long)dir);
@@ -591,9 +595,8 @@ static void move_dir(struct fs_inode *d, struct fs_inode *from, struct fs_inode 
 	to->nlink++;
 }
 
-static int rename_exchange(struct fs *fs, struct rename_state *st, const char *name,
-			   unsigned nlen, const char *newname, unsigned newlen,
-			   const struct timespec *now)
+static int rename_exchange(struct fs *fs, struct rename_state *st, const char *name, unsigned nlen,
+			   const char *newname, unsigned newlen, const struct timespec *now)
 {
 	int r;
 
@@ -614,8 +617,8 @@ static int rename_exchange(struct fs *fs, struct rename_state *st, const char *n
 	return r;
 }
 
-static int rename_move(struct fs *fs, struct rename_state *st, const char *newname,
-		       unsigned newlen, const struct timespec *now)
+static int rename_move(struct fs *fs, struct rename_state *st, const char *newname, unsigned newlen,
+		       const struct timespec *now)
 {
 	int r;
 
@@ -722,8 +725,7 @@ out_unlocked:
 /* ------------------------------------------------------------------ */
 /* Readdir                                                            */
 
-static bool empty_check(void *vctx, const void *key, unsigned klen, const void *val,
-			unsigned vlen)
+static bool empty_check(void *vctx, const void *key, unsigned klen, const void *val, unsigned vlen)
 {
 	int *result = vctx;
 	const uint8_t *k = key;
@@ -767,8 +769,7 @@ struct rd_ctx {
 	struct rd_entry e[READDIR_BATCH];
 };
 
-static bool rd_collect(void *vctx, const void *key, unsigned klen, const void *val,
-		       unsigned vlen)
+static bool rd_collect(void *vctx, const void *key, unsigned klen, const void *val, unsigned vlen)
 {
 	struct rd_ctx *c = vctx;
 	const uint8_t *k = key, *v = val;
@@ -822,8 +823,7 @@ static int rd_emit(struct fs *fs, struct rd_ctx *c, bool plus, fs_dirent_fn fn, 
 	return 1;
 }
 
-int fs_readdir(struct fs *fs, uint64_t ino, uint64_t cookie, bool plus, fs_dirent_fn fn,
-	       void *ctx)
+int fs_readdir(struct fs *fs, uint64_t ino, uint64_t cookie, bool plus, fs_dirent_fn fn, void *ctx)
 {
 	struct fs_inode dir;
 	uint8_t key[FS_KEY_LEN];
@@ -851,21 +851,23 @@ int fs_readdir(struct fs *fs, uint64_t ino, uint64_t cookie, bool plus, fs_diren
 		c->n = 0;
 		c->more = false;
 		c->err = 0;
+		/* A plus listing holds the directory shared from reading the
+		 * entries to counting the kernel's references: each entry it
+		 * hands out becomes a dentry in the kernel, so it must still
+		 * name that inode (not one renamed over or unlinked meanwhile,
+		 * which would leave the kernel a stale name), and the inode must
+		 * not be freed before its new reference is counted. */
+		if (plus)
+			fs_ino_rdlock(fs, ino);
 		fs_key(key, ino, FS_REC_DIRENT, from);
 		r = bt_scan_asc(&fs->tree, key, sizeof(key), rd_collect, c);
 		if (r == 0)
 			r = c->err;
-		if (r < 0 || c->n == 0)
-			break;
-		/* Shared lock for a plus listing: an entry's inode cannot be
-		 * freed between reading its attributes and counting the
-		 * kernel's reference. */
-		if (plus)
-			fs_ino_rdlock(fs, ino);
-		r = rd_emit(fs, c, plus, fn, ctx);
+		if (r == 0 && c->n > 0)
+			r = rd_emit(fs, c, plus, fn, ctx);
 		if (plus)
 			fs_ino_unlock(fs, ino);
-		if (r <= 0 || !c->more)
+		if (r <= 0 || c->n == 0 || !c->more)
 			break;
 		from = c->e[c->n - 1].slot + 1;
 	}

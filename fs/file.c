@@ -167,8 +167,7 @@ struct ext_one {
 	struct ext x;
 };
 
-static bool ext_one_fn(void *vctx, const void *key, unsigned klen, const void *val,
-		       unsigned vlen)
+static bool ext_one_fn(void *vctx, const void *key, unsigned klen, const void *val, unsigned vlen)
 {
 	struct ext_one *o = vctx;
 
@@ -216,7 +215,7 @@ struct page_io {
 	uint64_t pid;
 	unsigned from, len; /* bytes within the page */
 	const uint8_t *src; /* NULL: zero the bytes */
-	bool fresh;         /* just allocated: nothing to read */
+	bool fresh;	    /* just allocated: nothing to read */
 };
 
 struct page_batch {
@@ -279,12 +278,17 @@ static int page_zero(struct fs *fs, uint64_t pid, unsigned from, unsigned len)
 /* Inline data                                                        */
 
 /* Read the inline record into @buf (FS_INLINE_MAX bytes); *ret_len is 0
- * when there is none. */
-static int inline_get(struct fs *fs, uint64_t ino, uint8_t *buf, unsigned *ret_len)
+ * when there is none (known without a lookup from the inode's flag). */
+static int inline_get(struct fs *fs, const struct fs_inode *in, uint8_t *buf, unsigned *ret_len)
 {
 	uint8_t key[FS_KEY_LEN];
+	uint64_t ino = in->ino;
 	unsigned len = 0;
 
+	if (!(in->flags & FS_INODE_INLINE)) {
+		*ret_len = 0;
+		return 0;
+	}
 	fs_key(key, ino, FS_REC_INLINE, 0);
 	int r = bt_lookup(&fs->tree, key, sizeof(key), buf, FS_INLINE_MAX, &len);
 	if (r == -ENOENT) {
@@ -300,16 +304,24 @@ static int inline_get(struct fs *fs, uint64_t ino, uint8_t *buf, unsigned *ret_l
 	return 0;
 }
 
-static int inline_put(struct fs *fs, uint64_t ino, const uint8_t *buf, unsigned len)
+/* Store (or with @len 0 remove) the inline record; the caller writes the
+ * inode, whose flag says whether there is one. */
+static int inline_put(struct fs *fs, struct fs_inode *in, const uint8_t *buf, unsigned len)
 {
 	uint8_t key[FS_KEY_LEN];
+	int r;
 
-	fs_key(key, ino, FS_REC_INLINE, 0);
+	fs_key(key, in->ino, FS_REC_INLINE, 0);
 	if (len == 0) {
-		int r = bt_remove(&fs->tree, key, sizeof(key));
+		r = bt_remove(&fs->tree, key, sizeof(key));
+		if (r == 0 || r == -ENOENT)
+			in->flags &= ~FS_INODE_INLINE;
 		return r == -ENOENT ? 0 : r;
 	}
-	return bt_put(&fs->tree, key, sizeof(key), buf, len);
+	r = bt_put(&fs->tree, key, sizeof(key), buf, len);
+	if (r == 0)
+		in->flags |= FS_INODE_INLINE;
+	return r;
 }
 
 static int write_pages(struct fs *fs, struct fs_inode *in, uint64_t off, const uint8_t *src,
@@ -323,7 +335,7 @@ static int inline_to_pages(struct fs *fs, struct fs_inode *in)
 	size_t done;
 	int r;
 
-	r = inline_get(fs, in->ino, buf, &len);
+	r = inline_get(fs, in, buf, &len);
 	if (r < 0 || len == 0)
 		return r;
 	r = write_pages(fs, in, 0, buf, len, false, &done);
@@ -331,7 +343,7 @@ static int inline_to_pages(struct fs *fs, struct fs_inode *in)
 		r = -ENOSPC;
 	if (r < 0)
 		return r;
-	return inline_put(fs, in->ino, NULL, 0);
+	return inline_put(fs, in, NULL, 0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -449,11 +461,11 @@ static int write_window(struct fs *fs, struct fs_inode *in, uint64_t first, unsi
 		if (a >= e)
 			continue;
 		struct page_io io = {
-			.pid = pids[i],
-			.from = (unsigned)(a - pstart),
-			.len = (unsigned)(e - a),
-			.src = src + (a - off),
-			.fresh = fresh[i],
+		    .pid = pids[i],
+		    .from = (unsigned)(a - pstart),
+		    .len = (unsigned)(e - a),
+		    .src = src + (a - off),
+		    .fresh = fresh[i],
 		};
 		r = batch_add(fs, &b, &io);
 		if (r < 0)
@@ -476,7 +488,8 @@ static int write_pages(struct fs *fs, struct fs_inode *in, uint64_t off, const u
 		uint64_t pos = off + done;
 		uint64_t first = pos >> BM_PAGE_SHIFT;
 		uint64_t last = (off + len - 1) >> BM_PAGE_SHIFT;
-		unsigned n = last - first + 1 > FS_WINDOW ? FS_WINDOW : (unsigned)(last - first + 1);
+		unsigned n =
+		    last - first + 1 > FS_WINDOW ? FS_WINDOW : (unsigned)(last - first + 1);
 		uint64_t wend = (first + n) << BM_PAGE_SHIFT;
 		size_t wlen = off + len < wend ? len - done : (size_t)(wend - pos);
 		size_t got = 0;
@@ -525,14 +538,14 @@ ssize_t fs_write(struct fs *fs, uint64_t ino, uint64_t off, const void *buf, siz
 	if (in.pages == 0 && off + size <= FS_INLINE_MAX && in.size <= FS_INLINE_MAX) {
 		uint8_t data[FS_INLINE_MAX];
 		unsigned len;
-		r = inline_get(fs, ino, data, &len);
+		r = inline_get(fs, &in, data, &len);
 		if (r < 0)
 			goto out;
 		unsigned nlen = (unsigned)(off + size > len ? off + size : len);
 		if (off > len)
 			memset(data + len, 0, off - len);
 		memcpy(data + off, buf, size);
-		r = inline_put(fs, ino, data, nlen);
+		r = inline_put(fs, &in, data, nlen);
 		if (r < 0)
 			goto out;
 		done = size;
@@ -567,10 +580,10 @@ out:
 struct read_req {
 	struct bm *bm;
 	unsigned npages;
-	const uint64_t *pids;  /* per page, BM_PID_NONE for a hole */
-	const unsigned *from;  /* per page */
-	const unsigned *len;   /* per page */
-	const uint8_t *inl;    /* inline bytes instead of pages, or NULL */
+	const uint64_t *pids; /* per page, BM_PID_NONE for a hole */
+	const unsigned *from; /* per page */
+	const unsigned *len;  /* per page */
+	const uint8_t *inl;   /* inline bytes instead of pages, or NULL */
 	unsigned inl_len;
 	struct iovec *iov;
 	fs_read_sink sink;
@@ -654,7 +667,7 @@ static int read_window(struct fs *fs, const struct fs_inode *in, uint64_t off, s
 		return -EINVAL;
 	if (in->pages == 0) {
 		/* Inline bytes, then zeros. */
-		r = inline_get(fs, in->ino, inl, &inl_len);
+		r = inline_get(fs, in, inl, &inl_len);
 		if (r < 0)
 			return r;
 		struct iovec iov[MAXP + 1];
@@ -693,19 +706,24 @@ static int read_window(struct fs *fs, const struct fs_inode *in, uint64_t off, s
 	if (!iov)
 		return -ENOMEM;
 	struct read_req rq = {
-		.bm = fs->bm,
-		.npages = npages,
-		.pids = pids,
-		.from = from,
-		.len = plen,
-		.iov = iov,
-		.sink = sink,
-		.ctx = ctx,
+	    .bm = fs->bm,
+	    .npages = npages,
+	    .pids = pids,
+	    .from = from,
+	    .len = plen,
+	    .iov = iov,
+	    .sink = sink,
+	    .ctx = ctx,
 	};
 	struct read_level lv = {.rq = &rq, .first = 0};
 	r = bm_run(fs->bm, read_level_op, &lv);
 	free(iov);
 	return r < 0 ? r : rq.sink_ret;
+}
+
+static bool ts_after(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec > b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec > b->tv_nsec);
 }
 
 /* relatime: record an access when the last one predates the last change,
@@ -718,7 +736,7 @@ static void touch_atime(struct fs *fs, uint64_t ino, const struct fs_inode *seen
 	if (fs->read_only)
 		return;
 	fs_now(&now);
-	if (seen->atime.tv_sec > seen->mtime.tv_sec && seen->atime.tv_sec > seen->ctime.tv_sec &&
+	if (ts_after(&seen->atime, &seen->mtime) && ts_after(&seen->atime, &seen->ctime) &&
 	    now.tv_sec - seen->atime.tv_sec < 24 * 3600)
 		return;
 	fs_ino_wrlock(fs, ino);
@@ -861,7 +879,8 @@ static int punch_pages(struct fs *fs, struct fs_inode *in, uint64_t lo, uint64_t
 					return r;
 			}
 			if (x.start < a) {
-				struct ext left = {.start = x.start, .pid = x.pid, .n = a - x.start};
+				struct ext left = {
+				    .start = x.start, .pid = x.pid, .n = a - x.start};
 				r = ext_put(fs, in->ino, &left);
 			} else {
 				r = ext_remove(fs, in->ino, x.start);
@@ -924,16 +943,17 @@ int fs_file_resize_locked(struct fs *fs, struct fs_inode *in, uint64_t size)
 		if (in->pages == 0) {
 			uint8_t data[FS_INLINE_MAX];
 			unsigned len;
-			r = inline_get(fs, in->ino, data, &len);
+			r = inline_get(fs, in, data, &len);
 			if (r == 0 && len > size)
-				r = inline_put(fs, in->ino, data, (unsigned)size);
+				r = inline_put(fs, in, data, (unsigned)size);
 		} else {
 			/* The tail of the new last page must read as zeros if the
 			 * file grows again. */
 			uint64_t keep = (size + BM_PAGE_SIZE - 1) >> BM_PAGE_SHIFT;
 			if (size & (BM_PAGE_SIZE - 1))
 				r = zero_partial(fs, in, size,
-						 BM_PAGE_SIZE - (unsigned)(size & (BM_PAGE_SIZE - 1)));
+						 BM_PAGE_SIZE -
+						     (unsigned)(size & (BM_PAGE_SIZE - 1)));
 			if (r == 0)
 				r = punch_pages(fs, in, keep, UINT64_MAX >> BM_PAGE_SHIFT);
 		}
@@ -984,11 +1004,11 @@ int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t l
 			uint64_t zend = end < in.size ? end : in.size;
 			uint8_t data[FS_INLINE_MAX];
 			unsigned ilen;
-			r = inline_get(fs, ino, data, &ilen);
+			r = inline_get(fs, &in, data, &ilen);
 			if (r == 0 && off < ilen) {
 				uint64_t e = zend < ilen ? zend : ilen;
 				memset(data + off, 0, e - off);
-				r = inline_put(fs, ino, data, ilen);
+				r = inline_put(fs, &in, data, ilen);
 			}
 		} else {
 			r = zero_range(fs, &in, off, end);
@@ -1043,7 +1063,7 @@ int fs_lseek(struct fs *fs, uint64_t ino, uint64_t off, int whence, uint64_t *re
 	if (in.pages == 0) {
 		uint8_t data[FS_INLINE_MAX];
 		unsigned ilen;
-		r = inline_get(fs, ino, data, &ilen);
+		r = inline_get(fs, &in, data, &ilen);
 		if (r < 0)
 			goto out;
 		if (whence == SEEK_DATA) {

@@ -52,10 +52,10 @@
 struct fs;
 
 struct fs_config {
-	const char *image;            /* the image to mount */
-	uint64_t pool_bytes;          /* buffer pool size */
+	const char *image;	      /* the image to mount */
+	uint64_t pool_bytes;	      /* buffer pool size */
 	enum bm_backend_mode backend; /* BM_BACKEND_AUTO / PLAIN / EXMAP */
-	bool read_only;               /* change nothing on the image */
+	bool read_only;		      /* change nothing on the image */
 };
 
 /* Who is asking: the owner of what a call creates. */
@@ -160,8 +160,7 @@ int fs_readlink(struct fs *fs, uint64_t ino, char *buf, size_t cap, size_t *ret_
 /* Add the name @newname in @newparent for inode @ino (not a directory).
  * Adds one lookup. Errors: -EEXIST, -EPERM (a directory), -ENOENT (@ino has
  * no links left), -EMLINK, -ENOSPC. */
-int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname,
-	    struct stat *ret);
+int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname, struct stat *ret);
 
 /* Remove a non-directory name. Errors: -ENOENT, -EISDIR, -ENOTDIR. */
 int fs_unlink(struct fs *fs, uint64_t parent, const char *name);
@@ -186,10 +185,9 @@ int fs_rename(struct fs *fs, uint64_t parent, const char *name, uint64_t newpare
  * not taken: a plus listing adds a lookup only for taken entries).
  * Resuming at the @next of any taken entry lists each entry at most once,
  * whatever was inserted or removed in between. Errors: -ENOTDIR, -ENOENT. */
-typedef bool (*fs_dirent_fn)(void *ctx, const char *name, uint64_t ino, mode_t type,
-			     uint64_t next, const struct stat *st);
-int fs_readdir(struct fs *fs, uint64_t ino, uint64_t cookie, bool plus, fs_dirent_fn fn,
-	       void *ctx);
+typedef bool (*fs_dirent_fn)(void *ctx, const char *name, uint64_t ino, mode_t type, uint64_t next,
+			     const struct stat *st);
+int fs_readdir(struct fs *fs, uint64_t ino, uint64_t cookie, bool plus, fs_dirent_fn fn, void *ctx);
 
 /* ------------------------------------------------------------------ */
 /* File data                                                          */

@@ -19,7 +19,7 @@
 
 #include "fs/keys.h"
 
-#define STATS_MAX (64 * 1024)
+#define STATS_MAX   (64 * 1024)
 #define READDIR_MAX (1024 * 1024)
 
 static struct fs_fuse *ctx_of(fuse_req_t req)
@@ -46,10 +46,10 @@ static void reply_entry(fuse_req_t req, struct fs *fs, const struct stat *st)
 {
 	struct fs_fuse *f = ctx_of(req);
 	struct fuse_entry_param e = {
-		.ino = st->st_ino,
-		.attr = *st,
-		.attr_timeout = f->opts.timeout,
-		.entry_timeout = f->opts.timeout,
+	    .ino = st->st_ino,
+	    .attr = *st,
+	    .attr_timeout = f->opts.timeout,
+	    .entry_timeout = f->opts.timeout,
 	};
 	if (fuse_reply_entry(req, &e) != 0)
 		fs_forget(fs, st->st_ino, 1);
@@ -207,8 +207,7 @@ static void make_node(fuse_req_t req, enum fs_req what, fuse_ino_t parent, const
 		reply_entry(req, fs, &st);
 }
 
-static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-		     dev_t rdev)
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
 	make_node(req, FS_REQ_MKNOD, parent, name, mode, rdev);
 }
@@ -254,8 +253,8 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 		      const char *newname, unsigned int flags)
 {
-	reply_err(req, fs_rename(fs_of(req, FS_REQ_RENAME), parent, name, newparent, newname,
-				 flags));
+	reply_err(req,
+		  fs_rename(fs_of(req, FS_REQ_RENAME), parent, name, newparent, newname, flags));
 }
 
 /* ------------------------------------------------------------------ */
@@ -325,10 +324,10 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		return;
 	}
 	struct fuse_entry_param e = {
-		.ino = st.st_ino,
-		.attr = st,
-		.attr_timeout = ctx_of(req)->opts.timeout,
-		.entry_timeout = ctx_of(req)->opts.timeout,
+	    .ino = st.st_ino,
+	    .attr = st,
+	    .attr_timeout = ctx_of(req)->opts.timeout,
+	    .entry_timeout = ctx_of(req)->opts.timeout,
 	};
 	fi->keep_cache = 1;
 	if (fuse_reply_create(req, &e, fi) != 0) {
@@ -549,15 +548,15 @@ static bool dir_add(void *vctx, const char *name, uint64_t ino, mode_t type, uin
 	return true;
 }
 
-static void readdir_common(fuse_req_t req, enum fs_req what, fuse_ino_t ino, size_t size,
-			   off_t off, bool plus)
+static void readdir_common(fuse_req_t req, enum fs_req what, fuse_ino_t ino, size_t size, off_t off,
+			   bool plus)
 {
 	struct fs *fs = fs_of(req, what);
 	struct dir_reply d = {
-		.req = req,
-		.size = size < READDIR_MAX ? size : READDIR_MAX,
-		.plus = plus,
-		.timeout = ctx_of(req)->opts.timeout,
+	    .req = req,
+	    .size = size < READDIR_MAX ? size : READDIR_MAX,
+	    .plus = plus,
+	    .timeout = ctx_of(req)->opts.timeout,
 	};
 	d.buf = malloc(d.size);
 	if (!d.buf) {
@@ -662,38 +661,38 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 }
 
 const struct fuse_lowlevel_ops fs_fuse_ops = {
-	.init = op_init,
-	.lookup = op_lookup,
-	.forget = op_forget,
-	.forget_multi = op_forget_multi,
-	.getattr = op_getattr,
-	.setattr = op_setattr,
-	.readlink = op_readlink,
-	.mknod = op_mknod,
-	.mkdir = op_mkdir,
-	.unlink = op_unlink,
-	.rmdir = op_rmdir,
-	.symlink = op_symlink,
-	.rename = op_rename,
-	.link = op_link,
-	.open = op_open,
-	.read = op_read,
-	.write = op_write,
-	.flush = op_flush,
-	.release = op_release,
-	.fsync = op_fsync,
-	.opendir = op_opendir,
-	.readdir = op_readdir,
-	.readdirplus = op_readdirplus,
-	.releasedir = op_releasedir,
-	.fsyncdir = op_fsyncdir,
-	.statfs = op_statfs,
-	.setxattr = op_setxattr,
-	.getxattr = op_getxattr,
-	.listxattr = op_listxattr,
-	.removexattr = op_removexattr,
-	.create = op_create,
-	.fallocate = op_fallocate,
-	.lseek = op_lseek,
-	.copy_file_range = op_copy_file_range,
+    .init = op_init,
+    .lookup = op_lookup,
+    .forget = op_forget,
+    .forget_multi = op_forget_multi,
+    .getattr = op_getattr,
+    .setattr = op_setattr,
+    .readlink = op_readlink,
+    .mknod = op_mknod,
+    .mkdir = op_mkdir,
+    .unlink = op_unlink,
+    .rmdir = op_rmdir,
+    .symlink = op_symlink,
+    .rename = op_rename,
+    .link = op_link,
+    .open = op_open,
+    .read = op_read,
+    .write = op_write,
+    .flush = op_flush,
+    .release = op_release,
+    .fsync = op_fsync,
+    .opendir = op_opendir,
+    .readdir = op_readdir,
+    .readdirplus = op_readdirplus,
+    .releasedir = op_releasedir,
+    .fsyncdir = op_fsyncdir,
+    .statfs = op_statfs,
+    .setxattr = op_setxattr,
+    .getxattr = op_getxattr,
+    .listxattr = op_listxattr,
+    .removexattr = op_removexattr,
+    .create = op_create,
+    .fallocate = op_fallocate,
+    .lseek = op_lseek,
+    .copy_file_range = op_copy_file_range,
 };

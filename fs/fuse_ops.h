@@ -17,7 +17,7 @@
 /* Knobs of the kernel connection (mount options; see main.c). */
 struct fs_fuse_opts {
 	bool writeback_cache; /* the kernel caches writes (FUSE_CAP_WRITEBACK_CACHE) */
-	double timeout;       /* seconds the kernel may trust attributes and names */
+	double timeout;	      /* seconds the kernel may trust attributes and names */
 	unsigned max_write;   /* bytes per write request */
 	unsigned max_readahead;
 };

@@ -130,9 +130,10 @@ void fs_inode_to_stat(const struct fs_inode *in, struct stat *st)
 	st->st_size = (off_t)in->size;
 	st->st_blksize = BM_PAGE_SIZE;
 	/* Inline files occupy part of a tree page; count what they hold. */
-	if (in->pages == 0 && S_ISREG(in->mode) && in->size > 0 && in->size <= FS_INLINE_MAX)
-		st->st_blocks = (blkcnt_t)((in->size + 511) / 512);
-	else
+	if (in->flags & FS_INODE_INLINE) {
+		uint64_t n = in->size < FS_INLINE_MAX ? in->size : FS_INLINE_MAX;
+		st->st_blocks = (blkcnt_t)((n + 511) / 512);
+	} else
 		st->st_blocks = (blkcnt_t)(in->pages * (BM_PAGE_SIZE / 512));
 	st->st_atim = in->atime;
 	st->st_mtim = in->mtime;
@@ -153,8 +154,7 @@ int fs_ino_reserve(struct fs *fs, uint64_t at_least)
 	bm_sb_set(fs->bm, FS_SB_INO_NEXT, fs->next_ino);
 	r = bm_flush(fs->bm);
 	if (r < 0) {
-		vs_log(VS_LOG_ERR, "cannot persist the inode number reservation: %s",
-		       strerror(-r));
+		vs_log(VS_LOG_ERR, "cannot persist the inode number reservation: %s", strerror(-r));
 		return r;
 	}
 	fs->ino_limit = limit;
@@ -185,13 +185,12 @@ struct free_ctx {
 	struct {
 		uint8_t key[FS_KEY_CHUNK_LEN];
 		unsigned klen;
-		uint64_t pid;   /* extents only */
+		uint64_t pid;	/* extents only */
 		uint64_t pages; /* extents only; 0 otherwise */
 	} e[FREE_BATCH];
 };
 
-static bool free_collect(void *vctx, const void *key, unsigned klen, const void *val,
-			 unsigned vlen)
+static bool free_collect(void *vctx, const void *key, unsigned klen, const void *val, unsigned vlen)
 {
 	struct free_ctx *c = vctx;
 	const uint8_t *k = key;
@@ -340,8 +339,7 @@ struct count_ctx {
 	uint64_t max_ino;
 };
 
-static bool count_inodes(void *vctx, const void *key, unsigned klen, const void *val,
-			 unsigned vlen)
+static bool count_inodes(void *vctx, const void *key, unsigned klen, const void *val, unsigned vlen)
 {
 	struct count_ctx *c = vctx;
 	const uint8_t *k = key;

@@ -55,7 +55,7 @@
  *       60   12 mtime
  *       72   12 ctime
  *       84   12 btime (creation)
- *       96    4 flags (0 for now)
+ *       96    4 flags: FS_INODE_INLINE (bit 0) the file has an INLINE record
  *      100    4 reserved, 0
  *      104    8 generation (0: inode numbers are never reused)
  *      112      end (FS_INODE_LEN)
@@ -80,7 +80,7 @@
 #define FS_REC_EXTENT  0x50
 #define FS_REC_ORPHAN  0x70
 
-#define FS_KEY_LEN       17 /* (object, type, offset) */
+#define FS_KEY_LEN	 17 /* (object, type, offset) */
 #define FS_KEY_CHUNK_LEN 19 /* + u16 chunk number (xattr chunks) */
 
 /* Reserved inode numbers. 1 is FUSE's root; 2..4 are the pseudo-files of the
@@ -92,12 +92,12 @@
 #define FS_INO_FIRST   16
 
 /* Superblock slots used by the filesystem (see bm_sb_get). */
-#define FS_SB_MAGIC     0 /* FS_MAGIC once fs_format has run */
-#define FS_SB_ROOT      1 /* root pid of the tree */
-#define FS_SB_INO_NEXT  2 /* next inode number (exact after a clean close) */
+#define FS_SB_MAGIC	0 /* FS_MAGIC once fs_format has run */
+#define FS_SB_ROOT	1 /* root pid of the tree */
+#define FS_SB_INO_NEXT	2 /* next inode number (exact after a clean close) */
 #define FS_SB_INO_LIMIT 3 /* numbers below this may have been handed out */
-#define FS_SB_INODES    4 /* inode count (recounted after an unclean close) */
-#define FS_SB_MOUNTS    5 /* times mounted */
+#define FS_SB_INODES	4 /* inode count (recounted after an unclean close) */
+#define FS_SB_MOUNTS	5 /* times mounted */
 
 #define FS_MAGIC UINT64_C(0x5653465300000001) /* "VSFS", layout version 1 */
 
@@ -105,22 +105,23 @@
  * before any number below it is used, so a crash never reissues one. */
 #define FS_INO_BATCH (UINT64_C(1) << 20)
 
-#define FS_SLOT_MIN  16                   /* lowest dirent / xattr slot */
-#define FS_NAME_MAX  255                  /* bytes in a file or xattr name */
-#define FS_PROBE_MAX 4096                 /* longest probe chain we follow */
+#define FS_SLOT_MIN  16	  /* lowest dirent / xattr slot */
+#define FS_NAME_MAX  255  /* bytes in a file or xattr name */
+#define FS_PROBE_MAX 4096 /* longest probe chain we follow */
 /* Inline files and symlink chunks stay below BT_INLINE_MAX with their key,
  * so they sit in the leaf instead of an overflow page of their own (a file
  * of more bytes costs a whole page either way, so it might as well be a
  * data page). */
-#define FS_INLINE_MAX 1000                /* largest inline file */
-#define FS_SYMLINK_MAX 4095               /* longest symlink target */
-#define FS_SYMLINK_CHUNK 1000             /* target bytes per SYMLINK record */
-#define FS_XATTR_VALUE_MAX 65536          /* longest xattr value */
+#define FS_INLINE_MAX	   1000	 /* largest inline file */
+#define FS_SYMLINK_MAX	   4095	 /* longest symlink target */
+#define FS_SYMLINK_CHUNK   1000	 /* target bytes per SYMLINK record */
+#define FS_XATTR_VALUE_MAX 65536 /* longest xattr value */
 
-#define FS_INODE_LEN  112
-#define FS_EXTENT_LEN 16
+#define FS_INODE_LEN	  112
+#define FS_INODE_INLINE	  1u /* inode flag: an INLINE record holds the data */
+#define FS_EXTENT_LEN	  16
 #define FS_DIRENT_PAYLOAD 9 /* u64 ino + u8 type */
-#define FS_XATTR_HEAD 4     /* u32 value length */
+#define FS_XATTR_HEAD	  4 /* u32 value length */
 
 /* Largest extent: keeps one extent's pages addressable by a u32 and bounds
  * the work of a single extent split. */

@@ -42,9 +42,9 @@
 
 #include "engine/log.h"
 
-#define MiB (UINT64_C(1) << 20)
+#define MiB		(UINT64_C(1) << 20)
 #define DEFAULT_TIMEOUT 3600.0 /* we are the only writer */
-#define MIN_POOL (64 * MiB)
+#define MIN_POOL	(64 * MiB)
 
 struct options {
 	char *image;
@@ -83,47 +83,54 @@ enum {
 	}
 
 static const struct fuse_opt opt_table[] = {
-	OPT("pool=%s", pool),
-	OPT("exmap=%s", exmap),
-	OPT("threads=%u", threads),
-	OPT("writeback_cache=%s", writeback),
-	OPT("timeout=%lf", timeout),
-	OPT("max_write=%u", max_write),
-	FUSE_OPT_KEY("-h", KEY_HELP),
-	FUSE_OPT_KEY("--help", KEY_HELP),
-	FUSE_OPT_KEY("-V", KEY_VERSION),
-	FUSE_OPT_KEY("--version", KEY_VERSION),
-	FUSE_OPT_KEY("-f", KEY_FOREGROUND),
-	FUSE_OPT_KEY("-d", KEY_DEBUG),
-	FUSE_OPT_KEY("debug", KEY_DEBUG),
-	FUSE_OPT_KEY("-s", KEY_SINGLE),
-	FUSE_OPT_KEY("ro", KEY_RO),
-	FUSE_OPT_KEY("no_default_permissions", KEY_NO_DEFAULT_PERMISSIONS),
-	FUSE_OPT_END,
+    OPT("pool=%s", pool),
+    OPT("exmap=%s", exmap),
+    OPT("threads=%u", threads),
+    OPT("writeback_cache=%s", writeback),
+    OPT("timeout=%lf", timeout),
+    OPT("max_write=%u", max_write),
+    FUSE_OPT_KEY("-h", KEY_HELP),
+    FUSE_OPT_KEY("--help", KEY_HELP),
+    FUSE_OPT_KEY("-V", KEY_VERSION),
+    FUSE_OPT_KEY("--version", KEY_VERSION),
+    FUSE_OPT_KEY("-f", KEY_FOREGROUND),
+    FUSE_OPT_KEY("-d", KEY_DEBUG),
+    FUSE_OPT_KEY("debug", KEY_DEBUG),
+    FUSE_OPT_KEY("-s", KEY_SINGLE),
+    FUSE_OPT_KEY("ro", KEY_RO),
+    FUSE_OPT_KEY("no_default_permissions", KEY_NO_DEFAULT_PERMISSIONS),
+    FUSE_OPT_END,
 };
 
 /* Mount options the kernel (through libfuse) understands: passed on. */
+/* clang-format off */
 static const char *const kernel_opts[] = {
-	"allow_other", "allow_root", "auto_unmount", "default_permissions", "rw",
-	"dev", "nodev", "suid", "nosuid", "exec", "noexec", "async", "sync", "dirsync",
+	"allow_other", "allow_root", "auto_unmount", "default_permissions",
+	"rw", "dev", "nodev", "suid", "nosuid", "exec", "noexec",
+	"async", "sync", "dirsync",
 	"atime", "noatime", "diratime", "nodiratime", "relatime", "norelatime",
-	"strictatime", "nostrictatime", "lazytime", "nolazytime", NULL,
+	"strictatime", "nostrictatime", "lazytime", "nolazytime",
+	NULL,
 };
 static const char *const kernel_prefixes[] = {
-	"fsname=", "subtype=", "max_read=", "context=", "fscontext=", "defcontext=",
-	"rootcontext=", NULL,
+	"fsname=", "subtype=", "max_read=",
+	"context=", "fscontext=", "defcontext=", "rootcontext=",
+	NULL,
 };
 /* Options meant for mount(8) and fstab that mount.fuse3 may pass along. */
 static const char *const ignored_opts[] = {
 	"user", "nouser", "users", "auto", "noauto", "_netdev", "nofail", "defaults",
-	"owner", "group", "nonempty", "loop", NULL,
+	"owner", "group", "nonempty", "loop",
+	NULL,
 };
 static const char *const ignored_prefixes[] = {"x-", "comment=", "helper=", "uhelper=", NULL};
+/* clang-format on */
 
 static bool in_list(const char *arg, const char *const *list, bool prefix)
 {
 	for (unsigned i = 0; list[i]; i++)
-		if (prefix ? strncmp(arg, list[i], strlen(list[i])) == 0 : strcmp(arg, list[i]) == 0)
+		if (prefix ? strncmp(arg, list[i], strlen(list[i])) == 0
+			   : strcmp(arg, list[i]) == 0)
 			return true;
 	return false;
 }
@@ -422,8 +429,10 @@ static int check_options(struct options *o, struct fs_config *cfg, struct fs_fus
 	if (o->pool) {
 		r = bm_parse_size(o->pool, &cfg->pool_bytes);
 		if (r < 0 || cfg->pool_bytes < MiB) {
-			fprintf(stderr, "virtuscale: pool=%s: not a size of at least 1M "
-					"(e.g. 512M, 2G)\n", o->pool);
+			fprintf(stderr,
+				"virtuscale: pool=%s: not a size of at least 1M "
+				"(e.g. 512M, 2G)\n",
+				o->pool);
 			return -1;
 		}
 	} else {

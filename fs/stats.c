@@ -21,38 +21,38 @@
 #include <string.h>
 
 static const char *const req_names[FS_REQ_COUNT] = {
-	[FS_REQ_LOOKUP] = "lookup",
-	[FS_REQ_FORGET] = "forget",
-	[FS_REQ_GETATTR] = "getattr",
-	[FS_REQ_SETATTR] = "setattr",
-	[FS_REQ_READLINK] = "readlink",
-	[FS_REQ_MKNOD] = "mknod",
-	[FS_REQ_MKDIR] = "mkdir",
-	[FS_REQ_UNLINK] = "unlink",
-	[FS_REQ_RMDIR] = "rmdir",
-	[FS_REQ_SYMLINK] = "symlink",
-	[FS_REQ_RENAME] = "rename",
-	[FS_REQ_LINK] = "link",
-	[FS_REQ_OPEN] = "open",
-	[FS_REQ_READ] = "read",
-	[FS_REQ_WRITE] = "write",
-	[FS_REQ_FLUSH] = "flush",
-	[FS_REQ_RELEASE] = "release",
-	[FS_REQ_FSYNC] = "fsync",
-	[FS_REQ_OPENDIR] = "opendir",
-	[FS_REQ_READDIR] = "readdir",
-	[FS_REQ_READDIRPLUS] = "readdirplus",
-	[FS_REQ_RELEASEDIR] = "releasedir",
-	[FS_REQ_FSYNCDIR] = "fsyncdir",
-	[FS_REQ_STATFS] = "statfs",
-	[FS_REQ_SETXATTR] = "setxattr",
-	[FS_REQ_GETXATTR] = "getxattr",
-	[FS_REQ_LISTXATTR] = "listxattr",
-	[FS_REQ_REMOVEXATTR] = "removexattr",
-	[FS_REQ_CREATE] = "create",
-	[FS_REQ_FALLOCATE] = "fallocate",
-	[FS_REQ_LSEEK] = "lseek",
-	[FS_REQ_COPY_FILE_RANGE] = "copy_file_range",
+    [FS_REQ_LOOKUP] = "lookup",
+    [FS_REQ_FORGET] = "forget",
+    [FS_REQ_GETATTR] = "getattr",
+    [FS_REQ_SETATTR] = "setattr",
+    [FS_REQ_READLINK] = "readlink",
+    [FS_REQ_MKNOD] = "mknod",
+    [FS_REQ_MKDIR] = "mkdir",
+    [FS_REQ_UNLINK] = "unlink",
+    [FS_REQ_RMDIR] = "rmdir",
+    [FS_REQ_SYMLINK] = "symlink",
+    [FS_REQ_RENAME] = "rename",
+    [FS_REQ_LINK] = "link",
+    [FS_REQ_OPEN] = "open",
+    [FS_REQ_READ] = "read",
+    [FS_REQ_WRITE] = "write",
+    [FS_REQ_FLUSH] = "flush",
+    [FS_REQ_RELEASE] = "release",
+    [FS_REQ_FSYNC] = "fsync",
+    [FS_REQ_OPENDIR] = "opendir",
+    [FS_REQ_READDIR] = "readdir",
+    [FS_REQ_READDIRPLUS] = "readdirplus",
+    [FS_REQ_RELEASEDIR] = "releasedir",
+    [FS_REQ_FSYNCDIR] = "fsyncdir",
+    [FS_REQ_STATFS] = "statfs",
+    [FS_REQ_SETXATTR] = "setxattr",
+    [FS_REQ_GETXATTR] = "getxattr",
+    [FS_REQ_LISTXATTR] = "listxattr",
+    [FS_REQ_REMOVEXATTR] = "removexattr",
+    [FS_REQ_CREATE] = "create",
+    [FS_REQ_FALLOCATE] = "fallocate",
+    [FS_REQ_LSEEK] = "lseek",
+    [FS_REQ_COPY_FILE_RANGE] = "copy_file_range",
 };
 
 void fs_count(struct fs *fs, enum fs_req req)
@@ -111,10 +111,10 @@ int fs_ctl_readdir(struct fs *fs, uint64_t cookie, bool plus, fs_dirent_fn fn, v
 		const char *name;
 		uint64_t ino;
 	} ents[] = {
-		{".", FS_INO_CTLDIR},
-		{"..", FS_INO_ROOT},
-		{"stats", FS_INO_STATS},
-		{"control", FS_INO_CONTROL},
+	    {".", FS_INO_CTLDIR},
+	    {"..", FS_INO_ROOT},
+	    {"stats", FS_INO_STATS},
+	    {"control", FS_INO_CONTROL},
 	};
 	struct stat st;
 
@@ -159,8 +159,8 @@ __attribute__((format(printf, 2, 3))) static void put(struct out *o, const char 
 static void metric(struct out *o, const char *name, const char *type, const char *help,
 		   uint64_t value)
 {
-	put(o, "# HELP virtuscale_%s %s\n# TYPE virtuscale_%s %s\nvirtuscale_%s %llu\n", name,
-	    help, name, type, name, (unsigned long long)value);
+	put(o, "# HELP virtuscale_%s %s\n# TYPE virtuscale_%s %s\nvirtuscale_%s %llu\n", name, help,
+	    name, type, name, (unsigned long long)value);
 }
 
 ssize_t fs_stats_render(struct fs *fs, char *buf, size_t cap)
@@ -192,8 +192,7 @@ ssize_t fs_stats_render(struct fs *fs, char *buf, size_t cap)
 	       s.writebacks);
 	metric(&o, "pool_restarts_total", "counter", "Buffer-manager operation restarts.",
 	       s.restarts);
-	metric(&o, "store_read_bytes_total", "counter", "Bytes read from the image.",
-	       s.read_bytes);
+	metric(&o, "store_read_bytes_total", "counter", "Bytes read from the image.", s.read_bytes);
 	metric(&o, "store_written_bytes_total", "counter", "Bytes written to the image.",
 	       s.write_bytes);
 	metric(&o, "checksum_errors_total", "counter", "Pages that failed their checksum.",
@@ -202,16 +201,16 @@ ssize_t fs_stats_render(struct fs *fs, char *buf, size_t cap)
 	       s.io_errors);
 	metric(&o, "image_pages", "gauge", "Pages in the image.", s.page_count);
 	metric(&o, "image_free_pages", "gauge", "Unallocated pages in the image.", s.free_pages);
-	metric(&o, "inodes", "gauge", "Inodes in the filesystem.",
-	       atomic_load(&fs->inode_count));
+	metric(&o, "inodes", "gauge", "Inodes in the filesystem.", atomic_load(&fs->inode_count));
 	metric(&o, "open_files", "gauge", "Files open through the mount.",
 	       atomic_load(&fs->open_files));
 	metric(&o, "mounts_total", "counter", "Times this image has been mounted.", fs->mounts);
 	metric(&o, "uptime_seconds", "gauge", "Seconds since the filesystem was mounted.",
 	       (uint64_t)(now.tv_sec - fs->mount_time.tv_sec));
-	put(&o, "# HELP virtuscale_backend_info The pool's memory backend.\n"
-		"# TYPE virtuscale_backend_info gauge\n"
-		"virtuscale_backend_info{backend=\"%s\"} 1\n",
+	put(&o,
+	    "# HELP virtuscale_backend_info The pool's memory backend.\n"
+	    "# TYPE virtuscale_backend_info gauge\n"
+	    "virtuscale_backend_info{backend=\"%s\"} 1\n",
 	    s.backend ? s.backend : "unknown");
 	put(&o, "# HELP virtuscale_fuse_requests_total FUSE requests served, by operation.\n"
 		"# TYPE virtuscale_fuse_requests_total counter\n");

@@ -116,10 +116,10 @@ static int mount_prepare(struct fs *fs)
 int fs_mount(const struct fs_config *cfg, struct fs **ret_fs)
 {
 	struct bm_config bc = {
-		.path = cfg->image,
-		.pool_bytes = cfg->pool_bytes,
-		.backend = cfg->backend,
-		.read_only = cfg->read_only,
+	    .path = cfg->image,
+	    .pool_bytes = cfg->pool_bytes,
+	    .backend = cfg->backend,
+	    .read_only = cfg->read_only,
 	};
 	struct fs *fs;
 	int r;

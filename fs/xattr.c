@@ -251,7 +251,8 @@ int fs_getxattr(struct fs *fs, uint64_t ino, const char *name, void *buf, size_t
 	unsigned chunks = chunks_for((unsigned)nlen, len);
 	for (unsigned c = 1; c <= chunks && r == 0; c++) {
 		size_t off = in_head + (size_t)(c - 1) * BT_VAL_MAX;
-		unsigned want = (unsigned)(len - off < BT_VAL_MAX ? len - off : BT_VAL_MAX), got = 0;
+		unsigned want = (unsigned)(len - off < BT_VAL_MAX ? len - off : BT_VAL_MAX),
+			 got = 0;
 		chunk_key(key, ino, s->slot, c);
 		r = bt_lookup(&fs->tree, key, sizeof(key), (uint8_t *)buf + off, want, &got);
 		if (r == -ENOENT || r == -ENOBUFS || (r == 0 && got != want))

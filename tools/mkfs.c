@@ -25,32 +25,31 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: mkfs.virtuscale IMAGE [--size SIZE] [--force] [--quiet]\n"
-		"\n"
-		"Format IMAGE (a file, created if missing, or a block device) as an empty\n"
-		"VirtuScale filesystem.\n"
-		"\n"
-		"  -s, --size SIZE   image size, e.g. 512M, 20G (a file is created or resized;\n"
-		"                    default: an existing file keeps its size, a new one gets\n"
-		"                    1G, a block device is used whole)\n"
-		"  -f, --force       overwrite an existing VirtuScale image\n"
-		"  -q, --quiet       print nothing on success\n"
-		"  -h, --help        this text\n"
-		"\n"
-		"example:\n"
-		"  mkfs.virtuscale /srv/vs.img --size 20G\n"
-		"  virtuscale /srv/vs.img /mnt/vs -o pool=2G\n");
+	fprintf(f, "usage: mkfs.virtuscale IMAGE [--size SIZE] [--force] [--quiet]\n"
+		   "\n"
+		   "Format IMAGE (a file, created if missing, or a block device) as an empty\n"
+		   "VirtuScale filesystem.\n"
+		   "\n"
+		   "  -s, --size SIZE   image size, e.g. 512M, 20G (a file is created or resized;\n"
+		   "                    default: an existing file keeps its size, a new one gets\n"
+		   "                    1G, a block device is used whole)\n"
+		   "  -f, --force       overwrite an existing VirtuScale image\n"
+		   "  -q, --quiet       print nothing on success\n"
+		   "  -h, --help        this text\n"
+		   "\n"
+		   "example:\n"
+		   "  mkfs.virtuscale /srv/vs.img --size 20G\n"
+		   "  virtuscale /srv/vs.img /mnt/vs -o pool=2G\n");
 }
 
 int main(int argc, char *argv[])
 {
 	static const struct option longopts[] = {
-		{"size", required_argument, NULL, 's'},
-		{"force", no_argument, NULL, 'f'},
-		{"quiet", no_argument, NULL, 'q'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"size", required_argument, NULL, 's'},
+	    {"force", no_argument, NULL, 'f'},
+	    {"quiet", no_argument, NULL, 'q'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *image, *size_arg = NULL;
 	bool force = false, quiet = false;
@@ -121,9 +120,9 @@ int main(int argc, char *argv[])
 	}
 
 	struct bm_config cfg = {
-		.path = image,
-		.pool_bytes = MKFS_POOL,
-		.backend = BM_BACKEND_PLAIN,
+	    .path = image,
+	    .pool_bytes = MKFS_POOL,
+	    .backend = BM_BACKEND_PLAIN,
 	};
 	r = bm_open(&cfg, &bm);
 	if (r < 0) {

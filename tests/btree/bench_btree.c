@@ -69,7 +69,7 @@ static void *lookup_thread(void *arg)
 int main(void)
 {
 	struct tenv env;
-	struct bench b = { .seconds = (double)env_ul("VS_BENCH_SECONDS", 3) };
+	struct bench b = {.seconds = (double)env_ul("VS_BENCH_SECONDS", 3)};
 	unsigned threads = (unsigned)env_ul("VS_BENCH_THREADS", 0);
 	uint64_t root, rng = 12345;
 	uint8_t key[8], val[120];

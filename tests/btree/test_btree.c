@@ -49,8 +49,7 @@ static void check_tree(struct bt *t, struct bt_info *info)
 	assert_int_equal(bt_check(t, info ? info : &tmp), 0);
 }
 
-static void expect_val(struct bt *t, const void *key, unsigned klen, const void *val,
-			 unsigned vlen)
+static void expect_val(struct bt *t, const void *key, unsigned klen, const void *val, unsigned vlen)
 {
 	uint8_t buf[BT_VAL_MAX];
 	unsigned len = 12345;
@@ -241,7 +240,7 @@ static void test_big_keys_and_overflow(void **state)
 		/* At least 2 bytes so the index fits uniquely with the fill. */
 		klen[i] = (uint16_t)(2 + rng_next(&seed) % (BT_KEY_MAX - 1));
 		vlen[i] = (uint16_t)(rng_next(&seed) % 4 == 0 ? rng_next(&seed) % (BT_VAL_MAX + 1)
-							       : rng_next(&seed) % 200);
+							      : rng_next(&seed) % 200);
 	}
 	for (unsigned i = 0; i < N; i++) {
 		MKKEY(i);
@@ -333,7 +332,7 @@ static bool collect_fn(void *ctx, const void *key, unsigned klen, const void *va
 {
 	struct collect *c = ctx;
 	uint8_t expect[BT_VAL_MAX];
-	char num[8] = { 0 };
+	char num[8] = {0};
 	memcpy(num, (const char *)key + 1, klen == 7 ? 6 : 0);
 	uint32_t k = (uint32_t)strtoul(num, NULL, 10);
 	/* Keys are "k%06u" (7 bytes); values derive from the number. */
@@ -440,7 +439,7 @@ static void test_update(void **state)
 	struct fixture *f = *state;
 	struct bt t = new_tree(f);
 	uint8_t val[BT_VAL_MAX], flipped[BT_VAL_MAX];
-	struct upd u = { 0 };
+	struct upd u = {0};
 
 	fill_bytes(val, sizeof(val), 5);
 	for (unsigned i = 0; i < sizeof(val); i++)
@@ -669,17 +668,16 @@ static void test_enospc(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_basic, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_invalid_lengths, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_grow_and_shrink, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_grow_and_shrink_big_keys, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_big_keys_and_overflow, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_scans, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_update, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_several_trees, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_check_detects, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_checksum_error, setup, teardown),
-		cmocka_unit_test(test_enospc),
-	};
+	    cmocka_unit_test_setup_teardown(test_basic, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_invalid_lengths, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_grow_and_shrink, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_grow_and_shrink_big_keys, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_big_keys_and_overflow, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_scans, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_update, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_several_trees, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_check_detects, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_checksum_error, setup, teardown),
+	    cmocka_unit_test(test_enospc)};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -30,7 +30,7 @@ struct model {
 	uint16_t *vlen;
 	uint32_t *seed;
 	uint32_t *order; /* ids in key order */
-	uint32_t *rank;  /* position of each id in order */
+	uint32_t *rank;	 /* position of each id in order */
 	uint64_t count;
 };
 
@@ -241,7 +241,7 @@ static void run_ops(struct bt *t, struct model *m, uint64_t ops, uint64_t *rng)
 			m->vlen[id] = (uint16_t)vlen;
 			m->seed[id] = seed;
 		} else if (op < 45) { /* update in place */
-			struct upd_ctx u = { .old = val, .new_seed = (uint32_t)(r >> 32) };
+			struct upd_ctx u = {.old = val, .new_seed = (uint32_t)(r >> 32)};
 			if (m->present[id]) {
 				u.old_len = m->vlen[id];
 				fill_bytes(val, u.old_len, m->seed[id]);
@@ -386,8 +386,6 @@ static void test_model(void **state)
 
 int main(void)
 {
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_model),
-	};
+	const struct CMUnitTest tests[] = {cmocka_unit_test(test_model)};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -26,7 +26,7 @@
 
 #include "bt_test.h"
 
-#define THREADS     4
+#define THREADS	    4
 #define OWN_KEYS    4000u
 #define SHARED_KEYS 4000u
 #if defined(__SANITIZE_THREAD__)
@@ -108,8 +108,8 @@ struct scan_ctx {
 	unsigned last_len, n, limit;
 	bool desc;
 	bool own_only; /* a scan of the own range: compare with the model */
-	unsigned next;  /* own scans: next expected own key number */
-	unsigned own;   /* own scans: own keys delivered */
+	unsigned next; /* own scans: next expected own key number */
+	unsigned own;  /* own scans: own keys delivered */
 };
 
 /* Next present own key from @n on (asc) or down from @n (desc). */
@@ -153,7 +153,8 @@ static bool scan_fn(void *ctx, const void *key, unsigned klen, const void *val, 
 		if (c->own_only) {
 			CHECK(w, n == c->next);
 			c->own++;
-			c->next = model_next(w, c->desc ? (unsigned)n - 1 : (unsigned)n + 1, c->desc);
+			c->next =
+			    model_next(w, c->desc ? (unsigned)n - 1 : (unsigned)n + 1, c->desc);
 		}
 	} else if (k[0] == 'o') {
 		CHECK(w, klen == 10 && vlen >= 1 && vlen <= BT_VAL_MAX);
@@ -225,7 +226,8 @@ static void *worker_main(void *arg)
 			unsigned sn = (unsigned)((r >> 8) % SHARED_KEYS);
 			klen = shared_key(sn, key);
 			rc = bt_lookup(&sh->t, key, klen, got, sizeof(got), &len);
-			CHECK(w, rc == -ENOENT || (rc == 0 && shared_value_ok(key, klen, got, len)));
+			CHECK(w,
+			      rc == -ENOENT || (rc == 0 && shared_value_ok(key, klen, got, len)));
 		} else if (op < 93) { /* scan of the own range, from the model */
 			bool desc = op & 1;
 			klen = own_key(w->id, n, key);
@@ -252,7 +254,8 @@ static void *worker_main(void *arg)
 			sc->w = w;
 			sc->desc = desc;
 			sc->limit = 1 + (unsigned)(r2 % 100);
-			klen = (r2 >> 8) % 3 == 0 ? shared_key(n, key) : own_key(r2 % THREADS, n, key);
+			klen =
+			    (r2 >> 8) % 3 == 0 ? shared_key(n, key) : own_key(r2 % THREADS, n, key);
 			rc = desc ? bt_scan_desc(&sh->t, key, klen, scan_fn, sc)
 				  : bt_scan_asc(&sh->t, key, klen, scan_fn, sc);
 			CHECK(w, rc == 0);
@@ -282,7 +285,7 @@ static bool count_fn(void *ctx, const void *key, unsigned klen, const void *val,
 static void test_concurrent(void **state)
 {
 	struct tenv env;
-	struct shared sh = { .ops = (uint64_t)OPS_DEFAULT * test_scale() };
+	struct shared sh = {.ops = (uint64_t)OPS_DEFAULT * test_scale()};
 	struct worker *w[THREADS];
 	pthread_t th[THREADS];
 	uint64_t root, root2;
@@ -327,7 +330,7 @@ static void test_concurrent(void **state)
 			assert_memory_equal(got, val, len);
 		}
 	}
-	struct count_ctx shared = { 0 };
+	struct count_ctx shared = {0};
 	assert_int_equal(bt_scan_asc(&sh.t, "s", 1, count_fn, &shared), 0);
 	assert_int_equal(info.entries, own + shared.n);
 	struct bt_info info2;
@@ -335,11 +338,12 @@ static void test_concurrent(void **state)
 
 	struct bm_stats s;
 	bm_stats_get(env.bm, &s);
-	print_message("%u threads x %llu ops: %llu entries, height %u, %llu leaves; %llu evictions, "
-		      "%llu restarts\n",
-		      THREADS, (unsigned long long)sh.ops, (unsigned long long)(own + shared.n),
-		      info.height, (unsigned long long)info.leaves, (unsigned long long)s.evictions,
-		      (unsigned long long)s.restarts);
+	print_message(
+	    "%u threads x %llu ops: %llu entries, height %u, %llu leaves; %llu evictions, "
+	    "%llu restarts\n",
+	    THREADS, (unsigned long long)sh.ops, (unsigned long long)(own + shared.n), info.height,
+	    (unsigned long long)info.leaves, (unsigned long long)s.evictions,
+	    (unsigned long long)s.restarts);
 	assert_true(s.evictions > 0);
 	for (unsigned i = 0; i < THREADS; i++)
 		free(w[i]);
@@ -348,8 +352,6 @@ static void test_concurrent(void **state)
 
 int main(void)
 {
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_concurrent),
-	};
+	const struct CMUnitTest tests[] = {cmocka_unit_test(test_concurrent)};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -53,7 +53,7 @@ static int insert(void *page, const uint8_t *key, unsigned klen, const void *val
 }
 
 static void expect_val(const void *page, const uint8_t *key, unsigned klen, const void *val,
-			 unsigned vlen)
+		       unsigned vlen)
 {
 	bool found;
 	unsigned len, pos = bt_node_lower_bound(page, key, klen, &found);
@@ -129,9 +129,9 @@ static void test_insert_search_hints(void **st)
 static void test_equal_heads_and_prefix_keys(void **st)
 {
 	void *page = new_page();
-	const char *keys[] = { "a", "a\0", "a\0\0\0\0", "a\0\0\0\1", "aaaa", "aaaa\0", "aaaab",
-			       "aaab", "b" };
-	unsigned lens[] = { 1, 2, 5, 5, 4, 5, 5, 4, 1 };
+	const char *keys[] = {"a",	"a\0",	 "a\0\0\0\0", "a\0\0\0\1", "aaaa",
+			      "aaaa\0", "aaaab", "aaab",      "b"};
+	unsigned lens[] = {1, 2, 5, 5, 4, 5, 5, 4, 1};
 	const unsigned nk = sizeof(lens) / sizeof(lens[0]);
 	bt_node_init(page, true, 0, NULL, 0, NULL, 0);
 	for (unsigned i = nk; i-- > 0;)
@@ -139,8 +139,8 @@ static void test_equal_heads_and_prefix_keys(void **st)
 	verify(page);
 	for (unsigned i = 0; i < nk; i++) {
 		bool found;
-		assert_int_equal(bt_node_lower_bound(page, (const uint8_t *)keys[i], lens[i], &found),
-				 i);
+		assert_int_equal(
+		    bt_node_lower_bound(page, (const uint8_t *)keys[i], lens[i], &found), i);
 		assert_true(found);
 	}
 	free(page);
@@ -439,7 +439,8 @@ static void test_split_random(void **st)
 				/* Overflow references carry the real length. */
 				unsigned real = ovf ? BT_INLINE_MAX - klen + 1 : vlen;
 				unsigned pos = bt_node_lower_bound(page, key, klen, &found);
-				assert_int_equal(bt_node_insert_at(page, pos, key, klen, val, vlen, real,
+				assert_int_equal(bt_node_insert_at(page, pos, key, klen, val, vlen,
+								   real,
 								   ovf ? BT_SLOT_OVERFLOW : 0),
 						 0);
 				n++;
@@ -610,21 +611,19 @@ static void test_verify_detects(void **st)
 
 int main(void)
 {
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_init_empty),
-		cmocka_unit_test(test_insert_search_hints),
-		cmocka_unit_test(test_equal_heads_and_prefix_keys),
-		cmocka_unit_test(test_prefix_truncation),
-		cmocka_unit_test(test_remove_and_compact),
-		cmocka_unit_test(test_leaf_split),
-		cmocka_unit_test(test_shortest_separator),
-		cmocka_unit_test(test_split_max_sizes),
-		cmocka_unit_test(test_append_split),
-		cmocka_unit_test(test_split_random),
-		cmocka_unit_test(test_inner_split_merge),
-		cmocka_unit_test(test_merge_too_big),
-		cmocka_unit_test(test_garbage_is_bounded),
-		cmocka_unit_test(test_verify_detects),
-	};
+	const struct CMUnitTest tests[] = {cmocka_unit_test(test_init_empty),
+					   cmocka_unit_test(test_insert_search_hints),
+					   cmocka_unit_test(test_equal_heads_and_prefix_keys),
+					   cmocka_unit_test(test_prefix_truncation),
+					   cmocka_unit_test(test_remove_and_compact),
+					   cmocka_unit_test(test_leaf_split),
+					   cmocka_unit_test(test_shortest_separator),
+					   cmocka_unit_test(test_split_max_sizes),
+					   cmocka_unit_test(test_append_split),
+					   cmocka_unit_test(test_split_random),
+					   cmocka_unit_test(test_inner_split_merge),
+					   cmocka_unit_test(test_merge_too_big),
+					   cmocka_unit_test(test_garbage_is_bounded),
+					   cmocka_unit_test(test_verify_detects)};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

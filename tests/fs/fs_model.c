@@ -872,9 +872,9 @@ static unsigned env_uint(const char *name, unsigned dflt)
 static void t_model(void **state)
 {
 	unsigned scale = vt_scale();
-	unsigned steps = env_uint("VS_MODEL_STEPS", 1500 * scale);
+	unsigned steps = env_uint("VS_MODEL_STEPS", 1200 * scale);
 	unsigned check = env_uint("VS_MODEL_CHECK", 300);
-	unsigned remount = env_uint("VS_MODEL_REMOUNT", 750);
+	unsigned remount = env_uint("VS_MODEL_REMOUNT", 600);
 	const char *one = getenv("VS_MODEL_SEED");
 
 	if (one && *one) {

@@ -53,8 +53,7 @@ static void make_image(uint64_t size)
 
 static struct fs *do_mount(void)
 {
-	struct fs_config cfg = {
-		.image = image, .pool_bytes = 8 * MiB, .backend = BM_BACKEND_PLAIN};
+	struct fs_config cfg = {.image = image, .pool_bytes = 8 * MiB, .backend = BM_BACKEND_PLAIN};
 	struct fs *fs = NULL;
 	assert_int_equal(fs_mount(&cfg, &fs), 0);
 	return fs;
@@ -181,8 +180,7 @@ static void t_rename(void **state)
 	assert_int_equal(fs_rename(g, d, "e", d, "a", 0), -ENOTEMPTY);
 	assert_int_equal(fs_rename(g, d, "f", d, "h", RENAME_NOREPLACE), -EEXIST);
 	assert_int_equal(fs_rename(g, d, "f", d, "nope", RENAME_EXCHANGE), -ENOENT);
-	assert_int_equal(fs_rename(g, d, "f", d, "h", RENAME_EXCHANGE | RENAME_NOREPLACE),
-			 -EINVAL);
+	assert_int_equal(fs_rename(g, d, "f", d, "h", RENAME_EXCHANGE | RENAME_NOREPLACE), -EINVAL);
 
 	/* Overwrite a file: the old one loses its only link. */
 	assert_int_equal(fs_rename(g, d, "f", d, "h", 0), 0);
@@ -325,9 +323,8 @@ static void t_data(void **state)
 	 * follows, and the bytes around it survive. */
 	assert_int_equal(fs_write(g, f, MiB, buf, 65536), 65536);
 	uint64_t blocks = (uint64_t)attr(f).st_blocks;
-	assert_int_equal(fs_fallocate(g, f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-				      MiB + 4000, 12000),
-			 0);
+	assert_int_equal(
+	    fs_fallocate(g, f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, MiB + 4000, 12000), 0);
 	assert_int_equal((uint64_t)attr(f).st_blocks, blocks - 16);
 	assert_int_equal(fs_read(g, f, MiB, 65536, back), 65536);
 	assert_memory_equal(back, buf, 4000);
@@ -590,12 +587,17 @@ static void t_stats(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(t_names),       cmocka_unit_test(t_rename),
-		cmocka_unit_test(t_readdir),     cmocka_unit_test(t_data),
-		cmocka_unit_test(t_xattr),       cmocka_unit_test(t_unlinked_open),
-		cmocka_unit_test(t_orphan_after_crash), cmocka_unit_test(t_persist),
-		cmocka_unit_test(t_enospc),      cmocka_unit_test(t_threads),
-		cmocka_unit_test(t_stats),
+	    cmocka_unit_test(t_names),
+	    cmocka_unit_test(t_rename),
+	    cmocka_unit_test(t_readdir),
+	    cmocka_unit_test(t_data),
+	    cmocka_unit_test(t_xattr),
+	    cmocka_unit_test(t_unlinked_open),
+	    cmocka_unit_test(t_orphan_after_crash),
+	    cmocka_unit_test(t_persist),
+	    cmocka_unit_test(t_enospc),
+	    cmocka_unit_test(t_threads),
+	    cmocka_unit_test(t_stats),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

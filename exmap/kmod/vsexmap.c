@@ -1,0 +1,709 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vsexmap.c: the VirtuScale exmap-compatible kernel module (/dev/exmap).
+ *
+ * It implements the user-space ABI of the exmap module (TU Hamburg, the
+ * vmcache paper) exactly as exmap/exmap.h describes it, with its own code and
+ * exported kernel interfaces only: no syscall-table patching, no CR0 writes,
+ * no kallsyms lookups.
+ *
+ * One open file of /dev/exmap is one context (struct vx_ctx):
+ *
+ *   open            -> empty context
+ *   SETUP ioctl     -> backing file taken, frame pool preallocated,
+ *                      interface pages allocated            (ready = true)
+ *   mmap offset 0   -> the managed region (one per context)
+ *   mmap EXMAP_OFF_INTERFACE(i) -> interface page i (512 iov words)
+ *   ACTION ioctl    -> ALLOC / FREE over iov[0..iov_len) of one interface
+ *   pread / preadv  -> fault-in: frames mapped at the buffer address and
+ *                      filled from the backing store at (addr - region start)
+ *   close           -> every frame, page and reference released
+ *
+ * The region vma is VM_PFNMAP | VM_IO: its ptes are "special" (no struct page
+ * refcount, mapcount or rmap is involved), installed and cleared under the pte
+ * lock by apply_to_page_range() callbacks, the same scheme Xen's privcmd uses
+ * for foreign frames. The page table is the only record of which frame sits
+ * where: ALLOC skips pages whose pte is present, FREE reads the pfns of a run
+ * of pages and then clears the run with zap_vma_ptes, which flushes the TLB
+ * once for the run; only then do the frames go back on the free list (a frame
+ * must not be reused while a stale TLB entry may still point to it). Adjacent
+ * iovs of a batch are merged into one run. Linux 6.1 exports no way to flush
+ * a user mm's TLB for a set of ranges, so a batch of scattered pages costs
+ * one (single-page, targeted) flush per run, not one per batch.
+ *
+ * The vma has a fault handler that answers VM_FAULT_SIGSEGV: touching a page
+ * without a frame raises SIGSEGV with si_addr inside the region.
+ *
+ * Because the ptes are special, get_user_pages() refuses the region (O_DIRECT
+ * or vmsplice straight from pool pages fails with EFAULT). The VirtuScale
+ * engine copies pages to a staging buffer before writing them, so it is not
+ * affected.
+ *
+ * Locking: the mm's mmap lock (read) is held by ACTION and fault-in, which
+ * validate the region vma under it; the vma's close runs under the mmap
+ * write lock, so it never races with them. free_lock (a spinlock) guards the
+ * free-frame stack and nests inside the pte lock. setup_lock guards SETUP and
+ * the region mmap.
+ */
+#include <linux/bvec.h>
+#include <linux/file.h>
+#include <linux/fs.h>
+#include <linux/highmem.h>
+#include <linux/miscdevice.h>
+#include <linux/mm.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/pgtable.h>
+#include <linux/sched/signal.h>
+#include <linux/slab.h>
+#include <linux/spinlock.h>
+#include <linux/uaccess.h>
+#include <linux/uio.h>
+#include <linux/version.h>
+
+#include "vsexmap_abi.h"
+
+#define VX_BVEC_CHUNK 32 /* pages read from the backing store per I/O */
+
+struct vx_ctx {
+	struct mutex setup_lock;
+	bool ready; /* SETUP done; read with smp_load_acquire */
+
+	struct file *backing; /* NULL: anonymous memory */
+	unsigned int max_ifaces;
+	struct page **ifaces;
+
+	struct page **frames; /* every frame of the pool, for release */
+	unsigned long nframes;
+	spinlock_t free_lock;
+	struct mutex free_mutex; /* serializes FREE batches (see vx_action) */
+	struct page **free; /* stack of free frames */
+	unsigned long nfree;
+
+	/* The region, set by its mmap and cleared by its vma close. */
+	unsigned long region_start, region_end;
+	struct mm_struct *region_mm;
+};
+
+/* A walk over ptes for ALLOC, FREE or fault-in. */
+struct vx_walk {
+	struct vx_ctx *c;
+	struct mm_struct *mm;
+	pgprot_t prot;
+	long done;		/* ptes set or cleared */
+	struct list_head freed; /* FREE: frames awaiting the TLB flush */
+	struct page **fill;	/* fault-in: frames to install, in order */
+	unsigned int nfill, used;
+	bool nomem;
+};
+
+static inline void vx_set_flags(struct vm_area_struct *vma, unsigned long set, unsigned long clr)
+{
+	/* 6.3 made vm_flags read-only and added the accessors. */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
+	vm_flags_mod(vma, set, clr);
+#else
+	vma->vm_flags = (vma->vm_flags | set) & ~clr;
+#endif
+}
+
+/* ------------------------------------------------------------------ */
+/* The frame pool                                                      */
+
+static struct page *vx_frame_get(struct vx_ctx *c)
+{
+	struct page *p = NULL;
+
+	spin_lock(&c->free_lock);
+	if (c->nfree)
+		p = c->free[--c->nfree];
+	spin_unlock(&c->free_lock);
+	return p;
+}
+
+static void vx_frame_put(struct vx_ctx *c, struct page *p)
+{
+	spin_lock(&c->free_lock);
+	if (!WARN_ON_ONCE(c->nfree >= c->nframes))
+		c->free[c->nfree++] = p;
+	spin_unlock(&c->free_lock);
+}
+
+static void vx_frames_put_list(struct vx_ctx *c, struct list_head *list)
+{
+	struct page *p, *n;
+
+	spin_lock(&c->free_lock);
+	list_for_each_entry_safe(p, n, list, lru) {
+		list_del(&p->lru);
+		if (!WARN_ON_ONCE(c->nfree >= c->nframes))
+			c->free[c->nfree++] = p;
+	}
+	spin_unlock(&c->free_lock);
+}
+
+/* ------------------------------------------------------------------ */
+/* The region vma                                                      */
+
+static vm_fault_t vx_region_fault(struct vm_fault *vmf)
+{
+	/* No frame under this page: the exmap contract is SIGSEGV. */
+	return VM_FAULT_SIGSEGV;
+}
+
+static void vx_region_close(struct vm_area_struct *vma)
+{
+	struct vx_ctx *c = vma->vm_private_data;
+	unsigned long i;
+
+	/* The ptes are gone already (unmap runs before close), so every frame
+	 * is free again. */
+	spin_lock(&c->free_lock);
+	for (i = 0; i < c->nframes; i++)
+		c->free[i] = c->frames[i];
+	c->nfree = c->nframes;
+	spin_unlock(&c->free_lock);
+	WRITE_ONCE(c->region_start, 0);
+	WRITE_ONCE(c->region_end, 0);
+	c->region_mm = NULL;
+}
+
+static int vx_region_may_split(struct vm_area_struct *vma, unsigned long addr)
+{
+	return -EINVAL; /* the region is mapped and unmapped whole */
+}
+
+static int vx_region_mremap(struct vm_area_struct *vma)
+{
+	return -EINVAL;
+}
+
+static const struct vm_operations_struct vx_region_ops = {
+	.fault = vx_region_fault,
+	.close = vx_region_close,
+	.may_split = vx_region_may_split,
+	.mremap = vx_region_mremap,
+};
+
+/* The region vma of @c in the current mm, or NULL. Call with the mmap lock. */
+static struct vm_area_struct *vx_region_vma(struct vx_ctx *c)
+{
+	unsigned long start = READ_ONCE(c->region_start);
+	struct vm_area_struct *vma;
+
+	if (!start || c->region_mm != current->mm)
+		return NULL;
+	vma = vma_lookup(current->mm, start);
+	if (!vma || vma->vm_ops != &vx_region_ops || vma->vm_private_data != c)
+		return NULL;
+	return vma;
+}
+
+/* ------------------------------------------------------------------ */
+/* pte callbacks                                                       */
+
+static int vx_pte_alloc(pte_t *pte, unsigned long addr, void *data)
+{
+	struct vx_walk *w = data;
+	struct page *p;
+
+	if (!pte_none(ptep_get(pte)))
+		return 0; /* already mapped: skipped */
+	p = vx_frame_get(w->c);
+	if (!p) {
+		w->nomem = true;
+		return -ENOMEM;
+	}
+	set_pte_at(w->mm, addr, pte, pte_mkspecial(pfn_pte(page_to_pfn(p), w->prot)));
+	w->done++;
+	return 0;
+}
+
+/* Fault-in: install the frames read for this range, in order. */
+static int vx_pte_fill(pte_t *pte, unsigned long addr, void *data)
+{
+	struct vx_walk *w = data;
+	struct page *p;
+
+	if (WARN_ON_ONCE(w->used >= w->nfill))
+		return -EINVAL;
+	p = w->fill[w->used++];
+	if (!pte_none(ptep_get(pte))) {
+		/* Mapped already (the caller broke the contract): keep what is
+		 * there, return the frame. */
+		vx_frame_put(w->c, p);
+		return 0;
+	}
+	set_pte_at(w->mm, addr, pte, pte_mkspecial(pfn_pte(page_to_pfn(p), w->prot)));
+	w->done++;
+	return 0;
+}
+
+/* FREE: count the mapped pages of one iov (its result). */
+static int vx_pte_count(pte_t *pte, unsigned long addr, void *data)
+{
+	struct vx_walk *w = data;
+
+	if (!pte_none(ptep_get(pte)))
+		w->done++;
+	return 0;
+}
+
+/* FREE, first pass: note the frame under every mapped pte of the range. The
+ * ptes are cleared (and the TLB flushed) by zap_vma_ptes afterwards. */
+static int vx_pte_collect(pte_t *pte, unsigned long addr, void *data)
+{
+	struct vx_walk *w = data;
+	pte_t v = ptep_get(pte);
+
+	if (pte_none(v))
+		return 0;
+	list_add(&pfn_to_page(pte_pfn(v))->lru, &w->freed);
+	return 0;
+}
+
+/* Unmap [addr, addr + size) and return its frames: one zap_vma_ptes, so one
+ * TLB flush for the range. Linux 6.1 exports no TLB flush for a user mm
+ * (flush_tlb_mm_range is not exported), so a batch costs one flush per
+ * contiguous run of pages; adjacent iovs are merged into one run by the
+ * caller. Frames go back to the pool only after the flush. */
+static void vx_unmap_run(struct vx_ctx *c, struct vm_area_struct *vma, struct vx_walk *w,
+			 unsigned long addr, unsigned long size)
+{
+	INIT_LIST_HEAD(&w->freed);
+	apply_to_existing_page_range(w->mm, addr, size, vx_pte_collect, w);
+	if (list_empty(&w->freed))
+		return;
+	zap_vma_ptes(vma, addr, size);
+	vx_frames_put_list(c, &w->freed);
+}
+
+/* ------------------------------------------------------------------ */
+/* ioctls                                                              */
+
+static int vx_setup(struct vx_ctx *c, struct exmap_setup __user *uarg)
+{
+	struct exmap_setup s;
+	struct file *backing = NULL;
+	unsigned long i;
+	int r;
+
+	if (copy_from_user(&s, uarg, sizeof(s)))
+		return -EFAULT;
+	if (s.max_interfaces <= 0 || s.max_interfaces > EXMAP_MAX_INTERFACES ||
+	    s.buffer_size == 0 || s.flags != 0)
+		return -EINVAL;
+	if (s.buffer_size > totalram_pages() / 2)
+		return -ENOMEM; /* refuse to pin more than half the machine */
+
+	if (s.fd >= 0) {
+		umode_t m;
+
+		backing = fget(s.fd);
+		if (!backing)
+			return -EBADF;
+		m = file_inode(backing)->i_mode;
+		/* Beyond upstream: a regular file is as good as a block device. */
+		if ((!S_ISREG(m) && !S_ISBLK(m)) || !(backing->f_mode & FMODE_READ)) {
+			fput(backing);
+			return -EBADF;
+		}
+	}
+
+	mutex_lock(&c->setup_lock);
+	r = -EBUSY;
+	if (c->ready)
+		goto out_put;
+	r = -ENOMEM;
+	c->ifaces = kcalloc(s.max_interfaces, sizeof(*c->ifaces), GFP_KERNEL);
+	c->frames = kvcalloc(s.buffer_size, sizeof(*c->frames), GFP_KERNEL);
+	c->free = kvcalloc(s.buffer_size, sizeof(*c->free), GFP_KERNEL);
+	if (!c->ifaces || !c->frames || !c->free)
+		goto out_free;
+	for (i = 0; i < (unsigned long)s.max_interfaces; i++) {
+		c->ifaces[i] = alloc_page(GFP_KERNEL | __GFP_ZERO);
+		if (!c->ifaces[i])
+			goto out_free;
+	}
+	c->max_ifaces = s.max_interfaces;
+	for (i = 0; i < s.buffer_size; i++) {
+		c->frames[i] = alloc_page(GFP_KERNEL | __GFP_ZERO | __GFP_NOWARN);
+		if (!c->frames[i])
+			goto out_free;
+		c->free[i] = c->frames[i];
+		if (fatal_signal_pending(current)) {
+			r = -EINTR;
+			goto out_free;
+		}
+		if ((i & 1023) == 0)
+			cond_resched();
+	}
+	c->nframes = s.buffer_size;
+	c->nfree = s.buffer_size;
+	c->backing = backing;
+	smp_store_release(&c->ready, true);
+	mutex_unlock(&c->setup_lock);
+	return 0;
+
+out_free:
+	if (c->frames)
+		for (i = 0; i < s.buffer_size && c->frames[i]; i++)
+			__free_page(c->frames[i]);
+	if (c->ifaces)
+		for (i = 0; i < (unsigned long)s.max_interfaces && c->ifaces[i]; i++)
+			__free_page(c->ifaces[i]);
+	kvfree(c->frames);
+	kvfree(c->free);
+	kfree(c->ifaces);
+	c->frames = c->free = c->ifaces = NULL;
+	c->max_ifaces = 0;
+out_put:
+	mutex_unlock(&c->setup_lock);
+	if (backing)
+		fput(backing);
+	return r;
+}
+
+static u64 vx_iov_result(int res, int pages)
+{
+	return (u64)(u32)res | ((u64)(u16)(s16)pages << 32);
+}
+
+static long vx_action(struct vx_ctx *c, struct exmap_action_params __user *uarg)
+{
+	struct exmap_action_params a;
+	struct vm_area_struct *vma;
+	struct mm_struct *mm = current->mm;
+	unsigned long lo = ULONG_MAX, hi = 0;
+	struct vx_walk w;
+	u64 *iov;
+	long failed = 0;
+	unsigned int i;
+
+	if (copy_from_user(&a, uarg, sizeof(a)))
+		return -EFAULT;
+	if (!smp_load_acquire(&c->ready))
+		return -EINVAL;
+	if (a.interface >= c->max_ifaces || a.iov_len > EXMAP_IFACE_IOVS ||
+	    (a.opcode != EXMAP_OP_ALLOC && a.opcode != EXMAP_OP_FREE))
+		return -EINVAL;
+	iov = page_address(c->ifaces[a.interface]);
+
+	mmap_read_lock(mm);
+	vma = vx_region_vma(c);
+	if (!vma) {
+		mmap_read_unlock(mm);
+		return -EINVAL;
+	}
+	memset(&w, 0, sizeof(w));
+	w.c = c;
+	w.mm = mm;
+	w.prot = vma->vm_page_prot;
+	INIT_LIST_HEAD(&w.freed);
+	/* FREE reads the frames under a run, then zaps the run: two FREEs of
+	 * one page must not interleave, or its frame would be returned twice. */
+	if (a.opcode == EXMAP_OP_FREE)
+		mutex_lock(&c->free_mutex);
+
+	for (i = 0; i < a.iov_len; i++) {
+		u64 v = READ_ONCE(iov[i]);
+		u64 page = v & ((1ull << EXMAP_PAGE_BITS) - 1);
+		u64 len = v >> EXMAP_PAGE_BITS;
+		unsigned long npages = (vma->vm_end - vma->vm_start) >> PAGE_SHIFT;
+		unsigned long addr, size;
+		long before = w.done;
+		int r = 0;
+
+		if (len == 0) {
+			WRITE_ONCE(iov[i], vx_iov_result(0, 0));
+			continue;
+		}
+		if (page >= npages || len > npages - page) {
+			WRITE_ONCE(iov[i], vx_iov_result(-EINVAL, 0));
+			failed++;
+			continue;
+		}
+		addr = vma->vm_start + (page << PAGE_SHIFT);
+		size = len << PAGE_SHIFT;
+		if (a.opcode == EXMAP_OP_ALLOC) {
+			r = apply_to_page_range(mm, addr, size, vx_pte_alloc, &w);
+		} else {
+			/* Merge with the run so far when adjacent, else unmap
+			 * the run so far and start a new one. */
+			if (lo < hi && addr == hi) {
+				hi += size;
+			} else {
+				if (lo < hi)
+					vx_unmap_run(c, vma, &w, lo, hi - lo);
+				lo = addr;
+				hi = addr + size;
+			}
+			apply_to_existing_page_range(mm, addr, size, vx_pte_count, &w);
+		}
+		WRITE_ONCE(iov[i], vx_iov_result(r, (int)(w.done - before)));
+		if (r)
+			failed++;
+	}
+
+	if (a.opcode == EXMAP_OP_FREE && lo < hi)
+		vx_unmap_run(c, vma, &w, lo, hi - lo);
+	if (a.opcode == EXMAP_OP_FREE)
+		mutex_unlock(&c->free_mutex);
+	mmap_read_unlock(mm);
+	return failed;
+}
+
+static long vx_stats(struct vx_ctx *c, struct exmap_user_stats __user *uarg)
+{
+	struct exmap_user_stats st;
+
+	memset(&st, 0, sizeof(st));
+	if (smp_load_acquire(&c->ready)) {
+		spin_lock(&c->free_lock);
+		st.alloc_count = c->nframes - c->nfree;
+		spin_unlock(&c->free_lock);
+		st.buffer_size = c->nframes;
+		st.max_interfaces = c->max_ifaces;
+	}
+	if (copy_to_user(uarg, &st, sizeof(st)))
+		return -EFAULT;
+	return 0;
+}
+
+static long vx_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
+{
+	struct vx_ctx *c = f->private_data;
+	void __user *uarg = (void __user *)arg;
+
+	switch (cmd) {
+	case EXMAP_IOCTL_SETUP:
+		return vx_setup(c, uarg);
+	case EXMAP_IOCTL_ACTION:
+		return vx_action(c, uarg);
+	case EXMAP_IOCTL_STATS:
+		return vx_stats(c, uarg);
+	case EXMAP_IOCTL_CLONE:
+		return -EOPNOTSUPP;
+	default:
+		return -ENOTTY;
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Fault-in: pread(fd, addr, len, iface | opcode << 8)                 */
+
+/* Fill @n frames from the backing store at byte offset @off. Past the end of
+ * the store they read as zeros. */
+static int vx_read_store(struct vx_ctx *c, struct page **pages, unsigned int n, loff_t off)
+{
+	struct bio_vec bv[VX_BVEC_CHUNK];
+	struct iov_iter it;
+	size_t want = (size_t)n << PAGE_SHIFT;
+	ssize_t got;
+	unsigned int i;
+
+	for (i = 0; i < n; i++) {
+		bv[i].bv_page = pages[i];
+		bv[i].bv_offset = 0;
+		bv[i].bv_len = PAGE_SIZE;
+	}
+	/* A bvec iterator, not a kvec: direct I/O (an O_DIRECT backing fd)
+	 * can take pages from a bvec. READ is ITER_DEST from 6.2 on. */
+	iov_iter_bvec(&it, READ, bv, n, want);
+	got = vfs_iter_read(c->backing, &it, &off, 0);
+	if (got < 0)
+		return (int)got;
+	for (i = got >> PAGE_SHIFT; i < n; i++) {
+		unsigned int from = i == (got >> PAGE_SHIFT) ? got & ~PAGE_MASK : 0;
+
+		memzero_page(pages[i], from, PAGE_SIZE - from);
+	}
+	return 0;
+}
+
+static ssize_t vx_read(struct file *f, char __user *buf, size_t len, loff_t *ppos)
+{
+	struct vx_ctx *c = f->private_data;
+	struct mm_struct *mm = current->mm;
+	unsigned long addr = (unsigned long)buf;
+	u64 pos = (u64)*ppos;
+	unsigned int iface = pos & 0xff, op = (pos >> 8) & 0xff;
+	struct page *chunk[VX_BVEC_CHUNK];
+	struct vm_area_struct *vma;
+	struct vx_walk w;
+	size_t done = 0;
+	ssize_t r = 0;
+
+	if (!smp_load_acquire(&c->ready))
+		return -EINVAL;
+	if (iface >= c->max_ifaces || (op != EXMAP_OP_READ && op != EXMAP_OP_ALLOC) ||
+	    (pos >> 16) != 0)
+		return -EINVAL;
+	if (len == 0)
+		return 0;
+	if ((addr | len) & ~PAGE_MASK)
+		return -EINVAL;
+
+	mmap_read_lock(mm);
+	vma = vx_region_vma(c);
+	if (!vma || addr < vma->vm_start || addr > vma->vm_end || len > vma->vm_end - addr) {
+		r = -EINVAL;
+		goto out;
+	}
+	memset(&w, 0, sizeof(w));
+	w.c = c;
+	w.mm = mm;
+	w.prot = vma->vm_page_prot;
+	w.fill = chunk;
+
+	while (done < len) {
+		unsigned int want = min_t(size_t, (len - done) >> PAGE_SHIFT, VX_BVEC_CHUNK);
+		unsigned int n = 0, i;
+		unsigned long at = addr + done;
+
+		while (n < want && (chunk[n] = vx_frame_get(c)))
+			n++;
+		if (n == 0)
+			break; /* no free frame: short read */
+		if (op == EXMAP_OP_READ) {
+			int e = c->backing
+					? vx_read_store(c, chunk, n, (loff_t)(at - vma->vm_start))
+					: 0;
+
+			if (!c->backing)
+				for (i = 0; i < n; i++)
+					clear_highpage(chunk[i]);
+			if (e) {
+				for (i = 0; i < n; i++)
+					vx_frame_put(c, chunk[i]);
+				r = e;
+				break;
+			}
+		}
+		w.nfill = n;
+		w.used = 0;
+		r = apply_to_page_range(mm, at, (unsigned long)n << PAGE_SHIFT, vx_pte_fill, &w);
+		if (r) {
+			/* Page-table allocation failed: frames not installed go back. */
+			for (i = w.used; i < n; i++)
+				vx_frame_put(c, chunk[i]);
+			break;
+		}
+		done += (size_t)n << PAGE_SHIFT;
+		if (n < want)
+			break; /* ran out of frames */
+		if (fatal_signal_pending(current))
+			break;
+	}
+out:
+	mmap_read_unlock(mm);
+	/* Like read(2): what was done counts; an error only when nothing was. */
+	return done ? (ssize_t)done : r;
+}
+
+/* ------------------------------------------------------------------ */
+/* open, mmap, release                                                 */
+
+static int vx_open(struct inode *inode, struct file *f)
+{
+	struct vx_ctx *c;
+
+	vsexmap_abi_check();
+	c = kzalloc(sizeof(*c), GFP_KERNEL);
+
+	if (!c)
+		return -ENOMEM;
+	mutex_init(&c->setup_lock);
+	mutex_init(&c->free_mutex);
+	spin_lock_init(&c->free_lock);
+	f->private_data = c;
+	return 0;
+}
+
+static int vx_mmap(struct file *f, struct vm_area_struct *vma)
+{
+	struct vx_ctx *c = f->private_data;
+	u64 off = (u64)vma->vm_pgoff << PAGE_SHIFT;
+	unsigned long len = vma->vm_end - vma->vm_start;
+	int r = 0;
+
+	if (!smp_load_acquire(&c->ready))
+		return -EINVAL;
+	if (!(vma->vm_flags & VM_SHARED))
+		return -EINVAL;
+
+	if ((off & EXMAP_OFF_INTERFACE_MASK) == EXMAP_OFF_INTERFACE(0)) {
+		u64 i = (off & ~EXMAP_OFF_INTERFACE_MASK) >> PAGE_SHIFT;
+
+		if (len != PAGE_SIZE || i >= c->max_ifaces)
+			return -EINVAL;
+		vx_set_flags(vma, VM_DONTEXPAND | VM_DONTDUMP | VM_DONTCOPY, 0);
+		/* A normal, refcounted page: vm_insert_page makes the vma
+		 * VM_MIXEDMAP and holds a reference while it is mapped. */
+		return vm_insert_page(vma, vma->vm_start, c->ifaces[i]);
+	}
+	if (off != 0)
+		return -EINVAL;
+
+	mutex_lock(&c->setup_lock);
+	if (c->region_start) {
+		r = -EBUSY; /* one region per device fd */
+		goto out;
+	}
+	vx_set_flags(vma, VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP | VM_DONTCOPY,
+		     VM_MIXEDMAP);
+	vma->vm_ops = &vx_region_ops;
+	vma->vm_private_data = c;
+	c->region_mm = vma->vm_mm;
+	WRITE_ONCE(c->region_end, vma->vm_end);
+	WRITE_ONCE(c->region_start, vma->vm_start);
+out:
+	mutex_unlock(&c->setup_lock);
+	return r;
+}
+
+static int vx_release(struct inode *inode, struct file *f)
+{
+	struct vx_ctx *c = f->private_data;
+	unsigned long i;
+
+	/* Every vma holds a reference to @f: none is left, so no pte points to
+	 * any frame any more. */
+	if (c->ready) {
+		for (i = 0; i < c->nframes; i++)
+			__free_page(c->frames[i]);
+		for (i = 0; i < c->max_ifaces; i++)
+			__free_page(c->ifaces[i]);
+		kvfree(c->frames);
+		kvfree(c->free);
+		kfree(c->ifaces);
+		if (c->backing)
+			fput(c->backing);
+	}
+	kfree(c);
+	return 0;
+}
+
+static const struct file_operations vx_fops = {
+	.owner = THIS_MODULE,
+	.open = vx_open,
+	.release = vx_release,
+	.mmap = vx_mmap,
+	.read = vx_read,
+	.unlocked_ioctl = vx_ioctl,
+	.compat_ioctl = compat_ptr_ioctl,
+	.llseek = noop_llseek,
+};
+
+static struct miscdevice vx_misc = {
+	.minor = MISC_DYNAMIC_MINOR,
+	.name = "exmap",
+	.fops = &vx_fops,
+	.mode = 0600,
+};
+
+module_misc_device(vx_misc);
+
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("VirtuScale exmap-compatible explicit memory mapping device");
+MODULE_AUTHOR("VirtuScale");

@@ -1,0 +1,84 @@
+#!/bin/busybox sh
+# tests/vm/vm_init.sh: /init of the test VM (see run.sh). Runs every test,
+# prints "VMTEST <name> rc=<n>" per test and one "VMTEST-VERDICT PASS|FAIL"
+# line, then powers off. Everything between VMTEST-BEGIN and VMTEST-END is
+# what run.sh shows.
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs -o size=1g tmpfs /tmp
+export TMPDIR=/tmp
+
+fail=0
+echo "VMTEST-BEGIN"
+echo "# guest kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpus"
+
+run() { # name command...
+	name=$1
+	shift
+	echo "# --- $name: $*"
+	"$@" 2>&1
+	rc=$?
+	echo "VMTEST $name rc=$rc"
+	[ $rc = 0 ] || fail=1
+}
+
+for m in configfs loop fuse; do
+	[ -f /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko 2>/dev/null
+done
+[ -f /lib/modules/null_blk.ko ] &&
+	insmod /lib/modules/null_blk.ko nr_devices=1 memory_backed=1 bs=4096 gb=1 2>/dev/null
+
+insmod /lib/modules/vsexmap.ko
+rc=$?
+echo "VMTEST insmod rc=$rc"
+[ $rc = 0 ] || fail=1
+[ -c /dev/exmap ] && echo "# /dev/exmap: $(ls -l /dev/exmap)" || { echo "# no /dev/exmap"; fail=1; }
+
+if [ $fail = 0 ]; then
+	# The ABI, on a regular file (tmpfs: buffered) and on a loop device (O_DIRECT).
+	run abi-file /t/vm_exmap_abi /tmp/store.img
+	dd if=/dev/zero of=/tmp/loop.img bs=4096 count=256 2>/dev/null
+	if losetup /dev/loop0 /tmp/loop.img 2>/dev/null; then
+		run abi-loop /t/vm_exmap_abi /dev/loop0
+	else
+		echo "# no loop device: abi-loop not run"
+	fi
+
+	# The engine with exmap on a regular file, and on a block device.
+	run engine-exmap-file /t/vm_engine /tmp/engine.img exmap
+	if [ -b /dev/nullb0 ]; then
+		run engine-exmap-nullblk /t/vm_engine /dev/nullb0 exmap
+	else
+		dd if=/dev/zero of=/tmp/loop1.img bs=1M count=64 2>/dev/null
+		losetup /dev/loop1 /tmp/loop1.img 2>/dev/null &&
+			run engine-exmap-loop /t/vm_engine /dev/loop1 exmap
+	fi
+	run engine-plain-file /t/vm_engine /tmp/engine2.img plain
+	run bench-evict /t/vm_engine /tmp/bench.img bench
+fi
+
+rmmod vsexmap 2>&1 && echo "# rmmod vsexmap ok" || { echo "# rmmod vsexmap failed"; fail=1; }
+
+# The module must not have upset the kernel.
+if dmesg | grep -E "WARNING|Oops|BUG|Call Trace|general protection" >/tmp/bad; then
+	echo "# kernel log problems:"
+	cat /tmp/bad
+	dmesg | tail -60
+	echo "VMTEST dmesg rc=1"
+	fail=1
+else
+	echo "VMTEST dmesg rc=0"
+fi
+echo "# dmesg lines about the module:"
+dmesg | grep -i -E "vsexmap|exmap" | head -5
+echo "VMTEST-END"
+if [ $fail = 0 ]; then
+	echo "VMTEST-VERDICT PASS"
+else
+	echo "VMTEST-VERDICT FAIL"
+fi
+sync
+poweroff -f
