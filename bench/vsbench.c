@@ -11,15 +11,19 @@
  *   EXMAP     1: exmap backend or fail; 0: madvise backend 0
  *   BATCH     pages per eviction batch                     64
  *   RUNFOR    seconds of measurement                       30
- *   RNDREAD   1: random lookups; 0: TPC-C-like (not yet)   0
+ *   RNDREAD   1: random lookups; 0: TPC-C-like             0
  *   THREADS   worker threads                               1
- *   DATASIZE  tuples for RNDREAD=1 (1e6 and 2e7 accepted)  10
+ *   DATASIZE  RNDREAD=1: tuples (1e6 and 2e7 accepted);    10
+ *             RNDREAD=0: warehouses
  *
- * and one of our own:
+ * and two of our own:
  *
  *   BTCHECK   1: after the load, run bt_check (a full pass    0
  *             over the tree) and print its shape; fail unless
- *             it holds exactly DATASIZE entries
+ *             it holds exactly DATASIZE entries (RNDREAD=1)
+ *   TPCCSCALE RNDREAD=0: divide the per-warehouse population  1
+ *             (items, customers, orders) by this; only for
+ *             quick tests, the result is not TPC-C
  *
  * RNDREAD=1 formats the image (everything on it is lost), loads DATASIZE
  * tuples (8-byte big-endian key i, 120-byte value starting with the key) on
@@ -33,8 +37,18 @@
  * vmcache), tx is lookups completed in that second, rmb/wmb are MB (2^20
  * bytes) read from / written to the image in that second.
  *
- * Exit status: 0 done, 1 bad environment or an engine error, 2 workload not
- * implemented.
+ * RNDREAD=0 formats the image, loads DATASIZE warehouses with the TPC-C
+ * population (tpcc.h; items first, then the warehouses spread over THREADS
+ * threads), reports the load on stderr, then runs the TPC-C transaction mix
+ * on THREADS threads, thread i with home warehouse i % DATASIZE + 1, for
+ * RUNFOR seconds: the same CSV with workload "tpcc" and tx the transactions
+ * (all five kinds) completed in that second. At the end it runs the spec's
+ * consistency checks and prints PASS or FAIL for each on stderr. Like
+ * vmcache's, this TPC-C runs without transactions: every B-tree call is
+ * atomic on its own (see tpcc.h).
+ *
+ * Exit status: 0 done, 1 bad environment, an engine error or a failed
+ * consistency check.
  */
 #include <errno.h>
 #include <math.h>
@@ -47,6 +61,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/tpcc.h"
 #include "engine/bm.h"
 #include "engine/btree.h"
 #include "engine/record.h"
@@ -66,6 +81,7 @@ struct config {
 	unsigned threads;
 	uint64_t datasize;
 	bool btcheck;
+	unsigned tpcc_scale;
 };
 
 /* ------------------------------------------------------------------ */
@@ -147,6 +163,9 @@ static int config_read(struct config *c)
 	c->threads = (unsigned)env_count("THREADS", 1, 1, MAX_THREADS);
 	c->datasize = env_count("DATASIZE", 10, 1, 1e15);
 	c->btcheck = env_flag("BTCHECK");
+	c->tpcc_scale = (unsigned)env_count("TPCCSCALE", 1, 1, 10000);
+	if (!env_bad && !c->rndread && c->datasize > TPCC_MAX_WAREHOUSES)
+		env_error("DATASIZE", getenv("DATASIZE"), "at most 65535 warehouses");
 	if (!env_bad && c->virt_bytes == 0)
 		env_error("VIRTGB", getenv("VIRTGB"), "rounds to zero pages");
 	if (!env_bad && c->phys_bytes == 0)
@@ -190,6 +209,11 @@ struct worker {
 	uint64_t bad; /* lookups that failed or returned the wrong tuple */
 	double cpu;   /* seconds of CPU the thread used in its phase */
 	pthread_t tid;
+	/* TPC-C: the database, and this thread's terminal (its index and
+	 * the thread count say which warehouses it loads). */
+	struct tpcc *db;
+	struct tpcc_term term;
+	unsigned index, nthreads;
 };
 
 static atomic_bool keep_running = true;
@@ -370,13 +394,12 @@ static void sleep_until(double t)
 		;
 }
 
-static int rndread(const struct config *c, struct worker *w, struct bm *bm)
+/* Run @fn on every worker for RUNFOR seconds, printing the CSV header and
+ * one line a second (workload @workload), then stop and join them.
+ * *ret_secs gets the wall time from start to join. */
+static int measure(const struct config *c, struct worker *w, struct bm *bm, const char *workload,
+		   void *(*fn)(void *), double *ret_secs)
 {
-	for (unsigned i = 0; i < c->threads; i++) {
-		atomic_store(&w[i].done, 0);
-		w[i].datasize = c->datasize;
-		w[i].seed = 0x5eed0000u + i * 0x100000001b3u;
-	}
 	const double mb = 1024.0 * 1024;
 	struct bm_stats prev, cur;
 	bm_stats_get(bm, &prev);
@@ -385,25 +408,37 @@ static int rndread(const struct config *c, struct worker *w, struct bm *bm)
 	printf("ts,tx,rmb,wmb,system,threads,datasize,workload,batch\n");
 	fflush(stdout);
 	double t0 = now();
-	int err = start_all(w, c->threads, lookup_thread);
+	int err = start_all(w, c->threads, fn);
 	if (err)
 		return err;
 	for (unsigned s = 0; s < c->runfor; s++) {
 		sleep_until(t0 + s + 1);
 		uint64_t done = total_done(w, c->threads);
 		bm_stats_get(bm, &cur);
-		printf("%u,%llu,%.2f,%.2f,virtuscale,%u,%llu,rndread,%u\n", s,
+		printf("%u,%llu,%.2f,%.2f,virtuscale,%u,%llu,%s,%u\n", s,
 		       (unsigned long long)(done - prev_done),
 		       (double)(cur.read_bytes - prev.read_bytes) / mb,
 		       (double)(cur.write_bytes - prev.write_bytes) / mb, c->threads,
-		       (unsigned long long)c->datasize, c->batch);
+		       (unsigned long long)c->datasize, workload, c->batch);
 		fflush(stdout);
 		prev = cur;
 		prev_done = done;
 	}
 	atomic_store(&keep_running, false);
-	err = join_all(w, c->threads, "lookup");
-	double secs = now() - t0;
+	err = join_all(w, c->threads, workload);
+	*ret_secs = now() - t0;
+	return err;
+}
+
+static int rndread(const struct config *c, struct worker *w, struct bm *bm)
+{
+	for (unsigned i = 0; i < c->threads; i++) {
+		atomic_store(&w[i].done, 0);
+		w[i].datasize = c->datasize;
+		w[i].seed = 0x5eed0000u + i * 0x100000001b3u;
+	}
+	double secs;
+	int err = measure(c, w, bm, "rndread", lookup_thread, &secs);
 
 	uint64_t done = total_done(w, c->threads), bad = 0;
 	for (unsigned i = 0; i < c->threads; i++)
@@ -420,17 +455,148 @@ static int rndread(const struct config *c, struct worker *w, struct bm *bm)
 	return err;
 }
 
+/* ------------------------------------------------------------------ */
+/* TPC-C-like workload (tpcc.h)                                       */
+
+/* Thread i loads warehouses i + 1, i + 1 + THREADS, ... */
+static void *tpcc_load_thread(void *arg)
+{
+	struct worker *w = arg;
+	double cpu0 = thread_cpu();
+	uint64_t n = 0;
+	for (uint64_t wh = w->index + 1; wh <= w->datasize; wh += w->nthreads) {
+		int err = tpcc_load_warehouse(w->db, (unsigned)wh);
+		if (err) {
+			w->err = err;
+			break;
+		}
+		atomic_store_explicit(&w->done, ++n, memory_order_relaxed);
+	}
+	w->cpu = thread_cpu() - cpu0;
+	return NULL;
+}
+
+static void *tpcc_thread(void *arg)
+{
+	struct worker *w = arg;
+	uint64_t count = 0;
+	double cpu0 = thread_cpu();
+	while (atomic_load_explicit(&keep_running, memory_order_relaxed)) {
+		int err = tpcc_term_run(&w->term);
+		if (err) {
+			w->err = err;
+			/* One broken terminal ends the run for all. */
+			atomic_store(&keep_running, false);
+			break;
+		}
+		atomic_store_explicit(&w->done, ++count, memory_order_relaxed);
+	}
+	w->cpu = thread_cpu() - cpu0;
+	return NULL;
+}
+
+static int tpcc_load(const struct config *c, struct worker *w, struct bm *bm)
+{
+	struct bm_stats before, st;
+	bm_stats_get(bm, &before);
+	double t0 = now(), cpu0 = thread_cpu();
+	int err = tpcc_load_items(w[0].db);
+	if (err) {
+		fprintf(stderr, "vsbench: loading the items: %s%s\n", strerror(-err),
+			err == -ENOSPC ? " (image full: raise VIRTGB)" : "");
+		return err;
+	}
+	double item_cpu = thread_cpu() - cpu0;
+	for (unsigned i = 0; i < c->threads; i++) {
+		w[i].index = i;
+		w[i].nthreads = c->threads;
+		w[i].datasize = c->datasize;
+	}
+	err = start_all(w, c->threads, tpcc_load_thread);
+	if (!err)
+		err = join_all(w, c->threads, "load");
+	if (err)
+		return err;
+	double secs = now() - t0;
+	bm_stats_get(bm, &st);
+	double used = (double)(before.free_pages - st.free_pages) * BM_PAGE_SIZE;
+	fprintf(stderr, "load: %llu warehouses in %.3f s (%.1f s of CPU)%s\n",
+		(unsigned long long)c->datasize, secs, item_cpu + total_cpu(w, c->threads),
+		c->tpcc_scale > 1 ? " (scaled down by TPCCSCALE: not a TPC-C population)" : "");
+	fprintf(stderr,
+		"space: %.3f GB of trees (%.1f MB per warehouse), pool %.3f GB (%s), "
+		"%llu pages read, %llu written during the load\n",
+		used / (1 << 30), used / (1 << 20) / (double)c->datasize,
+		(double)st.capacity_pages * BM_PAGE_SIZE / (1 << 30), st.backend,
+		(unsigned long long)((st.read_bytes - before.read_bytes) / BM_PAGE_SIZE),
+		(unsigned long long)((st.write_bytes - before.write_bytes) / BM_PAGE_SIZE));
+	return 0;
+}
+
+static int tpcc(const struct config *c, struct worker *w, struct bm *bm)
+{
+	struct tpcc_size size;
+	struct tpcc *db;
+	tpcc_size_scaled(&size, c->tpcc_scale);
+	int err = tpcc_create(bm, (unsigned)c->datasize, &size, 0x7cc5eedu, &db);
+	if (err) {
+		fprintf(stderr, "vsbench: creating the TPC-C tables: %s\n", strerror(-err));
+		return err;
+	}
+	for (unsigned i = 0; i < c->threads; i++)
+		w[i].db = db;
+	err = tpcc_load(c, w, bm);
+	if (err)
+		goto out;
+
+	for (unsigned i = 0; i < c->threads; i++) {
+		atomic_store(&w[i].done, 0);
+		w[i].cpu = 0;
+		tpcc_term_init(&w[i].term, db, i, (unsigned)(i % c->datasize + 1),
+			       0x7e50000u + i * 0x100000001b3u);
+	}
+	double secs;
+	err = measure(c, w, bm, "tpcc", tpcc_thread, &secs);
+
+	uint64_t done = total_done(w, c->threads), kinds[TPCC_TX_KINDS] = {0}, rollbacks = 0;
+	for (unsigned i = 0; i < c->threads; i++) {
+		for (unsigned k = 0; k < TPCC_TX_KINDS; k++)
+			kinds[k] += w[i].term.done[k];
+		rollbacks += w[i].term.rollbacks;
+	}
+	double cpu = total_cpu(w, c->threads);
+	fprintf(stderr,
+		"tpcc: %llu transactions in %.3f s: %.0f /s (%.0f per thread, %.0f per "
+		"CPU-second); %.0f new-orders/min\n",
+		(unsigned long long)done, secs, (double)done / secs,
+		(double)done / secs / c->threads, cpu > 0 ? (double)done / cpu : 0,
+		(double)kinds[TPCC_NEW_ORDER] * 60 / secs);
+	fprintf(stderr, "tpcc mix:");
+	for (unsigned k = 0; k < TPCC_TX_KINDS; k++)
+		fprintf(stderr, " %s %llu%s", tpcc_tx_names[k], (unsigned long long)kinds[k],
+			k + 1 < TPCC_TX_KINDS ? "," : "");
+	fprintf(stderr, " (%llu new-orders rolled back)\n", (unsigned long long)rollbacks);
+	if (err)
+		goto out;
+
+	double t0 = now();
+	err = tpcc_check(db, stderr);
+	if (err == -EUCLEAN)
+		fprintf(stderr, "vsbench: consistency checks FAILED\n");
+	else if (err)
+		fprintf(stderr, "vsbench: consistency checks: %s\n", strerror(-err));
+	else
+		fprintf(stderr, "consistency checks passed in %.2f s\n", now() - t0);
+out:
+	tpcc_destroy(db);
+	return err;
+}
+
 int main(void)
 {
 	struct config c;
 	if (config_read(&c))
 		return 1;
-	if (!c.rndread) {
-		fprintf(stderr, "vsbench: the TPC-C-like workload (RNDREAD=0) is not implemented "
-				"yet; run with RNDREAD=1\n");
-		return 2;
-	}
-
 	int err = bm_format(c.block, c.virt_bytes, true);
 	if (err) {
 		fprintf(stderr, "vsbench: cannot format %s (%llu bytes): %s\n", c.block,
@@ -456,19 +622,22 @@ int main(void)
 	}
 
 	uint64_t root;
-	struct worker *w = NULL;
-	err = bt_create(bm, &root);
-	if (err) {
-		fprintf(stderr, "vsbench: bt_create: %s\n", strerror(-err));
-		goto out;
-	}
-	w = aligned_alloc(_Alignof(struct worker), sizeof(*w) * c.threads);
+	struct worker *w = aligned_alloc(_Alignof(struct worker), sizeof(*w) * c.threads);
 	if (!w) {
 		err = -ENOMEM;
 		fprintf(stderr, "vsbench: out of memory\n");
 		goto out;
 	}
 	memset(w, 0, sizeof(*w) * c.threads);
+	if (!c.rndread) {
+		err = tpcc(&c, w, bm);
+		goto out;
+	}
+	err = bt_create(bm, &root);
+	if (err) {
+		fprintf(stderr, "vsbench: bt_create: %s\n", strerror(-err));
+		goto out;
+	}
 	for (unsigned i = 0; i < c.threads; i++)
 		w[i].tree = bt_open(bm, root);
 

@@ -125,7 +125,7 @@ int bm_format(const char *path, uint64_t size_bytes, bool force)
 {
 	uint8_t *buf = NULL;
 	struct stat st;
-	uint64_t pages, jr_pages, bmp_pages, cs_pages, first_data, cur;
+	uint64_t pages, jr_pages, bmp_pages, cs_pages, first_data, cur = 0;
 	int fd, r;
 	const size_t chunk = 1u << 20;
 

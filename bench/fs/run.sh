@@ -2,8 +2,9 @@
 # bench/fs/run.sh: fio on a fresh VirtuScale mount and on a tmpfs, in the
 # same run, printed as ratios (issue 7). See docs/bench.md.
 #
-#   bench/fs/run.sh [--quick] [-o CSV] [-B BUILD] [-d WORKDIR] [--pool SIZE]
+#   bench/fs/run.sh [--quick] [-o CSV] [-B BUILD] [-d WORKDIR] [--pool MIB]
 #                   [--runtime SEC] [--threads N] [--rows REGEX] [--keep]
+#                   [--passthrough]
 #
 # Needs: fio (>= 3.x, json output, filecreate/filestat/filedelete engines),
 # jq, awk, fusermount3; gnuplot for the PNG (skipped with a warning if
@@ -26,6 +27,7 @@ runtime=
 threads=
 rows_re=.
 keep=0
+pt=0
 
 usage() {
 	sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
@@ -39,11 +41,14 @@ options:
   -B BUILD        build directory with fs/virtuscale and tools/mkfs.virtuscale
                   (default: \$VS_BUILD, else build-fsb, build, build-release)
   -d WORKDIR      where the image and the mount points go (default /var/tmp)
-  --pool SIZE     pool size in MiB (default 1024, quick 64)
+  --pool MIB      pool size in MiB (default 512, quick 64)
   --runtime SEC   seconds per time-based row (default 10, quick 1)
   --threads N     -o threads=N for the daemon (default: the daemon's default)
   --rows REGEX    run only rows whose name matches (grep -E)
   --keep          leave the work directory (image, fio json) behind
+  --passthrough   also run every row on libfuse's passthrough_ll example over
+                  the tmpfs (built from /usr/share/doc/libfuse3-dev/examples):
+                  the FUSE cost on this machine, measured in the same run
 EOF
 }
 
@@ -58,6 +63,7 @@ while [ $# -gt 0 ]; do
 	--threads) threads=$2; shift ;;
 	--rows) rows_re=$2; shift ;;
 	--keep) keep=1 ;;
+	--passthrough) pt=1 ;;
 	-h | --help) usage; exit 0 ;;
 	*) echo "run.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
 	esac
@@ -90,9 +96,9 @@ mkfs=$build/tools/mkfs.virtuscale
 # Sizes in MiB. "fit" is half the pool, "big" four times the pool.
 if [ $quick -eq 1 ]; then
 	: "${pool:=64}" "${runtime:=1}"
-	nfiles=10000 nshell=2000
+	nfiles=2000 nshell=1000
 else
-	: "${pool:=1024}" "${runtime:=10}"
+	: "${pool:=512}" "${runtime:=10}"
 	nfiles=100000 nshell=20000
 fi
 fit=$((pool / 2))
@@ -113,12 +119,14 @@ work=${work:-/var/tmp}/vsbench-fs.$$
 img=$work/vs.img
 vsmnt=$work/vs
 tmnt=$work/tmpfs
+ptmnt=$work/pt
 jdir=$work/json
 mkdir -p "$vsmnt" "$tmnt" "$jdir"
 
 # ---------------------------------------------------------------- mounts
 
 vspid=
+ptpid=
 tmpfs_mounted=0
 cleanup() {
 	rc=$?
@@ -133,6 +141,11 @@ cleanup() {
 		done
 		kill "$vspid" 2>/dev/null || true
 		wait "$vspid" 2>/dev/null || true
+	fi
+	if [ -n "$ptpid" ]; then
+		fusermount3 -u "$ptmnt" 2>/dev/null || umount -l "$ptmnt" 2>/dev/null || true
+		kill "$ptpid" 2>/dev/null || true
+		wait "$ptpid" 2>/dev/null || true
 	fi
 	if [ $tmpfs_mounted -eq 1 ]; then
 		umount "$tmnt" 2>/dev/null || true
@@ -164,7 +177,7 @@ until [ -r "$vsmnt/.virtuscale/stats" ]; do
 	i=$((i + 1))
 done
 
-if [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o size=$((img_mib + 1024))m vsbench "$tmnt" 2>/dev/null; then
+if [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o size=$(((img_mib + 1024) * (pt + 1)))m vsbench "$tmnt" 2>/dev/null; then
 	tmpfs_mounted=1
 else
 	rmdir "$tmnt"
@@ -172,6 +185,27 @@ else
 	log "no tmpfs mount (not root?): using $tmnt"
 fi
 [ "$(stat -f -c %T "$tmnt")" = tmpfs ] || die "$tmnt is not a tmpfs"
+
+# The passthrough reference: libfuse's passthrough_ll over a directory of the
+# same tmpfs, with the kernel caching VirtuScale is mounted with (writeback
+# cache, keep_cache and long timeouts: cache=always).
+if [ $pt -eq 1 ]; then
+	ex=/usr/share/doc/libfuse3-dev/examples
+	[ -r $ex/passthrough_ll.c ] || die "--passthrough: $ex/passthrough_ll.c missing (apt-get install libfuse3-dev)"
+	cc -O2 -I$ex -o "$work/passthrough_ll" $ex/passthrough_ll.c $(pkg-config --cflags --libs fuse3) \
+		>"$work/pt-build.log" 2>&1 || { cat "$work/pt-build.log" >&2; die "cannot build passthrough_ll"; }
+	mkdir -p "$tmnt/.ptsrc" "$ptmnt"
+	"$work/passthrough_ll" -f -o source="$tmnt/.ptsrc",writeback,cache=always "$ptmnt" \
+		>"$work/pt.log" 2>&1 &
+	ptpid=$!
+	i=0
+	until grep -q " $ptmnt fuse" /proc/mounts; do
+		kill -0 "$ptpid" 2>/dev/null || { cat "$work/pt.log" >&2; die "passthrough_ll exited"; }
+		[ $i -lt 100 ] || die "passthrough_ll did not mount in 10 s"
+		sleep 0.1
+		i=$((i + 1))
+	done
+fi
 
 # --------------------------------------------------------------- helpers
 
@@ -219,15 +253,16 @@ metric_of() { # UNIT JSON -> number
 	esac
 }
 
-echo "row,unit,virtuscale,tmpfs,ratio,vs_sync_p50_us,vs_sync_p99_us,vs_sync_p999_us,tmpfs_sync_p50_us,tmpfs_sync_p99_us,tmpfs_sync_p999_us,vs_fio_bytes,vs_store_written_bytes,vs_wal_bytes,vs_write_amp,vs_store_read_bytes,vs_pool_loads,vs_pool_hits,vs_pool_evictions" >"$csv"
+echo "row,unit,virtuscale,tmpfs,ratio,vs_sync_p50_us,vs_sync_p99_us,vs_sync_p999_us,tmpfs_sync_p50_us,tmpfs_sync_p99_us,tmpfs_sync_p999_us,vs_fio_bytes,vs_store_written_bytes,vs_wal_bytes,vs_write_amp,vs_store_read_bytes,vs_pool_loads,vs_pool_hits,vs_pool_evictions,passthrough,vs_per_passthrough" >"$csv"
 : >"$statsf"
 
-# record NAME UNIT VS TMPFS [VSSYNC TSYNC VSBYTES WRITTEN WAL READ LOADS HITS EVICT]
+# record NAME UNIT VS TMPFS [VSSYNC TSYNC VSBYTES WRITTEN WAL READ LOADS HITS EVICT PT]
 record() {
 	_ratio=$(awk -v a="$3" -v b="$4" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print ""; else printf "%.3f", a / b }')
+	_pr=$(awk -v a="$3" -v b="${14:-}" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print ""; else printf "%.3f", a / b }')
 	_wa=$(awk -v f="${7:-}" -v w="${8:-}" -v l="${9:-}" 'BEGIN { if (f == "" || f + 0 == 0) print ""; else printf "%.3f", (w + l) / f }')
-	echo "$1,$2,$3,$4,$_ratio,${5:-,,},${6:-,,},${7:-},${8:-},${9:-},$_wa,${10:-},${11:-},${12:-},${13:-}" >>"$csv"
-	printf '%-34s %12s %12s %8s %s\n' "$1" "$3" "$4" "$_ratio" "$2" >&2
+	echo "$1,$2,$3,$4,$_ratio,${5:-,,},${6:-,,},${7:-},${8:-},${9:-},$_wa,${10:-},${11:-},${12:-},${13:-},${14:-},$_pr" >>"$csv"
+	printf '%-34s %12s %12s %8s %s%s\n' "$1" "$3" "$4" "$_ratio" "$2" "${14:+  passthrough ${14} (vs/pt $_pr)}" >&2
 }
 
 # vs_measure NAME CMD...: flush, snapshot, run CMD, flush, snapshot; sets
@@ -259,6 +294,11 @@ bench() {
 	vs_measure "$_name" fio_row "$_name" vs "$vsmnt" "$@" >/dev/null
 	_jv=$jdir/$(echo "$_name" | tr / _).vs.json
 	_jt=$(fio_row "$_name" tmpfs "$tmnt" "$@")
+	_p=
+	if [ $pt -eq 1 ]; then
+		_jp=$(fio_row "$_name" pt "$ptmnt" "$@")
+		_p=$(printf '%.1f' "$(metric_of "$_unit" "$_jp")")
+	fi
 	_v=$(metric_of "$_unit" "$_jv")
 	_t=$(metric_of "$_unit" "$_jt")
 	_v=$(printf '%.1f' "${_v:-0}")
@@ -270,7 +310,7 @@ bench() {
 	_b=$(jq -r "$jq_bytes" "$_jv" 2>/dev/null || echo "")
 	case $_name in *write*) ;; *) _b= ;; esac
 	record "$_name" "$_unit" "$_v" "$_t" "$_vs" "$_ts" "$_b" "$d_written" "$d_wal" \
-		"$d_read" "$d_loads" "$d_hits" "$d_evict"
+		"$d_read" "$d_loads" "$d_hits" "$d_evict" "$_p"
 }
 
 # --------------------------------------------------------------- the rows
@@ -285,54 +325,68 @@ tb="--time_based --runtime=$runtime"
 cat "$txt" >&2
 printf '%-34s %12s %12s %8s %s\n' row virtuscale tmpfs ratio unit >&2
 
+full() { [ $quick -eq 1 ] || "$@"; }
+
+wa_rows() {
+	# Write amplification: fixed byte counts, not time-based, so that every
+	# block is written once (fio's random map) and the ratio is clean.
+	wa=$((fit / 2))
+	[ $wa -ge 16 ] || wa=16
+	bench "wa/seqwrite-1M-new" MB/s --filename=wa.seq --size=${wa}M --rw=write --bs=1M --end_fsync=1
+	bench "wa/randwrite-4K-buf" IOPS --filename=ws.1 --size=${fit}M --io_size=$((wa / 4))M \
+		--rw=randwrite --bs=4k --end_fsync=1
+	full bench "wa/randwrite-4K-direct" IOPS --filename=ws.1 --size=${fit}M --io_size=$((wa / 8))M \
+		--rw=randwrite --bs=4k --direct=1
+}
+
 # set_rows PREFIX MIB: the data rows over one working set
 set_rows() {
 	p=$1 ws=$2
 	one="--filename=ws.1 --size=${ws}M"
 	four="--filename_format=ws.4.\$jobnum --size=$((ws / 4))M --numjobs=4 --group_reporting"
+	if [ $quick -eq 1 ] && [ "$p" = 4xpool ]; then
+		# The quick run lays out 4x the pool once and reads it back.
+		bench "$p/seqwrite-1M-direct" MB/s $one --rw=write --bs=1M --direct=1 $tb
+		bench "$p/randread-4K-direct" IOPS $one --rw=randread --bs=4k --direct=1 $tb
+		return 0
+	fi
 	bench "$p/seqwrite-1M-buf" MB/s $one --rw=write --bs=1M --end_fsync=1 $tb
-	bench "$p/seqwrite-1M-direct" MB/s $one --rw=write --bs=1M --direct=1 $tb
+	full bench "$p/seqwrite-1M-direct" MB/s $one --rw=write --bs=1M --direct=1 $tb
 	bench "$p/seqread-1M-buf" MB/s $one --rw=read --bs=1M $tb
 	bench "$p/seqread-1M-direct" MB/s $one --rw=read --bs=1M --direct=1 $tb
 	bench "$p/randread-4K-buf" IOPS $one --rw=randread --bs=4k $tb
 	bench "$p/randread-4K-direct" IOPS $one --rw=randread --bs=4k --direct=1 $tb
-	if [ $quick -eq 1 ] && [ "$p" = 4xpool ]; then
-		bench "$p/randwrite-4K-direct" IOPS $one --rw=randwrite --bs=4k --direct=1 $tb
-		return 0
-	fi
 	bench "$p/randwrite-4K-buf" IOPS $one --rw=randwrite --bs=4k --end_fsync=1 $tb
 	bench "$p/randwrite-4K-direct" IOPS $one --rw=randwrite --bs=4k --direct=1 $tb
 	bench "$p/randwrite-4K-fsync" IOPS $one --rw=randwrite --bs=4k --fsync=1 $tb
-	bench "$p/randwrite-4K-4j-buf" IOPS $four --rw=randwrite --bs=4k --end_fsync=1 $tb
-	bench "$p/randwrite-4K-4j-direct" IOPS $four --rw=randwrite --bs=4k --direct=1 $tb
+	[ "$p" != fit ] || wa_rows
+	# The four-job files are another working set of the same size: drop
+	# the one-job file so that the two together do not fill the pool.
+	rm -f "$vsmnt"/ws.1 "$vsmnt"/wa.* "$tmnt"/ws.1 "$tmnt"/wa.* "$tmnt"/.ptsrc/ws.1 "$tmnt"/.ptsrc/wa.*
+	full bench "$p/randwrite-4K-4j-buf" IOPS $four --rw=randwrite --bs=4k --end_fsync=1 $tb
+	full bench "$p/randwrite-4K-4j-direct" IOPS $four --rw=randwrite --bs=4k --direct=1 $tb
 	bench "$p/randwrite-4K-4j-fsync" IOPS $four --rw=randwrite --bs=4k --fsync=1 $tb
-	bench "$p/randread-4K-4j-buf" IOPS $four --rw=randread --bs=4k $tb
+	full bench "$p/randread-4K-4j-buf" IOPS $four --rw=randread --bs=4k $tb
 	bench "$p/randread-4K-4j-direct" IOPS $four --rw=randread --bs=4k --direct=1 $tb
 }
 
 set_rows fit $fit
 
-# Write amplification: fixed byte counts, not time-based, so that every
-# block is written once (fio's random map) and the ratio is clean.
-wa=$((fit / 2))
-[ $wa -ge 16 ] || wa=16
-bench "wa/seqwrite-1M-new" MB/s --filename=wa.seq --size=${wa}M --rw=write --bs=1M --end_fsync=1
-bench "wa/randwrite-4K-buf" IOPS --filename=ws.1 --size=${fit}M --io_size=$((wa / 4))M \
-	--rw=randwrite --bs=4k --end_fsync=1
-bench "wa/randwrite-4K-direct" IOPS --filename=ws.1 --size=${fit}M --io_size=$((wa / 8))M \
-	--rw=randwrite --bs=4k --direct=1
-
 # Free the fit files so the big set is not competing with them in the pool.
-rm -f "$vsmnt"/ws.* "$vsmnt"/wa.* "$tmnt"/ws.* "$tmnt"/wa.*
+rm -f "$vsmnt"/ws.* "$vsmnt"/wa.* "$tmnt"/ws.* "$tmnt"/wa.* "$tmnt"/.ptsrc/ws.* "$tmnt"/.ptsrc/wa.*
 set_rows 4xpool $big
-rm -f "$vsmnt"/ws.* "$tmnt"/ws.*
+rm -f "$vsmnt"/ws.* "$tmnt"/ws.* "$tmnt"/.ptsrc/ws.*
 
 # Metadata: N empty files in one directory. file_service_type=sequential
 # matters: fio's default round robin over 100,000 files is quadratic.
-md="--nrfiles=$nfiles --filesize=4k --bs=4k --openfiles=1 --file_service_type=sequential --fallocate=none"
+# overwrite=0 + create_on_open=1 keep fio from laying the empty files out
+# (open, write 4 KiB, fsync each) before the stat and delete rows.
+md="--nrfiles=$nfiles --filesize=4k --bs=4k --openfiles=1 --file_service_type=sequential
+	--fallocate=none --create_fsync=0 --overwrite=0 --create_on_open=1"
 md_row() { # NAME ENGINE
 	echo "$1" | grep -Eq -- "$rows_re" || return 0
 	mkdir -p "$vsmnt/md" "$tmnt/md"
+	[ $pt -eq 0 ] || mkdir -p "$ptmnt/md"
 	[ "$2" = filestat ] && drop_dentries
 	bench "$1" files/s --directory=md --filename_format='f.$jobnum.$filenum' --ioengine=$2 $md
 }
@@ -358,9 +412,14 @@ if echo meta/create-shell-loop | grep -Eq -- "$rows_re"; then
 	mkdir -p "$vsmnt/sh" "$tmnt/sh"
 	vs_measure meta/create-shell-loop shell_create "$vsmnt/sh" $nshell >"$work/shv"
 	tv=$(shell_create "$tmnt/sh" $nshell)
+	pv=
+	if [ $pt -eq 1 ]; then
+		mkdir -p "$ptmnt/sh"
+		pv=$(shell_create "$ptmnt/sh" $nshell)
+	fi
 	record meta/create-shell-loop files/s "$(cat "$work/shv")" "$tv" ",," ",," "" "$d_written" "$d_wal" \
-		"$d_read" "$d_loads" "$d_hits" "$d_evict"
-	rm -rf "$vsmnt/sh" "$tmnt/sh"
+		"$d_read" "$d_loads" "$d_hits" "$d_evict" "$pv"
+	rm -rf "$vsmnt/sh" "$tmnt/sh" "$tmnt/.ptsrc/sh"
 fi
 
 # ---------------------------------------------------------- the summary
@@ -370,13 +429,18 @@ awk -F, -v quick=$quick '
 function get(r, c) { return (r in V) ? (c == "v" ? V[r] : c == "t" ? T[r] : R[r]) : "" }
 NR == 1 { next }
 { V[$1] = $3; T[$1] = $4; R[$1] = $5; P50[$1] = $6; P99[$1] = $7; P999[$1] = $8
-  TP50[$1] = $9; TP99[$1] = $10; TP999[$1] = $11; WA[$1] = $15
+  TP50[$1] = $9; TP99[$1] = $10; TP999[$1] = $11; WA[$1] = $15; PT[$1] = $20; PR[$1] = $21
+  if ($20 != "") havept = 1
   rows[++n] = $1; U[$1] = $2 }
 END {
-	printf "\n%-34s %12s %12s %8s %s\n", "row", "virtuscale", "tmpfs", "ratio", "unit"
+	printf "\n%-34s %12s %12s %8s %-8s", "row", "virtuscale", "tmpfs", "ratio", "unit"
+	if (havept) printf " %12s %8s", "passthrough", "vs/pt"
+	printf "\n"
 	for (i = 1; i <= n; i++) {
 		r = rows[i]
-		printf "%-34s %12s %12s %8s %s\n", r, V[r], T[r], R[r], U[r]
+		printf "%-34s %12s %12s %8s %-8s", r, V[r], T[r], R[r], U[r]
+		if (havept) printf " %12s %8s", PT[r], PR[r]
+		printf "\n"
 	}
 	printf "\nwrite amplification (bytes written to the image per byte fio wrote, after a flush):\n"
 	for (i = 1; i <= n; i++) {
