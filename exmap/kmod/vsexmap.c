@@ -19,31 +19,31 @@
  *                      filled from the backing store at (addr - region start)
  *   close           -> every frame, page and reference released
  *
- * The region vma is VM_PFNMAP | VM_IO: its ptes are "special" (no struct page
- * refcount, mapcount or rmap is involved), installed and cleared under the pte
- * lock by apply_to_page_range() callbacks, the same scheme Xen's privcmd uses
- * for foreign frames. The page table is the only record of which frame sits
- * where: ALLOC skips pages whose pte is present, FREE reads the pfns of a run
- * of pages and then clears the run with zap_vma_ptes, which flushes the TLB
- * once for the run; only then do the frames go back on the free list (a frame
- * must not be reused while a stale TLB entry may still point to it). Adjacent
- * iovs of a batch are merged into one run. Linux 6.1 exports no way to flush
- * a user mm's TLB for a set of ranges, so a batch of scattered pages costs
- * one (single-page, targeted) flush per run, not one per batch.
+ * The region vma is VM_MIXEDMAP: frames are ordinary refcounted pages put in
+ * with vm_insert_page() (so get_user_pages() works on the region: O_DIRECT
+ * from pool pages, FUSE replies straight from pool pages) and taken out with
+ * zap_page_range(), which undoes the rmap and counters and flushes the TLB
+ * once for the range it zaps. The page table is the only record of which
+ * frame sits where: ALLOC skips pages whose pte is present (vm_insert_page
+ * answers -EBUSY), FREE reads the frames under a run of pages, zaps the run,
+ * and only then gives the frames back (a frame must not be reused while a
+ * stale TLB entry may still point to it). Adjacent iovs of a batch are merged
+ * into one run. Linux 6.1 exports no way to flush a user mm's TLB for a set of
+ * ranges, so a batch of scattered pages costs one (single-page, targeted)
+ * flush per run, not one per batch. A frame still pinned by get_user_pages()
+ * when it is freed (an in-flight O_DIRECT or FUSE copy) is parked until the
+ * pin is dropped instead of being reused.
  *
  * The vma has a fault handler that answers VM_FAULT_SIGSEGV: touching a page
  * without a frame raises SIGSEGV with si_addr inside the region.
  *
- * Because the ptes are special, get_user_pages() refuses the region (O_DIRECT
- * or vmsplice straight from pool pages fails with EFAULT). The VirtuScale
- * engine copies pages to a staging buffer before writing them, so it is not
- * affected.
- *
  * Locking: the mm's mmap lock (read) is held by ACTION and fault-in, which
  * validate the region vma under it; the vma's close runs under the mmap
  * write lock, so it never races with them. free_lock (a spinlock) guards the
- * free-frame stack and nests inside the pte lock. setup_lock guards SETUP and
- * the region mmap.
+ * free-frame stack and the parked list; free_mutex serializes FREE batches
+ * (their frame read and zap are two steps); setup_lock guards SETUP and the
+ * region mmap. Order: mmap lock, then free_mutex or setup_lock, then
+ * free_lock.
  */
 #include <linux/bvec.h>
 #include <linux/file.h>
@@ -79,22 +79,19 @@ struct vx_ctx {
 	struct mutex free_mutex; /* serializes FREE batches (see vx_action) */
 	struct page **free; /* stack of free frames */
 	unsigned long nfree;
+	struct list_head pinned; /* freed while pinned by GUP: not reusable yet */
 
 	/* The region, set by its mmap and cleared by its vma close. */
 	unsigned long region_start, region_end;
 	struct mm_struct *region_mm;
 };
 
-/* A walk over ptes for ALLOC, FREE or fault-in. */
+/* State of one ACTION: pages done so far, frames on their way back. */
 struct vx_walk {
 	struct vx_ctx *c;
 	struct mm_struct *mm;
-	pgprot_t prot;
-	long done;		/* ptes set or cleared */
-	struct list_head freed; /* FREE: frames awaiting the TLB flush */
-	struct page **fill;	/* fault-in: frames to install, in order */
-	unsigned int nfill, used;
-	bool nomem;
+	long done;		/* pages mapped or found mapped */
+	struct list_head freed; /* FREE: frames awaiting the zap's TLB flush */
 };
 
 static inline void vx_set_flags(struct vm_area_struct *vma, unsigned long set, unsigned long clr)
@@ -110,11 +107,26 @@ static inline void vx_set_flags(struct vm_area_struct *vma, unsigned long set, u
 /* ------------------------------------------------------------------ */
 /* The frame pool                                                      */
 
+/* Move parked frames whose pins are gone back to the free stack. */
+static void vx_unpark_locked(struct vx_ctx *c)
+{
+	struct page *p, *n;
+
+	list_for_each_entry_safe(p, n, &c->pinned, lru) {
+		if (page_count(p) == 1 && c->nfree < c->nframes) {
+			list_del(&p->lru);
+			c->free[c->nfree++] = p;
+		}
+	}
+}
+
 static struct page *vx_frame_get(struct vx_ctx *c)
 {
 	struct page *p = NULL;
 
 	spin_lock(&c->free_lock);
+	if (!c->nfree && !list_empty(&c->pinned))
+		vx_unpark_locked(c);
 	if (c->nfree)
 		p = c->free[--c->nfree];
 	spin_unlock(&c->free_lock);
@@ -136,7 +148,11 @@ static void vx_frames_put_list(struct vx_ctx *c, struct list_head *list)
 	spin_lock(&c->free_lock);
 	list_for_each_entry_safe(p, n, list, lru) {
 		list_del(&p->lru);
-		if (!WARN_ON_ONCE(c->nfree >= c->nframes))
+		/* Our own reference is the only one once unmapped; more means
+		 * a get_user_pages() pin is still using the frame. */
+		if (page_count(p) != 1)
+			list_add(&p->lru, &c->pinned);
+		else if (!WARN_ON_ONCE(c->nfree >= c->nframes))
 			c->free[c->nfree++] = p;
 	}
 	spin_unlock(&c->free_lock);
@@ -157,8 +173,10 @@ static void vx_region_close(struct vm_area_struct *vma)
 	unsigned long i;
 
 	/* The ptes are gone already (unmap runs before close), so every frame
-	 * is free again. */
+	 * is free again. (A frame still pinned then is reused while pinned: the
+	 * process unmapped the region under its own in-flight I/O.) */
 	spin_lock(&c->free_lock);
+	INIT_LIST_HEAD(&c->pinned);
 	for (i = 0; i < c->nframes; i++)
 		c->free[i] = c->frames[i];
 	c->nfree = c->nframes;
@@ -202,40 +220,39 @@ static struct vm_area_struct *vx_region_vma(struct vx_ctx *c)
 /* ------------------------------------------------------------------ */
 /* pte callbacks                                                       */
 
-static int vx_pte_alloc(pte_t *pte, unsigned long addr, void *data)
+/* Put a frame under @addr. Returns 1 when mapped, 0 when a frame was there
+ * already (the new one goes back), -ENOMEM when the pool is empty, or the
+ * error of vm_insert_page. @p: the frame to use, or NULL to take one. */
+static int vx_map_one(struct vx_ctx *c, struct vm_area_struct *vma, unsigned long addr,
+		      struct page *p)
 {
-	struct vx_walk *w = data;
-	struct page *p;
+	int r;
 
-	if (!pte_none(ptep_get(pte)))
-		return 0; /* already mapped: skipped */
-	p = vx_frame_get(w->c);
 	if (!p) {
-		w->nomem = true;
-		return -ENOMEM;
+		p = vx_frame_get(c);
+		if (!p)
+			return -ENOMEM;
 	}
-	set_pte_at(w->mm, addr, pte, pte_mkspecial(pfn_pte(page_to_pfn(p), w->prot)));
-	w->done++;
-	return 0;
+	r = vm_insert_page(vma, addr, p);
+	if (r == 0)
+		return 1;
+	vx_frame_put(c, p);
+	return r == -EBUSY ? 0 : r;
 }
 
-/* Fault-in: install the frames read for this range, in order. */
-static int vx_pte_fill(pte_t *pte, unsigned long addr, void *data)
+/* ALLOC of one iov: @n pages from @addr. Counts mapped pages in @done. */
+static int vx_alloc_range(struct vx_ctx *c, struct vm_area_struct *vma, unsigned long addr,
+			  unsigned long n, long *done)
 {
-	struct vx_walk *w = data;
-	struct page *p;
+	unsigned long k;
 
-	if (WARN_ON_ONCE(w->used >= w->nfill))
-		return -EINVAL;
-	p = w->fill[w->used++];
-	if (!pte_none(ptep_get(pte))) {
-		/* Mapped already (the caller broke the contract): keep what is
-		 * there, return the frame. */
-		vx_frame_put(w->c, p);
-		return 0;
+	for (k = 0; k < n; k++) {
+		int r = vx_map_one(c, vma, addr + (k << PAGE_SHIFT), NULL);
+
+		if (r < 0)
+			return r;
+		*done += r;
 	}
-	set_pte_at(w->mm, addr, pte, pte_mkspecial(pfn_pte(page_to_pfn(p), w->prot)));
-	w->done++;
 	return 0;
 }
 
@@ -262,7 +279,7 @@ static int vx_pte_collect(pte_t *pte, unsigned long addr, void *data)
 	return 0;
 }
 
-/* Unmap [addr, addr + size) and return its frames: one zap_vma_ptes, so one
+/* Unmap [addr, addr + size) and return its frames: one zap, so one
  * TLB flush for the range. Linux 6.1 exports no TLB flush for a user mm
  * (flush_tlb_mm_range is not exported), so a batch costs one flush per
  * contiguous run of pages; adjacent iovs are merged into one run by the
@@ -274,7 +291,12 @@ static void vx_unmap_run(struct vx_ctx *c, struct vm_area_struct *vma, struct vx
 	apply_to_existing_page_range(w->mm, addr, size, vx_pte_collect, w);
 	if (list_empty(&w->freed))
 		return;
-	zap_vma_ptes(vma, addr, size);
+	/* 6.3 replaced zap_page_range by zap_page_range_single (same job). */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
+	zap_page_range_single(vma, addr, size, NULL);
+#else
+	zap_page_range(vma, addr, size);
+#endif
 	vx_frames_put_list(c, &w->freed);
 }
 
@@ -398,7 +420,6 @@ static long vx_action(struct vx_ctx *c, struct exmap_action_params __user *uarg)
 	memset(&w, 0, sizeof(w));
 	w.c = c;
 	w.mm = mm;
-	w.prot = vma->vm_page_prot;
 	INIT_LIST_HEAD(&w.freed);
 	/* FREE reads the frames under a run, then zaps the run: two FREEs of
 	 * one page must not interleave, or its frame would be returned twice. */
@@ -426,7 +447,7 @@ static long vx_action(struct vx_ctx *c, struct exmap_action_params __user *uarg)
 		addr = vma->vm_start + (page << PAGE_SHIFT);
 		size = len << PAGE_SHIFT;
 		if (a.opcode == EXMAP_OP_ALLOC) {
-			r = apply_to_page_range(mm, addr, size, vx_pte_alloc, &w);
+			r = vx_alloc_range(c, vma, addr, len, &w.done);
 		} else {
 			/* Merge with the run so far when adjacent, else unmap
 			 * the run so far and start a new one. */
@@ -530,7 +551,6 @@ static ssize_t vx_read(struct file *f, char __user *buf, size_t len, loff_t *ppo
 	unsigned int iface = pos & 0xff, op = (pos >> 8) & 0xff;
 	struct page *chunk[VX_BVEC_CHUNK];
 	struct vm_area_struct *vma;
-	struct vx_walk w;
 	size_t done = 0;
 	ssize_t r = 0;
 
@@ -550,11 +570,6 @@ static ssize_t vx_read(struct file *f, char __user *buf, size_t len, loff_t *ppo
 		r = -EINVAL;
 		goto out;
 	}
-	memset(&w, 0, sizeof(w));
-	w.c = c;
-	w.mm = mm;
-	w.prot = vma->vm_page_prot;
-	w.fill = chunk;
 
 	while (done < len) {
 		unsigned int want = min_t(size_t, (len - done) >> PAGE_SHIFT, VX_BVEC_CHUNK);
@@ -580,15 +595,19 @@ static ssize_t vx_read(struct file *f, char __user *buf, size_t len, loff_t *ppo
 				break;
 			}
 		}
-		w.nfill = n;
-		w.used = 0;
-		r = apply_to_page_range(mm, at, (unsigned long)n << PAGE_SHIFT, vx_pte_fill, &w);
-		if (r) {
-			/* Page-table allocation failed: frames not installed go back. */
-			for (i = w.used; i < n; i++)
-				vx_frame_put(c, chunk[i]);
-			break;
+		for (i = 0; i < n; i++) {
+			int e = vx_map_one(c, vma, at + ((unsigned long)i << PAGE_SHIFT), chunk[i]);
+
+			if (e < 0) {
+				/* Page-table allocation failed: the rest go back. */
+				r = e;
+				while (++i < n)
+					vx_frame_put(c, chunk[i]);
+				break;
+			}
 		}
+		if (r)
+			break;
 		done += (size_t)n << PAGE_SHIFT;
 		if (n < want)
 			break; /* ran out of frames */
@@ -615,6 +634,7 @@ static int vx_open(struct inode *inode, struct file *f)
 		return -ENOMEM;
 	mutex_init(&c->setup_lock);
 	mutex_init(&c->free_mutex);
+	INIT_LIST_HEAD(&c->pinned);
 	spin_lock_init(&c->free_lock);
 	f->private_data = c;
 	return 0;
@@ -650,8 +670,8 @@ static int vx_mmap(struct file *f, struct vm_area_struct *vma)
 		r = -EBUSY; /* one region per device fd */
 		goto out;
 	}
-	vx_set_flags(vma, VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP | VM_DONTCOPY,
-		     VM_MIXEDMAP);
+	/* No VM_IO/VM_PFNMAP: get_user_pages() must work on the region. */
+	vx_set_flags(vma, VM_MIXEDMAP | VM_DONTEXPAND | VM_DONTDUMP | VM_DONTCOPY, 0);
 	vma->vm_ops = &vx_region_ops;
 	vma->vm_private_data = c;
 	c->region_mm = vma->vm_mm;

@@ -12,10 +12,12 @@
 #   77  skipped: no qemu or no Debian kernel packages and no way to install them
 #
 # Usage:
-#   tests/vm/run.sh [--bin DIR] [--keep]
-#     --bin DIR  where vm_exmap_abi and vm_engine are (default: build them
-#                with meson in $VM_WORK/build)
-#     --keep     keep the work directory ($VM_WORK, default a mktemp dir)
+#   tests/vm/run.sh [--bin DIR] [--daemon PATH --mkfs PATH] [--keep]
+#     --bin DIR      where vm_exmap_abi and vm_engine are (default: build them
+#                    with meson in $VM_WORK/build, with the daemon and mkfs)
+#     --daemon, --mkfs  the virtuscale daemon and mkfs.virtuscale, for the
+#                    mounted-filesystem test (skipped in the VM without them)
+#     --keep         keep the work directory ($VM_WORK, default a mktemp dir)
 # Environment: VM_TIMEOUT (seconds for the whole boot, default 420),
 #              VM_NO_APT=1 (never apt-get install, skip instead).
 set -u
@@ -23,12 +25,16 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
 bindir=""
+daemon=""
+mkfs=""
 keep=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--bin) bindir=$2; shift 2 ;;
+	--daemon) daemon=$2; shift 2 ;;
+	--mkfs) mkfs=$2; shift 2 ;;
 	--keep) keep=1; shift ;;
-	*) echo "usage: $0 [--bin DIR] [--keep]" >&2; exit 2 ;;
+	*) echo "usage: $0 [--bin DIR] [--daemon PATH --mkfs PATH] [--keep]" >&2; exit 2 ;;
 	esac
 done
 
@@ -96,6 +102,8 @@ if [ -z "$bindir" ]; then
 	if [ ! -d "$bdir" ]; then
 		meson setup "$bdir" "$src" >"$work/meson.log" 2>&1 || { cat "$work/meson.log"; die "meson setup"; }
 	fi
+	ninja -C "$bdir" fs/virtuscale tools/mkfs.virtuscale >"$work/ninja-fs.log" 2>&1 &&
+		daemon=$bdir/fs/virtuscale mkfs=$bdir/tools/mkfs.virtuscale
 	if ninja -C "$bdir" tests/vm/vm_exmap_abi tests/vm/vm_engine >"$work/ninja.log" 2>&1; then
 		bindir=$bdir/tests/vm
 	else
@@ -116,6 +124,11 @@ if [ -z "$bindir" ]; then
 fi
 bins=("$bindir/vm_exmap_abi" "$bindir/vm_engine")
 for b in "${bins[@]}"; do [ -x "$b" ] || die "missing $b"; done
+if [ -n "$daemon" ] && [ -x "$daemon" ] && [ -n "$mkfs" ] && [ -x "$mkfs" ]; then
+	bins+=("$daemon" "$mkfs")
+else
+	echo "# no daemon/mkfs given: the mounted-filesystem test will not run"
+fi
 
 # ------------------------------------------------------------------
 # The initramfs
@@ -141,6 +154,13 @@ for b in "${bins[@]}"; do
 		cp -L "$lib" "$root$lib"
 	done
 done
+# glibc dlopens libgcc_s for pthread_cancel/pthread_exit (libfuse uses them).
+gcclib=$(gcc -print-file-name=libgcc_s.so.1 2>/dev/null)
+[ -f "$gcclib" ] || gcclib=/lib/x86_64-linux-gnu/libgcc_s.so.1
+if [ -f "$gcclib" ]; then
+	mkdir -p "$root/lib/x86_64-linux-gnu"
+	cp -L "$gcclib" "$root/lib/x86_64-linux-gnu/libgcc_s.so.1"
+fi
 cp "$here/vm_init.sh" "$root/init"
 chmod +x "$root/init"
 (cd "$root" && find . | cpio -o -H newc 2>/dev/null | gzip -1) >"$work/initrd.gz"
@@ -160,7 +180,8 @@ echo "# VM ran $(($(date +%s) - start)) s (qemu exit $qrc)"
 tr -d '\r' <"$log" >"$log.txt"
 
 # What ran and what it printed, for the meson log.
-sed -n '/^VMTEST-BEGIN/,/^VMTEST-END/p' "$log.txt" | grep -v '^VMTEST-\(BEGIN\|END\)'
+# (The console's escape sequences may precede the first marker.)
+awk '/VMTEST-BEGIN/ { on = 1; next } /VMTEST-END/ { on = 0 } on' "$log.txt"
 if grep -q '^VMTEST-VERDICT PASS' "$log.txt"; then
 	echo "PASS: all VM tests passed"
 	exit 0

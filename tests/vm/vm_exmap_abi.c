@@ -20,6 +20,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -429,6 +430,35 @@ int main(int argc, char **argv)
 	      (unsigned long long)alloc_count());
 	CHECK(probe_faults(region + 10 * PG, NULL) == 1 && probe_faults(region, NULL) == 1,
 	      "freed pages fault again");
+
+	/* get_user_pages works on the region (O_DIRECT, FUSE and vmsplice need
+	 * it): splice a mapped page into a pipe, free the page while the pipe
+	 * still holds it, then read the pipe. The pinned frame must not be
+	 * reused before the pipe lets go of it. */
+	int pfd[2];
+	char *pbuf = malloc(PG);
+	got = pread(xfd, region + 7 * PG, PG, (off_t)EXMAP_POS(0, EXMAP_OP_READ));
+	struct iovec sv = {region + 7 * PG, PG};
+	CHECK(got == PG && pipe(pfd) == 0 && vmsplice(pfd[1], &sv, 1, 0) == PG,
+	      "vmsplice from a region page (get_user_pages) works");
+	iov[0] = exmap_iov_make(7, 1);
+	r = action(2, EXMAP_OP_FREE, 1);
+	got = pread(xfd, region, FRAMES * PG, (off_t)EXMAP_POS(0, EXMAP_OP_READ));
+	CHECK(r == 0 && got == (FRAMES - 1) * PG,
+	      "a frame freed while pinned is not reused while pinned (got %zd pages)", got / PG);
+	CHECK(read(pfd[0], pbuf, PG) == PG && page_matches(pbuf, 7),
+	      "the pipe still reads the spliced page's data");
+	close(pfd[0]);
+	close(pfd[1]);
+	free(pbuf);
+	iov[0] = exmap_iov_make(0, FRAMES);
+	action(2, EXMAP_OP_FREE, 1);
+	got = pread(xfd, region, FRAMES * PG, (off_t)EXMAP_POS(0, EXMAP_OP_READ));
+	CHECK(got == FRAMES * PG, "once unpinned the frame is back in the pool (%zd pages)",
+	      got / PG);
+	iov[0] = exmap_iov_make(0, FRAMES);
+	action(2, EXMAP_OP_FREE, 1);
+	CHECK(alloc_count() == 0, "alloc_count 0 again");
 
 	/* recycled frames carry the right data after a new fault-in */
 	got = pread(xfd, region + 3 * PG, PG, (off_t)EXMAP_POS(0, EXMAP_OP_READ));

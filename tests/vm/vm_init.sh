@@ -5,6 +5,7 @@
 # what run.sh shows.
 /bin/busybox --install -s /bin
 export PATH=/bin:/sbin
+export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu:/lib
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -23,6 +24,42 @@ run() { # name command...
 	rc=$?
 	echo "VMTEST $name rc=$rc"
 	[ $rc = 0 ] || fail=1
+}
+
+# The mounted filesystem with exmap=on: copy files in through FUSE with a
+# pool smaller than the data, evict, read them back and compare.
+fs_copy_compare() {
+	mkdir -p /tmp/src /mnt/vs
+	for i in 1 2 3 4; do
+		dd if=/dev/urandom of=/tmp/src/f$i bs=1M count=6 2>/dev/null || return 1
+	done
+	echo small >/tmp/src/small
+	/t/mkfs.virtuscale /tmp/fs.img --size 256M --quiet || return 1
+	/t/virtuscale /tmp/fs.img /mnt/vs -f -o exmap=on,pool=8M >/tmp/daemon.log 2>&1 &
+	dpid=$!
+	n=0
+	until grep -q " /mnt/vs " /proc/mounts; do
+		n=$((n + 1))
+		if [ $n -gt 100 ] || ! kill -0 $dpid 2>/dev/null; then
+			cat /tmp/daemon.log
+			return 1
+		fi
+		sleep 0.2
+	done
+	rc=0
+	cp -r /tmp/src /mnt/vs/ && sync || rc=1
+	echo evict >/mnt/vs/.virtuscale/control 2>/dev/null || echo "# (no evict control)"
+	# Read back through the daemon, not the kernel's page cache.
+	echo 3 >/proc/sys/vm/drop_caches
+	for f in /tmp/src/*; do
+		cmp "$f" "/mnt/vs/src/${f##*/}" || { echo "# differs: $f"; rc=1; }
+	done
+	grep -E "backend_info|evictions_total|loads_total|restarts_total" /mnt/vs/.virtuscale/stats | grep -v "^#"
+	grep -q "backend=\"exmap\"" /mnt/vs/.virtuscale/stats || { echo "# exmap not on in stats"; rc=1; }
+	umount /mnt/vs || rc=1
+	wait $dpid || { echo "# daemon exit $?"; rc=1; }
+	cat /tmp/daemon.log
+	return $rc
 }
 
 for m in configfs loop fuse; do
@@ -58,6 +95,11 @@ if [ $fail = 0 ]; then
 	fi
 	run engine-plain-file /t/vm_engine /tmp/engine2.img plain
 	run bench-evict /t/vm_engine /tmp/bench.img bench
+	if [ -x /t/virtuscale ] && [ -c /dev/fuse ]; then
+		run fs-exmap fs_copy_compare
+	else
+		echo "# no daemon or no /dev/fuse: fs-exmap not run"
+	fi
 fi
 
 rmmod vsexmap 2>&1 && echo "# rmmod vsexmap ok" || { echo "# rmmod vsexmap failed"; fail=1; }
