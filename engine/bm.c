@@ -383,6 +383,7 @@ static void evict_batch(struct bm *bm, struct bm_thread *t);
 /* Reserve a frame, evicting while the pool is full. */
 static void frame_reserve(struct bm *bm, struct bm_thread *t)
 {
+	bm_journal_pressure(bm);
 	for (unsigned spins = 0;; spins++) {
 		uint64_t n = atomic_load_explicit(&bm->resident, memory_order_relaxed);
 		if (n < bm->capacity) {

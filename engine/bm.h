@@ -125,16 +125,18 @@ int bm_flush(struct bm *bm);
 
 /* Journal mode: a transaction groups changes that must reach the image all
  * together or not at all. Every operation that changes pages runs between
- * bm_txn_begin and bm_txn_end (which nest neither with each other nor with
- * bm_checkpoint in one thread). bm_txn_begin may first run a checkpoint when
- * too many pages are dirty; it fails only when that checkpoint fails.
- * Without a journal both are no-ops. */
-int bm_txn_begin(struct bm *bm);
+ * bm_txn_begin and bm_txn_end. Transactions nest within one thread (the
+ * inner ones join the outer one). bm_txn_begin first runs a checkpoint when
+ * too many pages are dirty (a failure there is logged and retried by the
+ * next one; the transaction begins regardless). Without a journal both are
+ * no-ops. */
+void bm_txn_begin(struct bm *bm);
 void bm_txn_end(struct bm *bm);
 
 /* Make every transaction that ended before this call durable. Concurrent
  * callers share checkpoints (group commit): a caller that arrives while one
  * runs waits for the next and returns with it. Without a journal: bm_flush.
+ * Must not be called inside a transaction (-EDEADLK).
  * Errors: -EIO (and the first write error) when a write or sync failed; the
  * image is then as of the previous checkpoint. */
 int bm_checkpoint(struct bm *bm);

@@ -184,6 +184,7 @@ int bm_journal_recover(struct bm *bm, uint64_t image_pages, bool sb_ok, uint64_t
 int bm_journal_open(struct bm *bm);    /* recovery; background thread */
 void bm_journal_close(struct bm *bm);  /* stop the thread */
 int bm_checkpoint_final(struct bm *bm); /* at close: checkpoint, mark clean */
+void bm_journal_pressure(struct bm *bm); /* checkpoint if dirty and not in a txn */
 int bm_meta_sb_snapshot(struct bm *bm, uint8_t *page, bool clean, uint64_t applied);
 int bm_pread_all(int fd, void *buf, size_t len, uint64_t off);
 

@@ -67,6 +67,11 @@
 #include "engine/bm_fault.h"
 #include "engine/log.h"
 
+/* Transactions this thread has open, and in which pool: the reader lock is
+ * taken once, by the outermost. */
+static _Thread_local unsigned txn_depth;
+static _Thread_local struct bm *txn_bm;
+
 #define JR_MAGIC     "VSJRNL01"
 #define JR_HDR       64u
 #define JR_ENTRY     16u
@@ -564,6 +569,10 @@ int bm_checkpoint(struct bm *bm)
 		return 0;
 	if (!bm->journal)
 		return bm_flush(bm);
+	if (txn_depth > 0 && txn_bm == bm) {
+		vs_log(VS_LOG_ERR, "internal: checkpoint requested inside a transaction");
+		return -EDEADLK; /* it would wait for our own reader lock */
+	}
 	/* Any checkpoint that starts after this point covers every
 	 * transaction that ended before the call. */
 	uint64_t target = atomic_load(&bm->ckpt_seq) + 1;
@@ -593,24 +602,41 @@ int bm_checkpoint_final(struct bm *bm)
 	return r;
 }
 
-int bm_txn_begin(struct bm *bm)
+void bm_txn_begin(struct bm *bm)
 {
 	if (!bm->journal)
-		return 0;
-	if ((uint64_t)atomic_load_explicit(&bm->dirty, memory_order_relaxed) > bm->dirty_limit) {
-		int r = bm_checkpoint(bm);
-		if (r < 0)
-			return r;
+		return;
+	if (txn_depth > 0 && txn_bm == bm) {
+		txn_depth++;
+		return;
 	}
+	if ((uint64_t)atomic_load_explicit(&bm->dirty, memory_order_relaxed) > bm->dirty_limit)
+		bm_checkpoint(bm);
 	pthread_rwlock_rdlock(&bm->txn_lock);
-	return 0;
+	txn_bm = bm;
+	txn_depth = 1;
 }
 
 void bm_txn_end(struct bm *bm)
 {
 	if (!bm->journal)
 		return;
+	if (--txn_depth > 0)
+		return;
+	txn_bm = NULL;
 	pthread_rwlock_unlock(&bm->txn_lock);
+}
+
+/* Called before taking a frame: a caller outside any transaction (a tool,
+ * a unit test driving the layers directly) gets the checkpoint that
+ * bm_txn_begin would have run, so that dirty pages, which eviction may not
+ * take, cannot fill the pool. Inside a transaction bm_txn_begin did it. */
+void bm_journal_pressure(struct bm *bm)
+{
+	if (!bm->journal || (txn_depth > 0 && txn_bm == bm))
+		return;
+	if ((uint64_t)atomic_load_explicit(&bm->dirty, memory_order_relaxed) > bm->dirty_limit)
+		bm_checkpoint(bm);
 }
 
 uint64_t bm_recovered_pages(const struct bm *bm)
@@ -663,12 +689,14 @@ int bm_journal_open(struct bm *bm)
 		return r;
 	}
 	uint64_t cap = journal_capacity(bm->jr_pages);
-	/* A checkpoint writes the dirty pages, at most one checksum-table page
-	 * per dirty page, the bitmap and the superblock; transactions already
-	 * running when the limit is crossed add a bounded amount more (the
-	 * slack). Half the pool stays clean for eviction. */
-	uint64_t slack = cap / 8;
-	uint64_t limit = cap > bm->bmp_pages + 1 + slack ? (cap - bm->bmp_pages - 1 - slack) / 2 : 1;
+	/* A checkpoint writes the dirty pages, the changed checksum-table and
+	 * bitmap pages (at most all of them) and the superblock; transactions
+	 * already running when the limit is crossed add more (the slack: a
+	 * quarter of the journal, 8 MiB for the smallest images the daemon
+	 * is tested with). Half the pool stays clean for eviction. */
+	uint64_t fixed = bm->cs_pages + bm->bmp_pages + 1;
+	uint64_t slack = cap / 4;
+	uint64_t limit = cap > fixed + slack + 16 ? cap - fixed - slack : 16;
 	if (limit > bm->capacity / 2)
 		limit = bm->capacity / 2;
 	bm->dirty_limit = limit;

@@ -21,12 +21,15 @@
  * Upgrades validate too, so a writer never acts on a stale page. Readers on
  * other leaves are never blocked, and a lookup writes no shared memory.
  *
- * An optimistically read page may hold anything (a half-written node, or
- * zeros after eviction). Node accessors clamp every count, offset and length
- * to the page, the descent is bounded by BT_MAX_HEIGHT, and no decision that
- * changes anything is taken before validation. Only descend_opt() and
- * lookup_opt() read pages optimistically; every other function reads pages
- * it holds shared or exclusively (tests/btree/tsan.supp names these two).
+ * An optimistically read page may hold anything (a half-written node, zeros
+ * after eviction with the madvise backend) or fault (exmap backend: bm turns
+ * the SIGSEGV into a restart; nothing here holds memory or locks of its own
+ * across page reads, so jumping out is always safe). Node accessors clamp
+ * every count, offset and length to the page, the descent is bounded by
+ * BT_MAX_HEIGHT, and no decision that changes anything is taken before
+ * validation. Only descend_opt() and lookup_opt() read pages optimistically;
+ * every other function reads pages it holds shared or exclusively
+ * (tests/btree/tsan.supp names these two).
  *
  * Restarts and side effects
  * -------------------------
@@ -61,6 +64,12 @@
  * with a sibling under the same parent if the result fits, removes their
  * separator from the parent, and repeats one level up while the parent is
  * underfull. A root left with one child takes over that child's contents.
+ *
+ * Journal mode: every call that changes the tree is one transaction
+ * (bm_txn_begin/end, which nest into the caller's), so a checkpoint never
+ * falls between, say, an overflow page's allocation and the leaf that
+ * refers to it, or a merge and the freeing of the merged page: a crash
+ * leaves no page allocated and unreachable.
  */
 #include "engine/btree.h"
 
@@ -109,6 +118,16 @@ static inline unsigned umin(unsigned a, unsigned b)
 	return a < b ? a : b;
 }
 
+/* Lines of a node worth fetching ahead: header, hints and the first slots
+ * (all of a typical leaf's). Measured: +10-30% lookups on 1e6 keys. */
+#define PREFETCH_LINES 6
+
+static inline void prefetch_node(uintptr_t addr)
+{
+	for (unsigned i = 0; i < PREFETCH_LINES; i++)
+		__builtin_prefetch((const void *)(addr + 64 * i));
+}
+
 /*
  * Descend from @root to the node at @level on the way to @key, reading
  * optimistically. On return p->node is an O guard on that node (or on a
@@ -152,12 +171,12 @@ static __attribute__((noinline)) void descend_opt(struct bm_op *op, uint64_t roo
 				   : bt_node_child_pos(n, key, klen, mode == DESC_BEFORE);
 		uint64_t child = bt_node_child(n, pos);
 		struct bm_guard cg;
-		/* The child's header and its page-state word are two cache
-		 * misses that do not depend on each other: start the first
-		 * while bm_fix_o waits for the second. (A prefetch of a
-		 * garbage address is harmless.) */
-		__builtin_prefetch((const void *)((uintptr_t)p->node.page +
-						  ((child - p->node.pid) << BM_PAGE_SHIFT)));
+		/* The child's page-state word and its first lines (header,
+		 * hints, the slots a search starts with) are cache misses that
+		 * do not depend on each other: start them all before bm_fix_o
+		 * waits for the first. A prefetch of a garbage address is
+		 * harmless; unsigned arithmetic keeps it defined. */
+		prefetch_node((uintptr_t)p->node.page + ((child - p->node.pid) << BM_PAGE_SHIFT));
 		bm_fix_o(op, child, &cg);
 		bm_check(op, &p->node);
 		p->parent = p->node;
@@ -521,12 +540,18 @@ static int put_common(struct bt *t, const void *key, unsigned klen, const void *
 
 int bt_insert(struct bt *t, const void *key, unsigned klen, const void *val, unsigned vlen)
 {
-	return put_common(t, key, klen, val, vlen, false);
+	bm_txn_begin(t->bm);
+	int r = put_common(t, key, klen, val, vlen, false);
+	bm_txn_end(t->bm);
+	return r;
 }
 
 int bt_put(struct bt *t, const void *key, unsigned klen, const void *val, unsigned vlen)
 {
-	return put_common(t, key, klen, val, vlen, true);
+	bm_txn_begin(t->bm);
+	int r = put_common(t, key, klen, val, vlen, true);
+	bm_txn_end(t->bm);
+	return r;
 }
 
 /* ------------------------------------------------------------------ */
@@ -577,7 +602,10 @@ int bt_update(struct bt *t, const void *key, unsigned klen, bt_update_fn fn, voi
 	struct update_arg a = {.root = t->root, .key = key, .klen = klen, .fn = fn, .ctx = ctx};
 	if (!key_ok(key, klen) || !fn)
 		return -EINVAL;
-	return bm_run(t->bm, op_update, &a);
+	bm_txn_begin(t->bm);
+	int r = bm_run(t->bm, op_update, &a);
+	bm_txn_end(t->bm);
+	return r;
 }
 
 /* ------------------------------------------------------------------ */
@@ -741,14 +769,14 @@ int bt_remove(struct bt *t, const void *key, unsigned klen)
 	struct remove_arg a = {.root = t->root, .key = key, .klen = klen};
 	if (!key_ok(key, klen))
 		return -EINVAL;
+	bm_txn_begin(t->bm);
 	int r = bm_run(t->bm, op_remove, &a);
-	if (r < 0)
-		return r;
-	if (a.freed != BM_PID_NONE)
+	if (r == 0 && a.freed != BM_PID_NONE)
 		bm_free(t->bm, a.freed, 1);
-	if (a.underfull)
+	if (r == 0 && a.underfull)
 		merge_from(t, key, klen);
-	return 0;
+	bm_txn_end(t->bm);
+	return r;
 }
 
 /* ------------------------------------------------------------------ */
@@ -906,16 +934,17 @@ static int op_create(struct bm_op *op, void *arg)
 int bt_create(struct bm *bm, uint64_t *ret_root)
 {
 	uint64_t pid;
+	bm_txn_begin(bm);
 	int r = bm_alloc(bm, 1, BM_PID_NONE, &pid);
-	if (r < 0)
-		return r;
-	r = bm_run(bm, op_create, &pid);
-	if (r < 0) {
-		bm_free(bm, pid, 1);
-		return r;
+	if (r == 0) {
+		r = bm_run(bm, op_create, &pid);
+		if (r < 0)
+			bm_free(bm, pid, 1);
 	}
-	*ret_root = pid;
-	return 0;
+	bm_txn_end(bm);
+	if (r == 0)
+		*ret_root = pid;
+	return r;
 }
 
 struct copy_arg {
@@ -979,7 +1008,10 @@ static int destroy_node(struct bm *bm, uint64_t root, uint64_t pid, unsigned dep
 
 int bt_destroy(struct bm *bm, uint64_t root)
 {
-	return destroy_node(bm, root, root, 0);
+	bm_txn_begin(bm);
+	int r = destroy_node(bm, root, root, 0);
+	bm_txn_end(bm);
+	return r;
 }
 
 /* A set of pids (open addressing) for "no page reachable twice". */

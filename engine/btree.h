@@ -12,6 +12,10 @@
  * coupling, writers take only the leaf (and parents on a split or merge)
  * exclusively, so operations on different leaves do not block each other.
  *
+ * With a journal (bm_config.journal), each call that changes a tree is a
+ * transaction of its own, or part of the caller's when one is open
+ * (bm_txn_begin nests): a checkpoint sees all of it or none of it.
+ *
  * Limits: keys 1..BT_KEY_MAX bytes, values 0..BT_VAL_MAX bytes.
  *
  * Errors (negative errno): -ENOENT (no such key), -EEXIST (bt_insert of an

@@ -660,26 +660,178 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	reply_err(req, fs_removexattr(fs_of(req, FS_REQ_REMOVEXATTR), ino, name));
 }
 
+/* ------------------------------------------------------------------ */
+/* Transactions                                                       */
+
+/*
+ * Each request that changes the filesystem is one transaction of the
+ * buffer manager's journal (bm_txn_begin/end): a checkpoint sees it whole or
+ * not at all, so after a crash a create, rename, link, truncate or write is
+ * either there or absent, never half done. The handlers above are unaware:
+ * these wrappers bracket them, and the table below points at the wrappers.
+ * Reads are included because they may update atime. Requests that only look
+ * (lookup, getattr, readdir...) and the ones that wait for a checkpoint
+ * (fsync, the control file) run outside any transaction.
+ */
+#define TXN(req) struct bm *bm_ = fs_bm(ctx_of(req)->fs)
+#define IN_TXN(call)                                                                        \
+	do {                                                                                \
+		bm_txn_begin(bm_);                                                          \
+		call;                                                                       \
+		bm_txn_end(bm_);                                                            \
+	} while (0)
+
+static void txn_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	TXN(req);
+	IN_TXN(op_forget(req, ino, nlookup));
+}
+
+static void txn_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	TXN(req);
+	IN_TXN(op_forget_multi(req, count, forgets));
+}
+
+static void txn_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+			struct fuse_file_info *fi)
+{
+	TXN(req);
+	IN_TXN(op_setattr(req, ino, attr, to_set, fi));
+}
+
+static void txn_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	TXN(req);
+	IN_TXN(op_mknod(req, parent, name, mode, rdev));
+}
+
+static void txn_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	TXN(req);
+	IN_TXN(op_mkdir(req, parent, name, mode));
+}
+
+static void txn_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	TXN(req);
+	IN_TXN(op_symlink(req, link, parent, name));
+}
+
+static void txn_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	TXN(req);
+	IN_TXN(op_link(req, ino, newparent, newname));
+}
+
+static void txn_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	TXN(req);
+	IN_TXN(op_unlink(req, parent, name));
+}
+
+static void txn_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	TXN(req);
+	IN_TXN(op_rmdir(req, parent, name));
+}
+
+static void txn_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		       const char *newname, unsigned int flags)
+{
+	TXN(req);
+	IN_TXN(op_rename(req, parent, name, newparent, newname, flags));
+}
+
+static void txn_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	TXN(req);
+	IN_TXN(op_open(req, ino, fi));
+}
+
+static void txn_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		       struct fuse_file_info *fi)
+{
+	TXN(req);
+	IN_TXN(op_create(req, parent, name, mode, fi));
+}
+
+static void txn_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	TXN(req);
+	IN_TXN(op_read(req, ino, size, off, fi));
+}
+
+static void txn_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		      struct fuse_file_info *fi)
+{
+	TXN(req);
+	if (fs_is_ctl_ino(ino))
+		op_write(req, ino, buf, size, off, fi); /* control: may checkpoint */
+	else
+		IN_TXN(op_write(req, ino, buf, size, off, fi));
+}
+
+static void txn_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	TXN(req);
+	IN_TXN(op_release(req, ino, fi));
+}
+
+static void txn_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+			  struct fuse_file_info *fi)
+{
+	TXN(req);
+	IN_TXN(op_fallocate(req, ino, mode, offset, length, fi));
+}
+
+static void txn_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+				struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
+				struct fuse_file_info *fi_out, size_t len, int flags)
+{
+	TXN(req);
+	/* One transaction must fit the journal: copy at most 1 MiB per
+	 * request; a short count is legal and callers loop on it. */
+	if (len > (1u << 20))
+		len = 1u << 20;
+	IN_TXN(op_copy_file_range(req, ino_in, off_in, fi_in, ino_out, off_out, fi_out, len,
+				  flags));
+}
+
+static void txn_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			 size_t size, int flags)
+{
+	TXN(req);
+	IN_TXN(op_setxattr(req, ino, name, value, size, flags));
+}
+
+static void txn_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	TXN(req);
+	IN_TXN(op_removexattr(req, ino, name));
+}
+
 const struct fuse_lowlevel_ops fs_fuse_ops = {
     .init = op_init,
     .lookup = op_lookup,
-    .forget = op_forget,
-    .forget_multi = op_forget_multi,
+    .forget = txn_forget,
+    .forget_multi = txn_forget_multi,
     .getattr = op_getattr,
-    .setattr = op_setattr,
+    .setattr = txn_setattr,
     .readlink = op_readlink,
-    .mknod = op_mknod,
-    .mkdir = op_mkdir,
-    .unlink = op_unlink,
-    .rmdir = op_rmdir,
-    .symlink = op_symlink,
-    .rename = op_rename,
-    .link = op_link,
-    .open = op_open,
-    .read = op_read,
-    .write = op_write,
+    .mknod = txn_mknod,
+    .mkdir = txn_mkdir,
+    .unlink = txn_unlink,
+    .rmdir = txn_rmdir,
+    .symlink = txn_symlink,
+    .rename = txn_rename,
+    .link = txn_link,
+    .open = txn_open,
+    .read = txn_read,
+    .write = txn_write,
     .flush = op_flush,
-    .release = op_release,
+    .release = txn_release,
     .fsync = op_fsync,
     .opendir = op_opendir,
     .readdir = op_readdir,
@@ -687,12 +839,12 @@ const struct fuse_lowlevel_ops fs_fuse_ops = {
     .releasedir = op_releasedir,
     .fsyncdir = op_fsyncdir,
     .statfs = op_statfs,
-    .setxattr = op_setxattr,
+    .setxattr = txn_setxattr,
     .getxattr = op_getxattr,
     .listxattr = op_listxattr,
-    .removexattr = op_removexattr,
-    .create = op_create,
-    .fallocate = op_fallocate,
+    .removexattr = txn_removexattr,
+    .create = txn_create,
+    .fallocate = txn_fallocate,
     .lseek = op_lseek,
-    .copy_file_range = op_copy_file_range,
+    .copy_file_range = txn_copy_file_range,
 };

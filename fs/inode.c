@@ -94,6 +94,12 @@ int fs_inode_get(struct fs *fs, uint64_t ino, struct fs_inode *ret)
 	r = bt_lookup(&fs->tree, key, sizeof(key), val, sizeof(val), &len);
 	if (r == -ENOBUFS || (r == 0 && len != FS_INODE_LEN))
 		return VS_CORRUPT("inode %llu: record of %u bytes", (unsigned long long)ino, len);
+	if (r == -ENOENT) {
+		int r2 = bt_lookup(&fs->tree, key, sizeof(key), val, sizeof(val), &len);
+		if (r2 != -ENOENT)
+			vs_log(VS_LOG_ERR, "DEBUG inode %llu: lookup ENOENT then %d",
+			       (unsigned long long)ino, r2);
+	}
 	if (r < 0)
 		return r;
 	inode_decode(ino, val, ret);
@@ -143,20 +149,18 @@ void fs_inode_to_stat(const struct fs_inode *in, struct stat *st)
 /* ------------------------------------------------------------------ */
 /* Inode numbers                                                      */
 
-/* Persist a new limit before handing out any number below it. Called with
- * ino_mu held, or before the filesystem is shared. */
+/* Raise the limit before handing out any number below it. Called with
+ * ino_mu held, or before the filesystem is shared. The limit is a superblock
+ * slot, and every checkpoint writes the slots together with the pages: an
+ * inode that reached the image always comes with a limit above its number,
+ * so after a crash numbers restart at the limit and none is reissued. (No
+ * flush here: this runs inside the creating request's transaction.) */
 int fs_ino_reserve(struct fs *fs, uint64_t at_least)
 {
 	uint64_t limit = at_least + FS_INO_BATCH;
-	int r;
 
 	bm_sb_set(fs->bm, FS_SB_INO_LIMIT, limit);
 	bm_sb_set(fs->bm, FS_SB_INO_NEXT, fs->next_ino);
-	r = bm_flush(fs->bm);
-	if (r < 0) {
-		vs_log(VS_LOG_ERR, "cannot persist the inode number reservation: %s", strerror(-r));
-		return r;
-	}
 	fs->ino_limit = limit;
 	return 0;
 }

@@ -199,6 +199,14 @@ ssize_t fs_stats_render(struct fs *fs, char *buf, size_t cap)
 	       s.csum_errors);
 	metric(&o, "io_errors_total", "counter", "Failed reads and writes of the image.",
 	       s.io_errors);
+	metric(&o, "checkpoints_total", "counter", "Checkpoints completed (fsync, timer, "
+	       "dirty limit, control).", s.checkpoints);
+	metric(&o, "log_bytes_total", "counter", "Bytes written to the journal.", s.log_bytes);
+	metric(&o, "log_flushes_total", "counter", "Syncs of the image.", s.log_flushes);
+	metric(&o, "recovered_pages", "gauge",
+	       "Pages replayed from the journal when this mount began.", s.recovered_pages);
+	metric(&o, "dirty_limit_pages", "gauge", "Dirty pages that trigger a checkpoint.",
+	       s.dirty_limit);
 	metric(&o, "image_pages", "gauge", "Pages in the image.", s.page_count);
 	metric(&o, "image_free_pages", "gauge", "Unallocated pages in the image.", s.free_pages);
 	metric(&o, "inodes", "gauge", "Inodes in the filesystem.", atomic_load(&fs->inode_count));
@@ -228,8 +236,9 @@ int fs_control(struct fs *fs, const char *cmd, size_t len)
 	while (len > 0 && (cmd[len - 1] == '\n' || cmd[len - 1] == ' ' || cmd[len - 1] == '\t' ||
 			   cmd[len - 1] == '\r' || cmd[len - 1] == 0))
 		len--;
-	if (len == 5 && memcmp(cmd, "flush", 5) == 0)
-		return fs_sync(fs);
+	if ((len == 5 && memcmp(cmd, "flush", 5) == 0) ||
+	    (len == 10 && memcmp(cmd, "checkpoint", 10) == 0))
+		return fs_sync(fs); /* both: a checkpoint through the journal */
 	if (len == 5 && memcmp(cmd, "evict", 5) == 0) {
 		int64_t n = bm_evict_all(fs->bm, true);
 		return n < 0 ? (int)n : 0;

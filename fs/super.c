@@ -8,7 +8,7 @@
  *   read the slots          tree root, inode numbers, inode count
  *   after an unclean close  skip to the reserved inode limit, recount inodes
  *   free orphans            inodes unlinked while open when the daemon died
- *   reserve inode numbers   persist a fresh limit (bm_flush) before use
+ *   reserve inode numbers   raise the limit (checkpointed with the inodes)
  *
  * The mount takes no threads of its own and starts none; every thread that
  * later calls in gets its buffer-manager context on first use.
@@ -120,6 +120,8 @@ int fs_mount(const struct fs_config *cfg, struct fs **ret_fs)
 	    .pool_bytes = cfg->pool_bytes,
 	    .backend = cfg->backend,
 	    .read_only = cfg->read_only,
+	    /* every request is a transaction, every fsync a checkpoint */
+	    .journal = !cfg->read_only,
 	};
 	struct fs *fs;
 	int r;
