@@ -76,7 +76,6 @@ for round in $(seq "$rounds"); do
 		[ -e "$t" ] || continue
 		[ -e "${t%.tmp}" ] && fail "round $round: $t and ${t%.tmp} both exist"
 	done
-	grep -q "recovery: replayed" "$work/daemon.log" && replays=$((${replays:-0} + 1))
 	fusermount3 -u "$mnt" || fail "unmount"
 	wait "$daemon"
 	daemon=
@@ -85,4 +84,5 @@ for round in $(seq "$rounds"); do
 	fi
 	echo "round $round: $(wc -l <"$acked") acknowledged files intact"
 done
-echo "kill -9: $rounds rounds, $(wc -l <"$acked") acknowledged files, ${replays:-0} journal replays"
+echo "kill -9: $rounds rounds, $(wc -l <"$acked") acknowledged files," \
+	"$(grep -c 'recovery: replayed' "$work/daemon.log") journal replays"
