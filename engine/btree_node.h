@@ -55,10 +55,17 @@
  *
  * Size limits that make every split possible: a fence is at most BT_KEY_MAX
  * bytes, so two fences take at most 2048; the largest leaf entry is
- * BT_INLINE_MAX + 10 and the largest inner entry 1024 + 8 + 10. So a node
- * with two worst-case fences still holds one entry of either kind; splits
- * (which see the entry about to be inserted) never leave a side with more
- * than it can hold, after at most a few rounds.
+ * BT_INLINE_MAX + 10 (an overflow reference: 1024 + 8 + 10) and the largest
+ * inner entry 1024 + 8 + 10. So a node with two worst-case fences still
+ * holds one entry of either kind. A cut between two existing entries always
+ * yields halves that hold their entries (the new fence is no longer than
+ * the entry next to it, which leaves the node); the split planner measures
+ * each candidate cut exactly and prefers one that also holds the entry
+ * about to be inserted, so the insert succeeds at once or, in contrived
+ * cases, after another round on a smaller node.
+ *
+ * Prefixes only grow on a split (a narrower range shares at least as much)
+ * and only shrink on a merge, which is measured before it is done.
  *
  * Optimistic readers may see any bytes here. The accessors clamp every
  * count, offset and length read from the page to the page, so a torn read

@@ -123,6 +123,27 @@ int main(void)
 		printf("lookup, %u threads: %.0f lookups/s\n", threads,
 		       (double)b.total / b.seconds);
 	}
+	/* Ascending inserts (new inodes, appended extents) fill leaves
+	 * completely: splits cut after the last entry. */
+	uint64_t root2;
+	bt_create(env.bm, &root2);
+	struct bt t2 = bt_open(env.bm, root2);
+	uint64_t n2 = b.nkeys / 4;
+	t0 = now();
+	for (uint64_t i = 0; i < n2; i++) {
+		put_be64(key, i);
+		put_be64(val, i);
+		if (bt_insert(&t2, key, 8, val, sizeof(val)) != 0)
+			return 1;
+	}
+	t1 = now();
+	if (bt_check(&t2, &info) != 0)
+		return 1;
+	printf("ascending insert: %.0f keys/s (%llu keys, %llu leaves, %.0f%% full)\n",
+	       (double)n2 / (t1 - t0), (unsigned long long)info.entries,
+	       (unsigned long long)info.leaves,
+	       100.0 * (double)info.entries * (8 + 120 + 10) / ((double)info.leaves * 4000));
+
 	struct bm_stats s;
 	bm_stats_get(env.bm, &s);
 	printf("pool: %llu resident pages, %llu restarts\n", (unsigned long long)s.resident_pages,

@@ -4,6 +4,7 @@
 #define VS_TESTS_BT_TEST_H
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,8 +23,12 @@ struct tenv {
 
 /* Format an image of @image_bytes and open it with a pool of @pool_bytes.
  * Reads go through the page cache (no O_DIRECT): the tests evict all the
- * time and want that to be cheap. Returns 0 or a negative errno. */
-static inline int tenv_open(struct tenv *e, uint64_t image_bytes, uint64_t pool_bytes)
+ * time and want that to be cheap (VS_TEST_DIRECT=1: O_DIRECT). Tests that
+ * wrap every change in bm_txn_begin/end pass @txns, and then
+ * VS_TEST_JOURNAL=1 runs them in journal mode (no steal, checkpoints).
+ * Returns 0 or a negative errno. */
+static inline int tenv_open_txn(struct tenv *e, uint64_t image_bytes, uint64_t pool_bytes,
+				bool txns)
 {
 	const char *tmp = getenv("TMPDIR");
 	int r;
@@ -40,7 +45,13 @@ static inline int tenv_open(struct tenv *e, uint64_t image_bytes, uint64_t pool_
 	/* exmap when the machine has it, quietly the plain backend if not. */
 	e->cfg.backend = access("/dev/exmap", F_OK) == 0 ? BM_BACKEND_AUTO : BM_BACKEND_PLAIN;
 	e->cfg.no_direct = getenv("VS_TEST_DIRECT") == NULL;
+	e->cfg.journal = txns && getenv("VS_TEST_JOURNAL") != NULL;
 	return bm_open(&e->cfg, &e->bm);
+}
+
+static inline int tenv_open(struct tenv *e, uint64_t image_bytes, uint64_t pool_bytes)
+{
+	return tenv_open_txn(e, image_bytes, pool_bytes, false);
 }
 
 static inline int tenv_reopen(struct tenv *e)

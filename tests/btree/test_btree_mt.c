@@ -15,7 +15,8 @@
  * At the end the tree must pass bt_check and hold exactly the own keys of
  * every model plus what a final scan of the shared range finds.
  *
- * VS_TEST_SCALE=N multiplies the operations per thread.
+ * VS_TEST_SCALE=N multiplies the operations per thread; VS_TEST_JOURNAL=1
+ * runs in journal mode, each operation a transaction.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -31,6 +32,8 @@
 #define SHARED_KEYS 4000u
 #if defined(__SANITIZE_THREAD__)
 #define OPS_DEFAULT 10000u /* ThreadSanitizer runs everything 5-15 times slower */
+#elif defined(__SANITIZE_ADDRESS__)
+#define OPS_DEFAULT 20000u
 #else
 #define OPS_DEFAULT 50000u
 #endif
@@ -180,6 +183,7 @@ static void *worker_main(void *arg)
 		unsigned op = (unsigned)(r % 100);
 		unsigned n = (unsigned)((r >> 8) % OWN_KEYS), klen;
 		int rc;
+		bm_txn_begin(sh->t.bm); /* a no-op without a journal */
 		if (op < 20) { /* own insert / put */
 			klen = own_key(w->id, n, key);
 			unsigned vlen = (unsigned)(r2 % 50 == 0 ? 1100 + r2 % 2000 : r2 % 500);
@@ -267,6 +271,7 @@ static void *worker_main(void *arg)
 			rc = bt_lookup(&sh->t2, key, klen, got, sizeof(got), &len);
 			CHECK(w, rc == 0 && len == 8 && get_be64(got) == n);
 		}
+		bm_txn_end(sh->t.bm);
 	}
 	free(sc);
 	return NULL;
@@ -291,7 +296,7 @@ static void test_concurrent(void **state)
 	uint64_t root, root2;
 
 	/* 1 MiB pool: 256 frames for a tree of over a thousand pages. */
-	assert_int_equal(tenv_open(&env, 256u << 20, 1u << 20), 0);
+	assert_int_equal(tenv_open_txn(&env, 256u << 20, 1u << 20, true), 0);
 	assert_int_equal(bt_create(env.bm, &root), 0);
 	assert_int_equal(bt_create(env.bm, &root2), 0);
 	sh.t = bt_open(env.bm, root);
