@@ -516,6 +516,17 @@ void bm_check(struct bm_op *op, const struct bm_guard *g)
 	bm_restart(op);
 }
 
+/* Record a shared or exclusive guard in @g and in the operation's list. */
+static void *guard_hold(struct bm_op *op, struct bm_guard *g, uint64_t pid, enum bm_mode mode)
+{
+	hold_add(op, pid, mode);
+	g->pid = pid;
+	g->mode = mode;
+	g->version = 0;
+	g->page = bm_page(op->bm, pid);
+	return g->page;
+}
+
 const void *bm_fix_s(struct bm_op *op, uint64_t pid, struct bm_guard *g)
 {
 	struct bm *bm = op->bm;
@@ -541,12 +552,7 @@ const void *bm_fix_s(struct bm_op *op, uint64_t pid, struct bm_guard *g)
 			bm_restart(op);
 		cpu_relax(spins);
 	}
-	hold_add(op, pid, BM_S);
-	g->pid = pid;
-	g->mode = BM_S;
-	g->version = 0;
-	g->page = bm_page(bm, pid);
-	return g->page;
+	return guard_hold(op, g, pid, BM_S);
 }
 
 static void *fix_x(struct bm_op *op, uint64_t pid, struct bm_guard *g, bool fresh)
@@ -569,12 +575,7 @@ static void *fix_x(struct bm_op *op, uint64_t pid, struct bm_guard *g, bool fres
 			bm_restart(op);
 		cpu_relax(spins);
 	}
-	hold_add(op, pid, BM_X);
-	g->pid = pid;
-	g->mode = BM_X;
-	g->version = 0;
-	g->page = bm_page(bm, pid);
-	return g->page;
+	return guard_hold(op, g, pid, BM_X);
 }
 
 void *bm_fix_x(struct bm_op *op, uint64_t pid, struct bm_guard *g)
