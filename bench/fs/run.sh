@@ -28,9 +28,10 @@ threads=
 rows_re=.
 keep=0
 pt=0
+report_csv=
 
 usage() {
-	sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n "2,15p" "$0" | sed 's/^# \{0,1\}//'
 	cat <<EOF
 
 options:
@@ -46,6 +47,8 @@ options:
   --threads N     -o threads=N for the daemon (default: the daemon's default)
   --rows REGEX    run only rows whose name matches (grep -E)
   --keep          leave the work directory (image, fio json) behind
+  --report CSV    no run: print the tables and draw the chart again from an
+                  earlier CSV (e.g. one an interrupted run left behind)
   --passthrough   also run every row on libfuse's passthrough_ll example over
                   the tmpfs (built from /usr/share/doc/libfuse3-dev/examples):
                   the FUSE cost on this machine, measured in the same run
@@ -64,6 +67,7 @@ while [ $# -gt 0 ]; do
 	--rows) rows_re=$2; shift ;;
 	--keep) keep=1 ;;
 	--passthrough) pt=1 ;;
+	--report) report_csv=$2; shift ;;
 	-h | --help) usage; exit 0 ;;
 	*) echo "run.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
 	esac
@@ -78,6 +82,109 @@ for t in fio jq awk fusermount3; do
 done
 have_gnuplot=1
 command -v gnuplot >/dev/null 2>&1 || have_gnuplot=0
+
+# report: the tables, the target checks and the chart, from $csv (also
+# what --report CSV runs on its own, e.g. after an interrupted run).
+report() {
+
+awk -F, -v quick=$quick '
+function get(r, c) { return (r in V) ? (c == "v" ? V[r] : c == "t" ? T[r] : R[r]) : "" }
+NR == 1 { next }
+{ V[$1] = $3; T[$1] = $4; R[$1] = $5; P50[$1] = $6; P99[$1] = $7; P999[$1] = $8
+  TP50[$1] = $9; TP99[$1] = $10; TP999[$1] = $11; WA[$1] = $15; PT[$1] = $20; PR[$1] = $21
+  if ($20 != "") havept = 1
+  rows[++n] = $1; U[$1] = $2 }
+END {
+	printf "\n%-34s %12s %12s %8s %-8s", "row", "virtuscale", "tmpfs", "ratio", "unit"
+	if (havept) printf " %12s %8s", "passthrough", "vs/pt"
+	printf "\n"
+	for (i = 1; i <= n; i++) {
+		r = rows[i]
+		printf "%-34s %12s %12s %8s %-8s", r, V[r], T[r], R[r], U[r]
+		if (havept) printf " %12s %8s", PT[r], PR[r]
+		printf "\n"
+	}
+	printf "\nwrite amplification (bytes written to the image per byte fio wrote, after a flush):\n"
+	for (i = 1; i <= n; i++) {
+		r = rows[i]
+		if (WA[r] != "") printf "  %-34s %8s\n", r, WA[r]
+	}
+	printf "\nfsync latency (fio sync percentiles, microseconds):\n"
+	printf "  %-32s %10s %10s %10s   %s\n", "row", "p50", "p99", "p99.9", "(tmpfs p50/p99/p99.9)"
+	for (i = 1; i <= n; i++) {
+		r = rows[i]
+		if (P50[r] != "") printf "  %-32s %10s %10s %10s   (%s/%s/%s)\n", r, P50[r], P99[r], P999[r], TP50[r], TP99[r], TP999[r]
+	}
+	printf "\ntargets:\n"
+	chk("fit/seqread-1M-buf", "ratio", 0.5, "buffered seq read within 2x of tmpfs")
+	chk("fit/seqwrite-1M-buf", "ratio", 0.5, "buffered seq write within 2x of tmpfs")
+	chk("fit/seqwrite-1M-buf", "v", 800, "seq write 1M >= 800 MB/s (FUSE passthrough)")
+	chk("fit/seqread-1M-buf", "v", 1400, "seq read 1M >= 1400 MB/s (FUSE passthrough)")
+	chk("fit/randread-4K-buf", "v", 26000, "rand read 4K >= 26K IOPS (FUSE passthrough)")
+	chk("fit/randread-4K-direct", "v", 43000, "rand read 4K O_DIRECT >= 43K IOPS (FUSE passthrough)")
+	chk("fit/randwrite-4K-buf", "v", 28000, "rand write 4K >= 28K IOPS (FUSE passthrough)")
+	chk("meta/create-shell-loop", "v", 5700, "creates from a shell loop >= 5,700/s (FUSE passthrough)")
+	one = "fit/randwrite-4K-fsync"; four = "fit/randwrite-4K-4j-fsync"
+	if ((one in V) && (four in V) && V[one] > 0) {
+		g = V[four] / V[one]
+		printf "  %-6s %-58s %s\n", (g > 2 ? "MET" : "NOT"), "4 fsync writers > 2x the fsyncs/s of 1 (group commit)", sprintf("%.2fx (%s vs %s /s)", g, V[four], V[one])
+	}
+}
+function chk(r, what, bar, text,   x) {
+	if (!(r in V) || V[r] == "") return
+	x = (what == "ratio") ? R[r] : V[r]
+	printf "  %-6s %-58s %s\n", (x + 0 >= bar ? "MET" : "NOT"), text, x
+}' "$csv" | tee -a "$txt" >&2
+
+# ------------------------------------------------------------- the chart
+
+if [ $have_gnuplot -eq 1 ]; then
+	awk -F, 'NR > 1 && $5 != "" && $5 + 0 > 0 { print $1, $5 }' "$csv" >"$work/ratios.dat"
+	n=$(wc -l <"$work/ratios.dat")
+	if [ "$n" -gt 0 ]; then
+		gnuplot <<EOF 2>"$work/gnuplot.err" || { cat "$work/gnuplot.err" >&2; echo "run.sh: gnuplot failed" >&2; }
+set terminal pngcairo size $((400 + n * 28)),700 font ",9"
+set output "$png"
+set title "VirtuScale / tmpfs (higher is better; 1 = tmpfs speed; pool ${pool} MiB, runtime ${runtime}s)"
+set style data histograms
+set style fill solid 0.8 border -1
+set boxwidth 0.8
+set logscale y
+set yrange [0.0001:2]
+set ylabel "ratio (log scale)"
+set grid ytics
+set xtics rotate by -60 left noenhanced
+set key off
+set arrow from graph 0, first 1 to graph 1, first 1 nohead lc rgb "black" dt 2
+set arrow from graph 0, first 0.5 to graph 1, first 0.5 nohead lc rgb "red" dt 2
+set bmargin 14
+set rmargin 10
+plot "$work/ratios.dat" using 2:xtic(1) lc rgb "#3a7bd5"
+EOF
+	fi
+else
+	echo "run.sh: gnuplot not found: no chart (apt-get install -y gnuplot-nox)" >&2
+fi
+
+}
+
+if [ -n "$report_csv" ]; then
+	csv=$report_csv
+	[ -r "$csv" ] || die "--report: cannot read $csv"
+	base=${csv%.csv}
+	txt=$base.report.txt
+	png=$base.png
+	pool=$(sed -n 's/^# pool \([0-9]*\) MiB.*/\1/p' "$base.txt" 2>/dev/null)
+	runtime=$(sed -n 's/^# pool.*runtime \([0-9]*\)s.*/\1/p' "$base.txt" 2>/dev/null)
+	: "${pool:=?}" "${runtime:=?}"
+	work=$(mktemp -d)
+	trap 'rm -rf "$work"' EXIT
+	: >"$txt"
+	report
+	log "table: $txt"
+	[ -f "$png" ] && log "chart: $png"
+	exit 0
+fi
 
 if [ -z "$build" ]; then
 	for b in ${VS_BUILD:-} build-fsb build build-release; do
@@ -103,8 +210,10 @@ else
 fi
 fit=$((pool / 2))
 big=$((pool * 4))
-# The image holds both working sets twice over (1-job file + 4-job files),
-# the write-amplification file and the small files. Sparse.
+# Room for the 4x working set twice over (the one-job file is deleted before
+# the four-job files are laid out, but freed pages may not be reused at
+# once), the fit set, the write-amplification file and the small files.
+# The image is sparse: only what is written takes disk space.
 img_mib=$((big * 2 + fit * 3 + 2048))
 
 stamp=$(date +%Y%m%d-%H%M%S)
@@ -195,8 +304,12 @@ if [ $pt -eq 1 ]; then
 	cc -O2 -I$ex -o "$work/passthrough_ll" $ex/passthrough_ll.c $(pkg-config --cflags --libs fuse3) \
 		>"$work/pt-build.log" 2>&1 || { cat "$work/pt-build.log" >&2; die "cannot build passthrough_ll"; }
 	mkdir -p "$tmnt/.ptsrc" "$ptmnt"
-	"$work/passthrough_ll" -f -o source="$tmnt/.ptsrc",writeback,cache=always "$ptmnt" \
-		>"$work/pt.log" 2>&1 &
+	# passthrough_ll keeps an O_PATH descriptor per inode the kernel knows:
+	# 100,000 small files need more than the usual 1,024 or 20,000.
+	(
+		ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+		exec "$work/passthrough_ll" -f -o source="$tmnt/.ptsrc",writeback,cache=always "$ptmnt"
+	) >"$work/pt.log" 2>&1 &
 	ptpid=$!
 	i=0
 	until grep -q " $ptmnt fuse" /proc/mounts; do
@@ -258,8 +371,8 @@ echo "row,unit,virtuscale,tmpfs,ratio,vs_sync_p50_us,vs_sync_p99_us,vs_sync_p999
 
 # record NAME UNIT VS TMPFS [VSSYNC TSYNC VSBYTES WRITTEN WAL READ LOADS HITS EVICT PT]
 record() {
-	_ratio=$(awk -v a="$3" -v b="$4" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print ""; else printf "%.3f", a / b }')
-	_pr=$(awk -v a="$3" -v b="${14:-}" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print ""; else printf "%.3f", a / b }')
+	_ratio=$(awk -v a="$3" -v b="$4" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print ""; else printf "%.3g", a / b }')
+	_pr=$(awk -v a="$3" -v b="${14:-}" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print ""; else printf "%.3g", a / b }')
 	_wa=$(awk -v f="${7:-}" -v w="${8:-}" -v l="${9:-}" 'BEGIN { if (f == "" || f + 0 == 0) print ""; else printf "%.3f", (w + l) / f }')
 	echo "$1,$2,$3,$4,$_ratio,${5:-,,},${6:-,,},${7:-},${8:-},${9:-},$_wa,${10:-},${11:-},${12:-},${13:-},${14:-},$_pr" >>"$csv"
 	printf '%-34s %12s %12s %8s %s%s\n' "$1" "$3" "$4" "$_ratio" "$2" "${14:+  passthrough ${14} (vs/pt $_pr)}" >&2
@@ -276,6 +389,9 @@ vs_measure() {
 	ctl flush
 	snap "$work/s1"
 	d_written=$(delta "$work/s0" "$work/s1" '^virtuscale_store_written_bytes_total$')
+	# Journal bytes, once the stats file has them under a name with "wal"
+	# and "bytes" in it. If the journal's writes are also counted in
+	# store_written_bytes, this double counts: then drop it here.
 	d_wal=$(delta "$work/s0" "$work/s1" 'wal.*bytes')
 	d_read=$(delta "$work/s0" "$work/s1" '^virtuscale_store_read_bytes_total$')
 	d_loads=$(delta "$work/s0" "$work/s1" '^virtuscale_pool_(zero_)?loads_total$')
@@ -320,7 +436,7 @@ tb="--time_based --runtime=$runtime"
 	echo "# VirtuScale vs tmpfs, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 	echo "# $(uname -sr), $(nproc) CPUs, $(awk '/MemTotal/ { printf "%d MiB RAM", $2 / 1024 }' /proc/meminfo), loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "# $(fio --version), build $build, git $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo ?)"
-	echo "# pool ${pool} MiB, fit ${fit} MiB, 4x pool ${big} MiB, runtime ${runtime}s, mode $([ $quick -eq 1 ] && echo quick || echo full)"
+	echo "# pool ${pool} MiB, fit ${fit} MiB, 4x pool ${big} MiB, runtime ${runtime}s, mode $([ $quick -eq 1 ] && echo quick || echo full)$([ $pt -eq 1 ] && echo ", passthrough_ll column")"
 } >"$txt"
 cat "$txt" >&2
 printf '%-34s %12s %12s %8s %s\n' row virtuscale tmpfs ratio unit >&2
@@ -353,10 +469,10 @@ set_rows() {
 	bench "$p/seqwrite-1M-buf" MB/s $one --rw=write --bs=1M --end_fsync=1 $tb
 	full bench "$p/seqwrite-1M-direct" MB/s $one --rw=write --bs=1M --direct=1 $tb
 	bench "$p/seqread-1M-buf" MB/s $one --rw=read --bs=1M $tb
-	bench "$p/seqread-1M-direct" MB/s $one --rw=read --bs=1M --direct=1 $tb
+	full bench "$p/seqread-1M-direct" MB/s $one --rw=read --bs=1M --direct=1 $tb
 	bench "$p/randread-4K-buf" IOPS $one --rw=randread --bs=4k $tb
 	bench "$p/randread-4K-direct" IOPS $one --rw=randread --bs=4k --direct=1 $tb
-	bench "$p/randwrite-4K-buf" IOPS $one --rw=randwrite --bs=4k --end_fsync=1 $tb
+	full bench "$p/randwrite-4K-buf" IOPS $one --rw=randwrite --bs=4k --end_fsync=1 $tb
 	bench "$p/randwrite-4K-direct" IOPS $one --rw=randwrite --bs=4k --direct=1 $tb
 	bench "$p/randwrite-4K-fsync" IOPS $one --rw=randwrite --bs=4k --fsync=1 $tb
 	[ "$p" != fit ] || wa_rows
@@ -401,7 +517,7 @@ shell_create() { # DIR N -> files/s
 		t0=$(date +%s%N)
 		i=0
 		while [ $i -lt "$2" ]; do
-			: >"s$i"
+			: >"s$i" || { echo "run.sh: shell loop failed at file $i" >&2; exit 0; }
 			i=$((i + 1))
 		done
 		t1=$(date +%s%N)
@@ -411,11 +527,11 @@ shell_create() { # DIR N -> files/s
 if echo meta/create-shell-loop | grep -Eq -- "$rows_re"; then
 	mkdir -p "$vsmnt/sh" "$tmnt/sh"
 	vs_measure meta/create-shell-loop shell_create "$vsmnt/sh" $nshell >"$work/shv"
-	tv=$(shell_create "$tmnt/sh" $nshell)
+	tv=$(shell_create "$tmnt/sh" $nshell) || tv=
 	pv=
 	if [ $pt -eq 1 ]; then
 		mkdir -p "$ptmnt/sh"
-		pv=$(shell_create "$ptmnt/sh" $nshell)
+		pv=$(shell_create "$ptmnt/sh" $nshell) || pv=
 	fi
 	record meta/create-shell-loop files/s "$(cat "$work/shv")" "$tv" ",," ",," "" "$d_written" "$d_wal" \
 		"$d_read" "$d_loads" "$d_hits" "$d_evict" "$pv"
@@ -425,83 +541,7 @@ fi
 # ---------------------------------------------------------- the summary
 
 echo "# loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$txt"
-awk -F, -v quick=$quick '
-function get(r, c) { return (r in V) ? (c == "v" ? V[r] : c == "t" ? T[r] : R[r]) : "" }
-NR == 1 { next }
-{ V[$1] = $3; T[$1] = $4; R[$1] = $5; P50[$1] = $6; P99[$1] = $7; P999[$1] = $8
-  TP50[$1] = $9; TP99[$1] = $10; TP999[$1] = $11; WA[$1] = $15; PT[$1] = $20; PR[$1] = $21
-  if ($20 != "") havept = 1
-  rows[++n] = $1; U[$1] = $2 }
-END {
-	printf "\n%-34s %12s %12s %8s %-8s", "row", "virtuscale", "tmpfs", "ratio", "unit"
-	if (havept) printf " %12s %8s", "passthrough", "vs/pt"
-	printf "\n"
-	for (i = 1; i <= n; i++) {
-		r = rows[i]
-		printf "%-34s %12s %12s %8s %-8s", r, V[r], T[r], R[r], U[r]
-		if (havept) printf " %12s %8s", PT[r], PR[r]
-		printf "\n"
-	}
-	printf "\nwrite amplification (bytes written to the image per byte fio wrote, after a flush):\n"
-	for (i = 1; i <= n; i++) {
-		r = rows[i]
-		if (WA[r] != "") printf "  %-34s %8s\n", r, WA[r]
-	}
-	printf "\nfsync latency (fio sync percentiles, microseconds):\n"
-	printf "  %-32s %10s %10s %10s   %s\n", "row", "p50", "p99", "p99.9", "(tmpfs p50/p99/p99.9)"
-	for (i = 1; i <= n; i++) {
-		r = rows[i]
-		if (P50[r] != "") printf "  %-32s %10s %10s %10s   (%s/%s/%s)\n", r, P50[r], P99[r], P999[r], TP50[r], TP99[r], TP999[r]
-	}
-	printf "\ntargets:\n"
-	chk("fit/seqread-1M-buf", "ratio", 0.5, "buffered seq read within 2x of tmpfs")
-	chk("fit/seqwrite-1M-buf", "ratio", 0.5, "buffered seq write within 2x of tmpfs")
-	chk("fit/seqwrite-1M-buf", "v", 800, "seq write 1M >= 800 MB/s (FUSE passthrough)")
-	chk("fit/seqread-1M-buf", "v", 1400, "seq read 1M >= 1400 MB/s (FUSE passthrough)")
-	chk("fit/randread-4K-buf", "v", 26000, "rand read 4K >= 26K IOPS (FUSE passthrough)")
-	chk("fit/randread-4K-direct", "v", 43000, "rand read 4K O_DIRECT >= 43K IOPS (FUSE passthrough)")
-	chk("fit/randwrite-4K-buf", "v", 28000, "rand write 4K >= 28K IOPS (FUSE passthrough)")
-	chk("meta/create-shell-loop", "v", 5700, "creates from a shell loop >= 5,700/s (FUSE passthrough)")
-	one = "fit/randwrite-4K-fsync"; four = "fit/randwrite-4K-4j-fsync"
-	if ((one in V) && (four in V) && V[one] > 0) {
-		g = V[four] / V[one]
-		printf "  %-6s %-58s %s\n", (g > 2 ? "MET" : "NOT"), "4 fsync writers > 2x the fsyncs/s of 1 (group commit)", sprintf("%.2fx (%s vs %s /s)", g, V[four], V[one])
-	}
-}
-function chk(r, what, bar, text,   x) {
-	if (!(r in V) || V[r] == "") return
-	x = (what == "ratio") ? R[r] : V[r]
-	printf "  %-6s %-58s %s\n", (x + 0 >= bar ? "MET" : "NOT"), text, x
-}' "$csv" | tee -a "$txt" >&2
-
-# ------------------------------------------------------------- the chart
-
-if [ $have_gnuplot -eq 1 ]; then
-	awk -F, 'NR > 1 && $5 != "" && $5 + 0 > 0 { print $1, $5 }' "$csv" >"$work/ratios.dat"
-	n=$(wc -l <"$work/ratios.dat")
-	if [ "$n" -gt 0 ]; then
-		gnuplot <<EOF 2>"$work/gnuplot.err" || { cat "$work/gnuplot.err" >&2; echo "run.sh: gnuplot failed" >&2; }
-set terminal pngcairo size $((400 + n * 28)),700 font ",9"
-set output "$png"
-set title "VirtuScale / tmpfs (higher is better; 1 = tmpfs speed; pool ${pool} MiB, runtime ${runtime}s)"
-set style data histograms
-set style fill solid 0.8 border -1
-set boxwidth 0.8
-set logscale y
-set yrange [0.001:2]
-set ylabel "ratio (log scale)"
-set grid ytics
-set xtics rotate by -60 left noenhanced
-set key off
-set arrow from graph 0, first 1 to graph 1, first 1 nohead lc rgb "black" dt 2
-set arrow from graph 0, first 0.5 to graph 1, first 0.5 nohead lc rgb "red" dt 2
-set bmargin 14
-plot "$work/ratios.dat" using 2:xtic(1) lc rgb "#3a7bd5"
-EOF
-	fi
-else
-	echo "run.sh: gnuplot not found: no chart (apt-get install -y gnuplot-nox)" >&2
-fi
+report
 
 log "csv:   $csv"
 log "table: $txt"
