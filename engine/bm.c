@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "engine/bm_fault.h"
@@ -674,47 +675,72 @@ static bool ring_ready(struct bm_thread *t)
 }
 
 /*
- * Write back @n pages the caller holds shared (their bytes cannot change),
- * together: copy each into the thread's staging area, checksum the copy,
- * submit all writes at once and wait. Sets res[i] to 0 or a negative errno.
- * On success the checksum table entry is updated and the dirty bit cleared.
- */
-/*
  * The one door for page writes: @n pages from @bufs to their home offsets,
  * submitted together with io_uring when there is a ring and no fault
  * injection, else one pwrite at a time. res[i] gets 0 or a negative errno.
+ * Runs of consecutive pids go out as one writev: the disk takes one 256 KiB
+ * write far faster than 64 scattered 4 KiB ones, and sequential workloads
+ * fill eviction batches and checkpoints with neighbours.
  */
 void bm_io_write_batch(struct bm *bm, struct bm_thread *t, void *const *bufs,
 		       const uint64_t *pids, unsigned n, int *res)
 {
+	unsigned order[BM_BATCH_MAX], run_at[BM_BATCH_MAX], run_len[BM_BATCH_MAX];
+	struct iovec iov[BM_BATCH_MAX];
+
 	if (bm->fault || !ring_ready(t)) {
 		for (unsigned i = 0; i < n; i++)
 			res[i] = bm_io_write(bm, bufs[i], BM_PAGE_SIZE, pids[i] << BM_PAGE_SHIFT);
 		return;
 	}
 	for (unsigned base = 0; base < n; base += BM_BATCH_MAX) {
-		unsigned m = n - base < BM_BATCH_MAX ? n - base : BM_BATCH_MAX;
-		for (unsigned i = 0; i < m; i++) {
-			struct io_uring_sqe *sqe = io_uring_get_sqe(&t->ring);
-			io_uring_prep_write(sqe, bm->fd, bufs[base + i], BM_PAGE_SIZE,
-					    pids[base + i] << BM_PAGE_SHIFT);
-			io_uring_sqe_set_data64(sqe, base + i);
-			res[base + i] = 0;
+		unsigned m = n - base < BM_BATCH_MAX ? n - base : BM_BATCH_MAX, nruns = 0;
+		for (unsigned i = 0; i < m; i++) { /* insertion sort by pid: m is small */
+			unsigned j = i;
+			while (j > 0 && pids[base + order[j - 1]] > pids[base + i]) {
+				order[j] = order[j - 1];
+				j--;
+			}
+			order[j] = i;
 		}
-		int r = io_uring_submit_and_wait(&t->ring, m);
-		for (unsigned done = 0; r >= 0 && done < m; done++) {
+		for (unsigned k = 0; k < m; k++) {
+			unsigned i = base + order[k];
+			iov[k].iov_base = bufs[i];
+			iov[k].iov_len = BM_PAGE_SIZE;
+			res[i] = 0;
+			if (nruns > 0 && pids[base + order[k - 1]] + 1 == pids[i]) {
+				run_len[nruns - 1]++;
+				continue;
+			}
+			run_at[nruns] = k;
+			run_len[nruns] = 1;
+			nruns++;
+		}
+		for (unsigned r = 0; r < nruns; r++) {
+			struct io_uring_sqe *sqe = io_uring_get_sqe(&t->ring);
+			io_uring_prep_writev(sqe, bm->fd, &iov[run_at[r]], run_len[r],
+					     pids[base + order[run_at[r]]] << BM_PAGE_SHIFT);
+			io_uring_sqe_set_data64(sqe, r);
+		}
+		int rr = io_uring_submit_and_wait(&t->ring, nruns);
+		for (unsigned done = 0; rr >= 0 && done < nruns; done++) {
 			struct io_uring_cqe *cqe;
-			r = io_uring_wait_cqe(&t->ring, &cqe);
-			if (r < 0)
+			rr = io_uring_wait_cqe(&t->ring, &cqe);
+			if (rr < 0)
 				break;
-			unsigned i = (unsigned)io_uring_cqe_get_data64(cqe);
-			if (cqe->res != (int)BM_PAGE_SIZE) /* a short write: finish it by hand */
-				res[i] = cqe->res < 0 ? cqe->res
-						      : bm_pwrite_all(bm->fd, bufs[i], BM_PAGE_SIZE,
-								      pids[i] << BM_PAGE_SHIFT);
+			unsigned r = (unsigned)io_uring_cqe_get_data64(cqe);
+			if (cqe->res != (int)(run_len[r] * BM_PAGE_SIZE)) {
+				/* An error, or a short write: finish page by page. */
+				for (unsigned k = run_at[r]; k < run_at[r] + run_len[r]; k++) {
+					unsigned i = base + order[k];
+					res[i] = cqe->res < 0 ? cqe->res
+							      : bm_pwrite_all(bm->fd, bufs[i], BM_PAGE_SIZE,
+									      pids[i] << BM_PAGE_SHIFT);
+				}
+			}
 			io_uring_cqe_seen(&t->ring, cqe);
 		}
-		if (r < 0) {
+		if (rr < 0) {
 			/* The ring itself failed: nothing is known of this
 			 * batch, so write it again the plain way. */
 			for (unsigned i = 0; i < m; i++)
