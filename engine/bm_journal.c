@@ -516,6 +516,7 @@ static int checkpoint_locked(struct bm *bm, bool clean)
 	if (r < 0)
 		goto out;
 	atomic_fetch_add(&bm->log_bytes, (dp + c.n) * BM_PAGE_SIZE);
+	BM_COUNT(t, write_bytes, (dp + c.n) * BM_PAGE_SIZE); /* the image's bytes, journal too */
 
 	/* 4. home, sync; then the superblock (the last image), which says
 	 * that this checkpoint is home, so only once the rest is durable. */
