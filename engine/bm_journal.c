@@ -417,13 +417,24 @@ static int write_run(struct bm *bm, struct bm_thread *t, void *const *bufs,
 	return 0;
 }
 
+/* Checkpoints of at most this many changed pages copy them and let
+ * transactions go on while the copies are written (about 16 MiB of copies
+ * at most); larger ones write from the pool with transactions held off. */
+#define CKPT_COPY_MAX 4096
+
 /* One checkpoint. Called with ckpt_mu and the transaction lock held
- * exclusively: no page changes while it runs. */
-static int checkpoint_locked(struct bm *bm, bool clean)
+ * exclusively, so that it starts from a state with no transaction half
+ * done. A small checkpoint copies the changed pages and releases the
+ * transaction lock (*locked = false) before any I/O: transactions, and the
+ * fsyncs that will follow them, proceed while it writes, and the next
+ * checkpoint takes them all at once (group commit). A page changed again
+ * meanwhile keeps its dirty bit: the version tells. */
+static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 {
 	struct bm_thread *t = bm_thread_get(bm);
 	struct ckpt c = { 0 };
-	uint8_t *meta = NULL, *desc = NULL;
+	uint8_t *meta = NULL, *desc = NULL, *copies = NULL;
+	uint64_t *vers = NULL;
 	uint64_t seq = atomic_load(&bm->ckpt_seq) + 1;
 	uint64_t ncs = 0, nbmp = 0, ndata = 0, dp;
 	int r;
@@ -480,6 +491,22 @@ static int checkpoint_locked(struct bm *bm, bool clean)
 	}
 	if (r < 0)
 		goto out;
+	atomic_store(&bm->ckpt_seq, seq); /* fsyncs from here on wait for the next */
+
+	if (ndata <= CKPT_COPY_MAX) {
+		vers = malloc((ndata + 1) * sizeof(*vers));
+		if (ndata > 0 && posix_memalign((void **)&copies, BM_PAGE_SIZE, ndata * BM_PAGE_SIZE))
+			copies = NULL;
+		if (vers && (copies || ndata == 0)) {
+			for (uint64_t i = 0; i < ndata; i++) {
+				vers[i] = ps_version(ps_load(&bm->state[c.pids[i]]));
+				memcpy(copies + i * BM_PAGE_SIZE, c.bufs[i], BM_PAGE_SIZE);
+				c.bufs[i] = copies + i * BM_PAGE_SIZE;
+			}
+			pthread_rwlock_unlock(&bm->txn_lock);
+			*locked = false;
+		}
+	}
 
 	dp = desc_pages_for(c.n);
 	if (dp + c.n > bm->jr_pages) {
@@ -532,14 +559,19 @@ static int checkpoint_locked(struct bm *bm, bool clean)
 	BM_COUNT(t, writebacks, ndata);
 	BM_COUNT(t, write_bytes, c.n * BM_PAGE_SIZE);
 
-	/* 5. the pages are clean now */
+	/* 5. the pages are clean now, unless changed since the snapshot */
 	for (uint64_t i = 0; i < ndata; i++) {
-		uint64_t old = atomic_fetch_and_explicit(&bm->state[c.pids[i]], ~PS_DIRTY,
-							 memory_order_acq_rel);
-		if (old & PS_DIRTY)
-			atomic_fetch_sub_explicit(&bm->dirty, 1, memory_order_relaxed);
+		ps_word *ps = &bm->state[c.pids[i]];
+		uint64_t w = ps_load(ps);
+		for (;;) {
+			if (!ps_dirty(w) || (!*locked && ps_version(w) != vers[i]))
+				break;
+			if (ps_cas(ps, &w, w & ~PS_DIRTY)) {
+				atomic_fetch_sub_explicit(&bm->dirty, 1, memory_order_relaxed);
+				break;
+			}
+		}
 	}
-	atomic_store(&bm->ckpt_seq, seq);
 	atomic_fetch_add(&bm->n_checkpoints, 1);
 out:
 	if (r < 0) {
@@ -559,6 +591,8 @@ out:
 	free(c.bufs);
 	free(meta);
 	free(desc);
+	free(copies);
+	free(vers);
 	return r;
 }
 
@@ -582,9 +616,11 @@ int bm_checkpoint(struct bm *bm)
 		pthread_mutex_unlock(&bm->ckpt_mu);
 		return 0; /* another caller's checkpoint covered us */
 	}
+	bool locked = true;
 	pthread_rwlock_wrlock(&bm->txn_lock);
-	r = checkpoint_locked(bm, false);
-	pthread_rwlock_unlock(&bm->txn_lock);
+	r = checkpoint_locked(bm, false, &locked);
+	if (locked)
+		pthread_rwlock_unlock(&bm->txn_lock);
 	bm->ckpt_err = r;
 	if (r == 0)
 		atomic_store(&bm->ckpt_done, atomic_load(&bm->ckpt_seq));
@@ -596,9 +632,11 @@ int bm_checkpoint_final(struct bm *bm)
 {
 	int r;
 	pthread_mutex_lock(&bm->ckpt_mu);
+	bool locked = true;
 	pthread_rwlock_wrlock(&bm->txn_lock);
-	r = checkpoint_locked(bm, true);
-	pthread_rwlock_unlock(&bm->txn_lock);
+	r = checkpoint_locked(bm, true, &locked);
+	if (locked)
+		pthread_rwlock_unlock(&bm->txn_lock);
 	pthread_mutex_unlock(&bm->ckpt_mu);
 	return r;
 }
