@@ -314,16 +314,13 @@ int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname
 
 	fs_lock_many(fs, &ls, inos, 2);
 	r = fs_inode_get(fs, ino, &in);
-	if (r < 0) {
-		vs_log(VS_LOG_WARN, "DEBUG link: inode %llu: %d", (unsigned long long)ino, r);
+	if (r < 0)
 		goto out;
-	}
 	if (S_ISDIR(in.mode)) {
 		r = -EPERM;
 		goto out;
 	}
 	if (in.nlink == 0) {
-		vs_log(VS_LOG_WARN, "DEBUG link: inode %llu has nlink 0", (unsigned long long)ino);
 		r = -ENOENT;
 		goto out;
 	}
@@ -807,6 +804,7 @@ static int rd_emit(struct fs *fs, struct rd_ctx *c, bool plus, fs_dirent_fn fn, 
 
 	for (unsigned i = 0; i < c->n; i++) {
 		struct rd_entry *e = &c->e[i];
+		bool attrs = plus;
 		if (plus) {
 			int r = fs_inode_get(fs, e->ino, &in);
 			if (r == -ENOENT)
@@ -814,10 +812,20 @@ static int rd_emit(struct fs *fs, struct rd_ctx *c, bool plus, fs_dirent_fn fn, 
 			if (r < 0)
 				return r;
 			fs_inode_to_stat(&in, &st);
+			/* A file with other names elsewhere may be losing one of
+			 * them right now, in a directory this listing does not
+			 * lock. The kernel lowers its cached link count itself
+			 * when that unlink returns; if our count (already lower)
+			 * reached it first, it would be lowered twice, to 0, and
+			 * link(2) on the file would fail with ENOENT. So such
+			 * entries go out without attributes: a later lookup
+			 * fetches them, ordered by the directory lock. */
+			if (!S_ISDIR(in.mode) && in.nlink > 1)
+				attrs = false;
 		}
-		if (!fn(ctx, e->name, e->ino, e->type, e->slot + 1, plus ? &st : NULL))
+		if (!fn(ctx, e->name, e->ino, e->type, e->slot + 1, attrs ? &st : NULL))
 			return 0;
-		if (plus)
+		if (attrs)
 			fs_node_lookup_add(fs, e->ino, 1);
 	}
 	return 1;

@@ -180,9 +180,12 @@ int fs_rename(struct fs *fs, uint64_t parent, const char *name, uint64_t newpare
 /* Directory listing. The sink is called for each entry in cookie order,
  * with the cookie to resume after it (@next): "." and ".." first (ino of the
  * directory and its parent), then the entries from the B-tree. @st is
- * filled (attributes) only for a plus listing and is NULL for "." and "..".
- * The sink returns true when it took the entry, false to stop (the entry is
- * not taken: a plus listing adds a lookup only for taken entries).
+ * filled (attributes) only for a plus listing, and even then is NULL for "."
+ * and ".." and for files with more than one link (see dir.c: the kernel's
+ * own link count bookkeeping races with attributes of such files). The sink
+ * returns true when it took the entry, false to stop (the entry is not
+ * taken). A plus listing adds a lookup to each taken entry given with @st:
+ * the sink hands those to the kernel as entries, the others by name only.
  * Resuming at the @next of any taken entry lists each entry at most once,
  * whatever was inserted or removed in between. Errors: -ENOTDIR, -ENOENT. */
 typedef bool (*fs_dirent_fn)(void *ctx, const char *name, uint64_t ino, mode_t type, uint64_t next,
@@ -244,13 +247,18 @@ int fs_residency(struct fs *fs, uint64_t ino, uint64_t *ret_resident, uint64_t *
 /* Extended attributes                                                */
 
 /* XATTR_CREATE / XATTR_REPLACE in @flags. Names 1..255 bytes, values up to
- * 64 KiB. Errors: -EEXIST, -ENODATA, -ERANGE (name or value too long),
- * -ENOSPC, -EPERM (the residency attribute). */
+ * 64 KiB (stored in chunks: a B-tree value holds at most BT_VAL_MAX).
+ * Errors: -EEXIST (XATTR_CREATE), -ENODATA (XATTR_REPLACE), -ERANGE (name
+ * longer than 255), -E2BIG (value longer than 64 KiB), -ENOSPC, -EPERM (the
+ * residency attribute, the control files), -EOPNOTSUPP (POSIX ACLs,
+ * "system.posix_acl_*": not supported, so tools fall back to the mode bits),
+ * -EROFS. */
 int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value, size_t size,
 		int flags);
 
 /* Copy the value into @buf; *ret_len gets its length. @cap 0 asks for the
- * length only. Errors: -ENODATA, -ERANGE (@cap too small). */
+ * length only. Errors: -ENODATA, -ERANGE (@cap too small), -EOPNOTSUPP
+ * (POSIX ACLs). */
 int fs_getxattr(struct fs *fs, uint64_t ino, const char *name, void *buf, size_t cap,
 		size_t *ret_len);
 
@@ -258,7 +266,7 @@ int fs_getxattr(struct fs *fs, uint64_t ino, const char *name, void *buf, size_t
  * Errors: -ERANGE. */
 int fs_listxattr(struct fs *fs, uint64_t ino, char *buf, size_t cap, size_t *ret_len);
 
-/* Errors: -ENODATA. */
+/* Errors: -ENODATA, -EPERM, -EOPNOTSUPP (as fs_setxattr). */
 int fs_removexattr(struct fs *fs, uint64_t ino, const char *name);
 
 /* ------------------------------------------------------------------ */

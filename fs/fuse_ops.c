@@ -674,11 +674,11 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
  * (fsync, the control file) run outside any transaction.
  */
 #define TXN(req) struct bm *bm_ = fs_bm(ctx_of(req)->fs)
-#define IN_TXN(call)                                                                        \
-	do {                                                                                \
-		bm_txn_begin(bm_);                                                          \
-		call;                                                                       \
-		bm_txn_end(bm_);                                                            \
+#define IN_TXN(call)                                                                               \
+	do {                                                                                       \
+		bm_txn_begin(bm_);                                                                 \
+		call;                                                                              \
+		bm_txn_end(bm_);                                                                   \
 	} while (0)
 
 static void txn_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -795,8 +795,8 @@ static void txn_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 	 * request; a short count is legal and callers loop on it. */
 	if (len > (1u << 20))
 		len = 1u << 20;
-	IN_TXN(op_copy_file_range(req, ino_in, off_in, fi_in, ino_out, off_out, fi_out, len,
-				  flags));
+	IN_TXN(
+	    op_copy_file_range(req, ino_in, off_in, fi_in, ino_out, off_out, fi_out, len, flags));
 }
 
 static void txn_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,

@@ -94,12 +94,6 @@ int fs_inode_get(struct fs *fs, uint64_t ino, struct fs_inode *ret)
 	r = bt_lookup(&fs->tree, key, sizeof(key), val, sizeof(val), &len);
 	if (r == -ENOBUFS || (r == 0 && len != FS_INODE_LEN))
 		return VS_CORRUPT("inode %llu: record of %u bytes", (unsigned long long)ino, len);
-	if (r == -ENOENT) {
-		int r2 = bt_lookup(&fs->tree, key, sizeof(key), val, sizeof(val), &len);
-		if (r2 != -ENOENT)
-			vs_log(VS_LOG_ERR, "DEBUG inode %llu: lookup ENOENT then %d",
-			       (unsigned long long)ino, r2);
-	}
 	if (r < 0)
 		return r;
 	inode_decode(ino, val, ret);

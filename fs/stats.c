@@ -199,8 +199,10 @@ ssize_t fs_stats_render(struct fs *fs, char *buf, size_t cap)
 	       s.csum_errors);
 	metric(&o, "io_errors_total", "counter", "Failed reads and writes of the image.",
 	       s.io_errors);
-	metric(&o, "checkpoints_total", "counter", "Checkpoints completed (fsync, timer, "
-	       "dirty limit, control).", s.checkpoints);
+	metric(&o, "checkpoints_total", "counter",
+	       "Checkpoints completed (fsync, timer, "
+	       "dirty limit, control).",
+	       s.checkpoints);
 	metric(&o, "log_bytes_total", "counter", "Bytes written to the journal.", s.log_bytes);
 	metric(&o, "log_flushes_total", "counter", "Syncs of the image.", s.log_flushes);
 	metric(&o, "recovered_pages", "gauge",

@@ -546,6 +546,10 @@ static void expect_free_back(const char *path, unsigned long long before, const 
 {
 	unsigned long long now = 0;
 
+	/* A shared host filesystem (VS_TEST_DIR) moves with everyone's work. */
+	if (g_fs.external)
+		return;
+
 	for (int i = 0; i < 500; i++) {
 		now = free_bytes(path);
 		if (now + MiB >= before)
@@ -589,7 +593,7 @@ static void t_statfs(void **state)
 	VT_OK(fsync(fd));
 	VT_OK(close(fd));
 	after = free_bytes(d);
-	if (after + 9 * MiB > before)
+	if (!g_fs.external && after + 9 * MiB > before)
 		fail_msg("writing 10 MiB: free bytes %llu -> %llu", before, after);
 	VT_OK(unlink(f));
 	sync();
@@ -639,7 +643,7 @@ static void t_unlinked_open(void **state)
 	VT_OK(ftruncate(fd, 9 * MiB + 10));
 	assert_int_equal(fstat_of(fd2).st_size, 9 * MiB + 10);
 	VT_OK(fsync(fd));
-	if (free_bytes(d) + 7 * MiB > before)
+	if (!g_fs.external && free_bytes(d) + 7 * MiB > before)
 		fail_msg("an open unlinked 9 MiB file no longer holds its space");
 	/* A new file of the same name is a different inode. */
 	VT_OK(vt_write_file(f, "new", 3));
