@@ -343,6 +343,7 @@ int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname
 		goto out;
 	fs_now(&now);
 	in.nlink++;
+	in.flags |= FS_INODE_LINKED;
 	in.ctime = now;
 	touch_dir(&dir, &now);
 	dir.size++;
@@ -817,10 +818,11 @@ static int rd_emit(struct fs *fs, struct rd_ctx *c, bool plus, fs_dirent_fn fn, 
 			 * lock. The kernel lowers its cached link count itself
 			 * when that unlink returns; if our count (already lower)
 			 * reached it first, it would be lowered twice, to 0, and
-			 * link(2) on the file would fail with ENOENT. So such
-			 * entries go out without attributes: a later lookup
-			 * fetches them, ordered by the directory lock. */
-			if (!S_ISDIR(in.mode) && in.nlink > 1)
+			 * link(2) on the file would fail with ENOENT. So files
+			 * that have (or had: the count may have just dropped to
+			 * 1) more than one name go out without attributes, and a
+			 * later lookup fetches them. */
+			if (!S_ISDIR(in.mode) && (in.nlink > 1 || (in.flags & FS_INODE_LINKED)))
 				attrs = false;
 		}
 		if (!fn(ctx, e->name, e->ino, e->type, e->slot + 1, attrs ? &st : NULL))

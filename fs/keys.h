@@ -55,7 +55,8 @@
  *       60   12 mtime
  *       72   12 ctime
  *       84   12 btime (creation)
- *       96    4 flags: FS_INODE_INLINE (bit 0) the file has an INLINE record
+ *       96    4 flags: FS_INODE_INLINE (bit 0) the file has an INLINE record;
+ *               FS_INODE_LINKED (bit 1) it has had more than one name
  *      100    4 reserved, 0
  *      104    8 generation (0: inode numbers are never reused)
  *      112      end (FS_INODE_LEN)
@@ -119,6 +120,7 @@
 
 #define FS_INODE_LEN	  112
 #define FS_INODE_INLINE	  1u /* inode flag: an INLINE record holds the data */
+#define FS_INODE_LINKED	  2u /* inode flag: has had more than one name */
 #define FS_EXTENT_LEN	  16
 #define FS_DIRENT_PAYLOAD 9 /* u64 ino + u8 type */
 #define FS_XATTR_HEAD	  4 /* u32 value length */
