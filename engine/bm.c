@@ -1057,7 +1057,11 @@ int bm_alloc(struct bm *bm, uint64_t n, uint64_t hint, uint64_t *ret_first)
 
 /* Take one page out of the pool for good: wait until nobody holds it, drop
  * its frame without writing it, and bump its version. */
-static void page_discard(struct bm *bm, struct bm_thread *t, uint64_t pid)
+/* Take one page out of the pool for good: wait until nobody holds it and
+ * lock it. Returns true when it is resident: the caller then drops its
+ * frame (in a batch, see bm_free) without writing it. An evicted page is
+ * released at once, with a version bump for optimistic readers. */
+static bool page_discard(struct bm *bm, uint64_t pid)
 {
 	ps_word *ps = state_of(bm, pid);
 	uint64_t w;
@@ -1069,11 +1073,11 @@ static void page_discard(struct bm *bm, struct bm_thread *t, uint64_t pid)
 	}
 	if (ps_state(w) == PS_EVICTED) {
 		ps_unlock_evicted(ps);
-		return;
+		return false;
 	}
 	if (ps_dirty(w))
 		atomic_fetch_sub_explicit(&bm->dirty, 1, memory_order_relaxed);
-	drop_frames(bm, t, &pid, 1);
+	return true;
 }
 
 void bm_free(struct bm *bm, uint64_t first, uint64_t n)
@@ -1085,10 +1089,20 @@ void bm_free(struct bm *bm, uint64_t first, uint64_t n)
 		       (unsigned long long)first, (unsigned long long)n);
 		abort();
 	}
+	/* Frames go back a batch at a time: one TLB shootdown per batch
+	 * rather than per page, which dominated deleting a large file. */
+	uint64_t batch[BM_BATCH_MAX];
+	unsigned nb = 0;
 	for (uint64_t p = first; p < first + n; p++) {
-		page_discard(bm, t, p);
+		if (page_discard(bm, p))
+			batch[nb++] = p;
+		if (nb == BM_BATCH_MAX) {
+			drop_frames(bm, t, batch, nb);
+			nb = 0;
+		}
 		bm_csum_set(bm, p, 0);
 	}
+	drop_frames(bm, t, batch, nb);
 	pthread_mutex_lock(&bm->alloc_mu);
 	for (uint64_t p = first; p < first + n; p++) {
 		if (!bit_get(bm->bitmap, p)) {
