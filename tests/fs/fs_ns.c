@@ -25,21 +25,8 @@
 
 static struct vt_fs g_fs;
 
-/* Paths below a test's directory, rotating buffers like vt_path(). */
-static const char *P(const char *dir, const char *fmt, ...)
-{
-	static char bufs[8][PATH_MAX];
-	static unsigned next;
-	char *b = bufs[next++ % 8];
-	char rel[2048];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(rel, sizeof(rel), fmt, ap);
-	va_end(ap);
-	snprintf(b, PATH_MAX, "%s/%s", dir, rel);
-	return b;
-}
+/* Paths below a test's directory (short: on nearly every line). */
+#define P vt_pathf
 
 static struct stat lstat_of(const char *path)
 {

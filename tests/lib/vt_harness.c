@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -331,13 +332,31 @@ int vt_fs_cleanup(struct vt_fs *fs)
 	return r;
 }
 
-const char *vt_path(const struct vt_fs *fs, const char *rel)
+static char *path_buf(void)
 {
 	static char bufs[8][PATH_MAX];
 	static unsigned next;
-	char *b = bufs[next++ % 8];
+	return bufs[next++ % 8];
+}
+
+const char *vt_path(const struct vt_fs *fs, const char *rel)
+{
+	char *b = path_buf();
 
 	snprintf(b, PATH_MAX, "%s/%s", fs->mnt, rel);
+	return b;
+}
+
+const char *vt_pathf(const char *dir, const char *fmt, ...)
+{
+	char *b = path_buf();
+	char rel[2048];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(rel, sizeof(rel), fmt, ap);
+	va_end(ap);
+	snprintf(b, PATH_MAX, "%s/%s", dir, rel);
 	return b;
 }
 

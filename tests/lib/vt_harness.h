@@ -78,6 +78,10 @@ bool vt_is_mountpoint(const char *path);
  * call can take several paths: rename(vt_path(fs, "a"), vt_path(fs, "b")). */
 const char *vt_path(const struct vt_fs *fs, const char *rel);
 
+/* The same below any directory, with a printf format for the rest; shares
+ * vt_path's rotating buffers. */
+__attribute__((format(printf, 2, 3))) const char *vt_pathf(const char *dir, const char *fmt, ...);
+
 /* Make an empty directory @rel below the root (removing an old one first)
  * and return its path, valid until the next vt_fresh_dir() call. */
 const char *vt_fresh_dir(const struct vt_fs *fs, const char *rel);
