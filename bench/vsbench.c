@@ -35,7 +35,16 @@
  *
  * ts counts seconds from 0 (the line for the first second has ts 0, as in
  * vmcache), tx is lookups completed in that second, rmb/wmb are MB (2^20
- * bytes) read from / written to the image in that second.
+ * bytes) read from / written to the image in that second. At the end of the
+ * run (both workloads) two more lines on stderr give the latency of the
+ * pool's slow paths during the run phase only (bm_latency_get):
+ *
+ *   faults: N, p50 X µs, p99 Y µs, p99.9 Z µs
+ *   evict batches: N (avg P pages), p50 X µs, p99 Y µs, p99.9 Z µs
+ *
+ * A fault is one page read from the image and checksummed; an eviction
+ * batch is one clock batch end to end (selection, write-back, frame drop).
+ * Percentiles come from log-linear buckets 25% wide (lat_hist.h).
  *
  * RNDREAD=0 formats the image, loads DATASIZE warehouses with the TPC-C
  * population (tpcc.h; items first, then the warehouses spread over THREADS
@@ -394,15 +403,43 @@ static void sleep_until(double t)
 		;
 }
 
+/* ", p50 X µs, p99 Y µs, p99.9 Z µs (mean M µs)" of @s, or nothing when it
+ * is empty (no made-up zeros). */
+static void print_quantiles(const struct lat_snap *s)
+{
+	if (s->count)
+		fprintf(stderr, ", p50 %.1f µs, p99 %.1f µs, p99.9 %.1f µs (mean %.1f µs)",
+			lh_quantile(s, 0.5) / 1e3, lh_quantile(s, 0.99) / 1e3,
+			lh_quantile(s, 0.999) / 1e3, lh_mean(s) / 1e3);
+	fputc('\n', stderr);
+}
+
+/* The run phase's fault and eviction-batch latency (between two
+ * bm_latency_get snapshots), in microseconds. */
+static void print_latency(const struct bm_latency *before, const struct bm_latency *after)
+{
+	struct lat_snap f, e;
+	lh_snap_sub(&after->fault, &before->fault, &f);
+	lh_snap_sub(&after->evict, &before->evict, &e);
+	uint64_t pages = after->evict_pages - before->evict_pages;
+	fprintf(stderr, "faults: %llu", (unsigned long long)f.count);
+	print_quantiles(&f);
+	fprintf(stderr, "evict batches: %llu (avg %.1f pages)", (unsigned long long)e.count,
+		e.count ? (double)pages / (double)e.count : 0.0);
+	print_quantiles(&e);
+}
+
 /* Run @fn on every worker for RUNFOR seconds, printing the CSV header and
  * one line a second (workload @workload), then stop and join them.
- * *ret_secs gets the wall time from start to join. */
+ * *ret_secs gets the wall time from start to join; lat[0] and lat[1] the
+ * pool's latency histograms at start and after the join. */
 static int measure(const struct config *c, struct worker *w, struct bm *bm, const char *workload,
-		   void *(*fn)(void *), double *ret_secs)
+		   void *(*fn)(void *), double *ret_secs, struct bm_latency lat[2])
 {
 	const double mb = 1024.0 * 1024;
 	struct bm_stats prev, cur;
 	bm_stats_get(bm, &prev);
+	bm_latency_get(bm, &lat[0]);
 	uint64_t prev_done = 0;
 
 	printf("ts,tx,rmb,wmb,system,threads,datasize,workload,batch\n");
@@ -427,6 +464,7 @@ static int measure(const struct config *c, struct worker *w, struct bm *bm, cons
 	atomic_store(&keep_running, false);
 	err = join_all(w, c->threads, workload);
 	*ret_secs = now() - t0;
+	bm_latency_get(bm, &lat[1]);
 	return err;
 }
 
@@ -438,7 +476,10 @@ static int rndread(const struct config *c, struct worker *w, struct bm *bm)
 		w[i].seed = 0x5eed0000u + i * 0x100000001b3u;
 	}
 	double secs;
-	int err = measure(c, w, bm, "rndread", lookup_thread, &secs);
+	struct bm_latency *lat = malloc(2 * sizeof(*lat)); /* 3.5 KiB each */
+	if (!lat)
+		return -ENOMEM;
+	int err = measure(c, w, bm, "rndread", lookup_thread, &secs, lat);
 
 	uint64_t done = total_done(w, c->threads), bad = 0;
 	for (unsigned i = 0; i < c->threads; i++)
@@ -446,6 +487,8 @@ static int rndread(const struct config *c, struct worker *w, struct bm *bm)
 	fprintf(stderr, "lookups: %llu in %.3f s: %.0f /s (%.0f per thread, %.0f per CPU-second)\n",
 		(unsigned long long)done, secs, (double)done / secs,
 		(double)done / secs / c->threads, (double)done / total_cpu(w, c->threads));
+	print_latency(&lat[0], &lat[1]);
+	free(lat);
 	if (bad) {
 		fprintf(stderr, "vsbench: %llu lookups missed or returned the wrong tuple\n",
 			(unsigned long long)bad);
@@ -556,7 +599,12 @@ static int tpcc(const struct config *c, struct worker *w, struct bm *bm)
 			       0x7e50000u + i * 0x100000001b3u);
 	}
 	double secs;
-	err = measure(c, w, bm, "tpcc", tpcc_thread, &secs);
+	struct bm_latency *lat = malloc(2 * sizeof(*lat));
+	if (!lat) {
+		err = -ENOMEM;
+		goto out;
+	}
+	err = measure(c, w, bm, "tpcc", tpcc_thread, &secs, lat);
 
 	uint64_t done = total_done(w, c->threads), kinds[TPCC_TX_KINDS] = {0}, rollbacks = 0;
 	for (unsigned i = 0; i < c->threads; i++) {
@@ -576,6 +624,8 @@ static int tpcc(const struct config *c, struct worker *w, struct bm *bm)
 		fprintf(stderr, " %s %llu%s", tpcc_tx_names[k], (unsigned long long)kinds[k],
 			k + 1 < TPCC_TX_KINDS ? "," : "");
 	fprintf(stderr, " (%llu new-orders rolled back)\n", (unsigned long long)rollbacks);
+	print_latency(&lat[0], &lat[1]);
+	free(lat);
 	if (err)
 		goto out;
 

@@ -405,15 +405,18 @@ static void page_load(struct bm_op *op, uint64_t pid, bool fresh)
 	struct bm *bm = op->bm;
 	struct bm_thread *t = op->thread;
 	uint64_t want = atomic_load_explicit(&bm->csum[pid], memory_order_relaxed);
+	bool from_image = !fresh && want != 0;
+	uint64_t t0;
 	int r;
 
 	frame_reserve(bm, t);
+	t0 = from_image ? lh_now_ns() : 0;
 	/* -ENOMEM: the exmap backend ran out of frames (its free list lags our
 	 * count while other threads' FREE batches are in flight): evict and
 	 * retry. Upstream exmap also reports a failed read as a short read,
 	 * which looks the same, so the retries are bounded. */
 	for (unsigned tries = 0;; tries++) {
-		if (fresh || want == 0)
+		if (!from_image)
 			r = mem_alloc(bm->mem, t->iface, pid);
 		else
 			r = mem_read(bm->mem, t->iface, pid);
@@ -425,7 +428,7 @@ static void page_load(struct bm_op *op, uint64_t pid, bool fresh)
 		}
 		evict_batch(bm, t);
 	}
-	if (r == 0 && !fresh && want != 0) {
+	if (r == 0 && from_image) {
 		uint64_t got = bm_page_csum(bm_page(bm, pid));
 		BM_COUNT(t, loads, 1);
 		BM_COUNT(t, read_bytes, BM_PAGE_SIZE);
@@ -437,6 +440,8 @@ static void page_load(struct bm_op *op, uint64_t pid, bool fresh)
 			       (unsigned long long)(pid << BM_PAGE_SHIFT),
 			       (unsigned long long)want, (unsigned long long)got);
 			r = -EUCLEAN;
+		} else {
+			lh_record(&bm->fault_lat, lh_now_ns() - t0);
 		}
 	} else if (r == 0) {
 		BM_COUNT(t, zero_loads, 1);
@@ -562,6 +567,7 @@ static void *fix_x(struct bm_op *op, uint64_t pid, struct bm_guard *g, bool fres
 	ps_word *ps;
 
 	check_pid(op, pid);
+	bm_txn_check(op);
 	ps = state_of(bm, pid);
 	for (unsigned spins = 0;; spins++) {
 		uint64_t w = ps_load(ps);
@@ -589,9 +595,107 @@ void *bm_fix_x_new(struct bm_op *op, uint64_t pid, struct bm_guard *g)
 	return fix_x(op, pid, g, true);
 }
 
+/* Load the @n evicted pages @pids, which the caller has locked, and leave
+ * them resident and unlocked; a page that cannot be loaded goes back to
+ * evicted. */
+static void prefetch_locked(struct bm *bm, struct bm_thread *t, const uint64_t *pids,
+			    unsigned n, bool fresh)
+{
+	int ok[BM_BATCH_MAX];
+	int r = 0;
+
+	for (unsigned i = 0; i < n; i++)
+		frame_reserve(bm, t);
+	if (fresh) {
+		r = mem_alloc_many(bm->mem, t->iface, pids, n);
+		for (unsigned i = 0; i < n; i++)
+			ok[i] = r == 0;
+		if (r == 0)
+			BM_COUNT(t, zero_loads, n);
+	} else {
+		/* Never-written pages read as zeros; the others in runs. */
+		for (unsigned i = 0; i < n;) {
+			uint64_t sum = atomic_load_explicit(&bm->csum[pids[i]], memory_order_relaxed);
+			if (sum == 0) {
+				ok[i] = mem_alloc(bm->mem, t->iface, pids[i]) == 0;
+				if (ok[i])
+					BM_COUNT(t, zero_loads, 1);
+				i++;
+				continue;
+			}
+			unsigned j = i + 1;
+			while (j < n && pids[j] == pids[j - 1] + 1 &&
+			       atomic_load_explicit(&bm->csum[pids[j]], memory_order_relaxed) != 0)
+				j++;
+			uint64_t t0 = lh_now_ns();
+			r = mem_read_run(bm->mem, t->iface, pids[i], j - i);
+			uint64_t dt = lh_now_ns() - t0;
+			for (unsigned k = i; k < j; k++) {
+				uint64_t want = atomic_load_explicit(&bm->csum[pids[k]],
+								     memory_order_relaxed);
+				ok[k] = r == 0 && bm_page_csum(bm_page(bm, pids[k])) == want;
+				if (ok[k]) {
+					BM_COUNT(t, loads, 1);
+					BM_COUNT(t, read_bytes, BM_PAGE_SIZE);
+					lh_record(&bm->fault_lat, dt);
+				}
+			}
+			i = j;
+		}
+	}
+	for (unsigned i = 0; i < n; i++) {
+		ps_word *ps = state_of(bm, pids[i]);
+		if (ok[i]) {
+			rset_insert(&bm->rset, pids[i]);
+			ps_unlock_x(ps, false);
+			continue;
+		}
+		uint64_t p = pids[i];
+		mem_free(bm->mem, t->iface, &p, 1);
+		atomic_fetch_sub(&bm->resident, 1);
+		ps_unlock_evicted(ps);
+	}
+}
+
+void bm_prefetch(struct bm *bm, const uint64_t *pids, unsigned n, bool fresh)
+{
+	struct bm_thread *t = bm_thread_get(bm);
+	uint64_t got[BM_BATCH_MAX];
+	unsigned m = 0;
+
+	/* At most a quarter of the pool, so that a prefetch never evicts what
+	 * it just brought in. */
+	if ((uint64_t)n > bm->capacity / 4)
+		return;
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t pid = pids[i];
+		if (pid < bm->first_data || pid >= bm->page_count)
+			continue;
+		/* A page the journal will have to carry (in use at the last
+		 * checkpoint, freed and allocated again since) comes in through
+		 * its fix, which first checks the dirty limit outside a
+		 * transaction: taking many at once here would skip that check
+		 * and could dirty more than the journal holds. */
+		if (fresh && bm->journal && !bm_home_free(bm, pid))
+			continue;
+		ps_word *ps = state_of(bm, pid);
+		uint64_t w = ps_load(ps);
+		if (ps_state(w) != PS_EVICTED || !ps_try_lock_x(ps, w))
+			continue; /* resident, or someone is at it */
+		got[m++] = pid;
+		if (m == BM_BATCH_MAX) {
+			prefetch_locked(bm, t, got, m, fresh);
+			m = 0;
+		}
+	}
+	if (m > 0)
+		prefetch_locked(bm, t, got, m, fresh);
+}
+
 void bm_upgrade_x(struct bm_op *op, struct bm_guard *g)
 {
 	ps_word *ps = state_of(op->bm, g->pid);
+	bm_txn_check(op);
 	for (unsigned spins = 0;; spins++) {
 		uint64_t w = ps_load(ps);
 		if (ps_version(w) != ps_version(g->version))
@@ -788,18 +892,19 @@ static void write_pages(struct bm *bm, struct bm_thread *t, const uint64_t *pids
 	}
 }
 
-/* Drop the frames of @n pages the caller holds exclusively and clean. */
-static void drop_frames(struct bm *bm, struct bm_thread *t, const uint64_t *pids, unsigned n)
+/* Drop the frames of @n pages the caller holds exclusively and clean.
+ * Returns how many were dropped (all or, when the backend fails, none). */
+static unsigned drop_frames(struct bm *bm, struct bm_thread *t, const uint64_t *pids, unsigned n)
 {
 	if (n == 0)
-		return;
+		return 0;
 	int r = mem_free(bm->mem, t->iface, pids, n);
 	if (r < 0) {
 		/* The frames stay mapped: the pages stay resident. */
 		vs_log(VS_LOG_ERR, "cannot release %u frames: %s", n, strerror(-r));
 		for (unsigned i = 0; i < n; i++)
 			ps_unlock_x(state_of(bm, pids[i]), false);
-		return;
+		return 0;
 	}
 	for (unsigned i = 0; i < n; i++) {
 		rset_remove(&bm->rset, pids[i]);
@@ -807,6 +912,7 @@ static void drop_frames(struct bm *bm, struct bm_thread *t, const uint64_t *pids
 	}
 	atomic_fetch_sub(&bm->resident, n);
 	BM_COUNT(t, evictions, n);
+	return n;
 }
 
 /*
@@ -822,6 +928,7 @@ static void evict_batch(struct bm *bm, struct bm_thread *t)
 	unsigned nc = 0, nd = 0;
 	const uint64_t want = bm->batch;
 	const uint64_t slots = bm->rset.mask + 1;
+	const uint64_t t0 = lh_now_ns();
 
 	for (uint64_t seen = 0; nc + nd < want && seen < 2 * slots;) {
 		uint64_t start = atomic_fetch_add(&bm->rset.clock, 64);
@@ -835,9 +942,11 @@ static void evict_batch(struct bm *bm, struct bm_thread *t)
 			if (ps_state(w) == PS_UNLOCKED) {
 				ps_try_mark(ps, w);
 			} else if (ps_state(w) == PS_MARKED) {
-				if (ps_dirty(w) && bm->journal) {
+				if (ps_dirty(w) && bm->journal && !bm_home_free(bm, pid)) {
 					/* no steal: the page waits for a checkpoint */
 				} else if (ps_dirty(w)) {
+					/* (a page no checkpoint has seen in use may
+					 * go home now: bm_journal.c) */
 					if (ps_try_lock_s(ps, w))
 						dirty[nd++] = pid;
 				} else if (ps_try_lock_x(ps, w)) {
@@ -849,14 +958,23 @@ static void evict_batch(struct bm *bm, struct bm_thread *t)
 	if (nd > 0) {
 		write_pages(bm, t, dirty, nd, res);
 		for (unsigned i = 0; i < nd; i++) {
-			if (res[i] == 0 && ps_try_upgrade_sx(state_of(bm, dirty[i])))
+			ps_word *ps = state_of(bm, dirty[i]);
+			if (res[i] != 0 || !ps_try_upgrade_sx(ps)) {
+				ps_unlock_s(ps);
+			} else if (bm->journal && atomic_load(&bm->ckpt_pool_io)) {
+				/* A checkpoint that took the page in while it
+				 * was dirty may be writing from its frame:
+				 * keep it (clean now). See bm_journal.c. */
+				ps_unlock_x(ps, false);
+			} else {
 				clean[nc++] = dirty[i];
-			else
-				ps_unlock_s(state_of(bm, dirty[i]));
+			}
 		}
 	}
-	drop_frames(bm, t, clean, nc);
+	unsigned dropped = drop_frames(bm, t, clean, nc);
 	BM_COUNT(t, evict_batches, 1);
+	lh_record(&bm->evict_lat, lh_now_ns() - t0);
+	atomic_fetch_add_explicit(&bm->evict_lat_pages, dropped, memory_order_relaxed);
 }
 
 /* Visit every resident pid (a snapshot: pages may come and go meanwhile). */
@@ -1176,6 +1294,13 @@ void bm_stats_get(struct bm *bm, struct bm_stats *ret)
 	ret->dirty_limit = bm->dirty_limit;
 }
 
+void bm_latency_get(struct bm *bm, struct bm_latency *ret)
+{
+	lh_snapshot(&bm->fault_lat, &ret->fault);
+	lh_snapshot(&bm->evict_lat, &ret->evict);
+	ret->evict_pages = atomic_load_explicit(&bm->evict_lat_pages, memory_order_relaxed);
+}
+
 static void bm_destroy(struct bm *bm)
 {
 	pthread_mutex_lock(&bm->threads_mu);
@@ -1190,6 +1315,7 @@ static void bm_destroy(struct bm *bm)
 		munmap((void *)bm->state, bm->page_count * sizeof(ps_word));
 	rset_free(&bm->rset);
 	free(bm->bitmap);
+	free((void *)bm->cbitmap);
 	free((void *)bm->csum);
 	free(bm->bmp_dirty);
 	free((void *)bm->cs_dirty);

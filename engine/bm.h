@@ -68,6 +68,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/lat_hist.h"
 #include "engine/page_state.h"
 
 #define BM_PAGE_SIZE  4096u
@@ -127,9 +128,15 @@ int bm_flush(struct bm *bm);
  * together or not at all. Every operation that changes pages runs between
  * bm_txn_begin and bm_txn_end. Transactions nest within one thread (the
  * inner ones join the outer one). bm_txn_begin first runs a checkpoint when
- * too many pages are dirty (a failure there is logged and retried by the
- * next one; the transaction begins regardless). Without a journal both are
- * no-ops. */
+ * too many pages are dirty. When that checkpoint fails (the disk fails) the
+ * transaction still begins, but may only read: every exclusive fix in it
+ * (bm_fix_x, bm_fix_x_new, bm_upgrade_x) ends its operation with the
+ * checkpoint's error (-EIO, -ENOSPC), before anything was changed; the next
+ * transaction tries the checkpoint again. A transaction should change at
+ * most BM_TXN_PAGES pages: each running one holds that much room in the
+ * next checkpoint, and bm_txn_begin waits for others to end when the
+ * journal could not take one more. Without a journal both are no-ops. */
+#define BM_TXN_PAGES 320 /* 1 MiB of data (the largest FUSE write) and records */
 void bm_txn_begin(struct bm *bm);
 void bm_txn_end(struct bm *bm);
 
@@ -156,6 +163,12 @@ void bm_sb_set(struct bm *bm, unsigned slot, uint64_t value);
 
 /* Was the image closed cleanly the last time it was open? */
 bool bm_was_clean(const struct bm *bm);
+
+/* The free page count the superblock recorded when it was last written (for
+ * fsck: the allocator recounts the bitmap at open and keeps its own count, so
+ * a difference means the bitmap or the superblock was changed behind the
+ * engine's back). An image opened for writing has rewritten it already. */
+uint64_t bm_sb_free_recorded(struct bm *bm);
 
 /* ------------------------------------------------------------------ */
 /* Space                                                              */
@@ -221,6 +234,16 @@ void *bm_fix_x(struct bm_op *op, uint64_t pid, struct bm_guard *g);
  * is not read from the image (it starts as zeros). */
 void *bm_fix_x_new(struct bm_op *op, uint64_t pid, struct bm_guard *g);
 
+/* Bring the evicted pages among @pids[0..n) in together, ahead of the fixes
+ * that will want them: with @fresh (pages just allocated, whose content is
+ * zeros) without reading, else from the image, one read per run of
+ * consecutive pids and each page checked against its checksum. A hint and
+ * nothing more: a page someone holds, or one that fails to load, is left
+ * for its fix to deal with (and report); so is a "fresh" page the journal
+ * will carry (reused since the last checkpoint), whose fix checks the dirty
+ * limit first. Call it outside any bm_op. */
+void bm_prefetch(struct bm *bm, const uint64_t *pids, unsigned n, bool fresh);
+
 /* O -> S and O -> X. Restart the operation when the page changed. */
 void bm_upgrade_s(struct bm_op *op, struct bm_guard *g);
 void bm_upgrade_x(struct bm_op *op, struct bm_guard *g);
@@ -271,6 +294,30 @@ struct bm_stats {
 };
 
 void bm_stats_get(struct bm *bm, struct bm_stats *ret);
+
+/* Latency of the pool's two slow paths since bm_open (lat_hist.h):
+ *
+ *   fault  one page brought in from the image: from the moment it has a
+ *          frame to the moment it is usable (the read and the checksum
+ *          check). Only pages read from the image count: not never-written
+ *          pages (zero_loads), not bm_fix_x_new, not failed loads. The frame
+ *          reservation before it (and the eviction batch it may run) is
+ *          not in it; that shows in `evict`. (With exmap, an eviction to
+ *          retry a read the backend refused for want of frames is.)
+ *   evict  one eviction batch, end to end: clock selection, write-back of
+ *          the dirty candidates, dropping the frames. Batches that found
+ *          nothing to drop count too (their pages are 0). bm_evict_all and
+ *          bm_free are not eviction batches.
+ *
+ * Recording costs two clock readings per fault or batch and a few relaxed
+ * atomic adds; hits cost nothing. */
+struct bm_latency {
+	struct lat_snap fault;
+	struct lat_snap evict;
+	uint64_t evict_pages; /* pages dropped by the batches in `evict` */
+};
+
+void bm_latency_get(struct bm *bm, struct bm_latency *ret);
 
 /* Is @pid resident right now? (Racy by nature; for residency reports.) */
 bool bm_is_resident(struct bm *bm, uint64_t pid);

@@ -34,6 +34,9 @@ struct bm_fault {
 	bool fail_writes_after; /* and every write after it too */
 	uint64_t fail_sync_at;  /* fail the Nth sync, 0 = never */
 	int fail_sync_err;
+	bool fail_syncs_after;  /* and every sync after it too: the disk is gone,
+				 * writes since the last good sync may or may not
+				 * have reached it (bm_fault_power_loss decides) */
 	bool record;            /* keep undo records for bm_fault_power_loss */
 	/* counters and records, maintained by the buffer manager */
 	pthread_mutex_t mu;

@@ -114,6 +114,12 @@ struct bm {
 	_Atomic uint64_t *csum;  /* checksum table, page_count entries, page aligned */
 	uint64_t cs_start, cs_pages;
 	uint64_t *bitmap;        /* allocation bitmap, page aligned */
+	/* The allocation bitmap of the last completed checkpoint, OR'ed with
+	 * that of the checkpoint in flight (bm_journal.c): a page whose bit is
+	 * clear is free in every state a crash can bring back, so its home may
+	 * be written at any time (bm_home_free). Words read and written with
+	 * relaxed atomics. */
+	_Atomic uint64_t *cbitmap;
 	uint64_t bmp_start, bmp_pages;
 	uint64_t first_data;
 	_Atomic uint8_t *cs_dirty;  /* per checksum-table page: needs writing */
@@ -144,6 +150,14 @@ struct bm {
 	_Atomic uint64_t ckpt_seq;   /* last checkpoint started */
 	_Atomic uint64_t ckpt_done;  /* last checkpoint completed */
 	int ckpt_err;                /* error of the last checkpoint, under ckpt_mu */
+	uint64_t jr_room;            /* dirty pages a checkpoint can take */
+	_Atomic uint64_t room_held;  /* room held by running transactions */
+	_Atomic unsigned room_waiters;
+	pthread_mutex_t room_mu;     /* waiting for room (bm_txn_begin) */
+	pthread_cond_t room_cv;
+	bool jr_unapplied;           /* the journal holds a committed checkpoint whose
+				      * home writes failed; under ckpt_mu */
+	uint64_t jr_unapplied_seq;
 	unsigned ckpt_ms;
 	bool ckpt_thread_on, ckpt_stop;
 	pthread_t ckpt_thread;
@@ -153,9 +167,26 @@ struct bm {
 	uint64_t recovered_pages;
 
 	_Atomic bool meta_dirty;     /* superblock slots changed since the checkpoint */
+	/* A checkpoint may be writing straight from pool pages: eviction must
+	 * not drop a dirty page it has just written home (bm_journal.c). */
+	_Atomic bool ckpt_pool_io;
 	struct bm_fault *fault;
 	int fault_fd;                /* plain descriptor for reading undo bytes */
+
+	/* Latency (bm_latency_get), written by every faulting and evicting
+	 * thread: kept off the cache lines of the fields above. */
+	char lat_pad[64];
+	struct lat_hist fault_lat, evict_lat;
+	_Atomic uint64_t evict_lat_pages;
 };
+
+/* May page @pid be written home before the next checkpoint commits? (It is
+ * free in the committed state and in the one being committed.) */
+static inline bool bm_home_free(struct bm *bm, uint64_t pid)
+{
+	uint64_t w = atomic_load_explicit(&bm->cbitmap[pid / 64], memory_order_relaxed);
+	return !((w >> (pid % 64)) & 1);
+}
 
 /* bm_meta.c: superblock, bitmap and checksum-table I/O. */
 int bm_meta_load(struct bm *bm);
@@ -177,6 +208,14 @@ void bm_rset_each(struct bm *bm, void (*fn)(struct bm *, uint64_t, void *), void
 
 /* bm_journal.c */
 uint64_t bm_journal_pages_for(uint64_t image_pages);
+/* Nonzero (a negative errno) while this thread runs a transaction that
+ * bm_txn_begin refused: exclusive fixes fail with it (bm_txn_check). */
+extern _Thread_local int bm_txn_refused;
+static inline void bm_txn_check(struct bm_op *op)
+{
+	if (__builtin_expect(bm_txn_refused != 0, 0))
+		bm_fail(op, bm_txn_refused);
+}
 /* Replay the journal when it holds a checkpoint newer than @applied (or
  * any valid one when the superblock is bad). Returns 1 when it replayed, 0
  * when there was nothing to do, or a negative errno. */

@@ -26,6 +26,29 @@
  *   crash after it is repaired at the next open by writing the journal's
  *   images home again (idempotent), torn home writes included.
  *
+ *   A failed checkpoint (a write or sync of the image failed) leaves the
+ *   pages dirty, so the next one writes them again. When it failed after
+ *   the commit point, some home pages may hold its images and others not:
+ *   the journal is then the only whole copy of that state, so the next
+ *   checkpoint first writes it home again (journal_reapply) and never
+ *   overwrites it before that has succeeded.
+ *
+ *   Room. A checkpoint must fit the journal, so the pages changed since the
+ *   last one must never outgrow it (jr_room), whatever runs at once: past
+ *   dirty_limit a new transaction first checkpoints; and each running
+ *   transaction holds room for BM_TXN_PAGES changes (room_take), so that
+ *   those started before the limit was crossed (a dozen 1 MiB writes from
+ *   the kernel's writeback, say) cannot overflow it together. A
+ *   transaction that finds no room waits for others to end; one alone
+ *   always gets in.
+ *
+ *   A disk that keeps failing. Dirty pages cannot leave the pool, and the
+ *   journal holds one checkpoint's worth: past dirty_limit, with the
+ *   checkpoint failing, a transaction is refused (bm_txn_begin): every
+ *   exclusive fix in it fails with the checkpoint's error, so the
+ *   operation fails whole before it changed anything. Reads go on; the
+ *   first checkpoint that succeeds lifts the refusal.
+ *
  *   Group commit. bm_checkpoint returns as soon as a checkpoint that started
  *   after the call has finished, so concurrent fsyncs share one.
  *
@@ -51,8 +74,36 @@
  *         40   24 reserved, zero
  *         64 16*n entries: home pid (8), XXH3-64 of the image (8)
  *
- * Write amplification: each changed page is written twice (journal, home),
- * plus the metadata pages of the checkpoint: about 2.0 for large writes.
+ * New pages (ordered writes). A page that is free in the last checkpoint
+ * and in the one being taken (its bit clear in bm->cbitmap) holds nothing
+ * any crash can bring back, so it needs no journal: the checkpoint writes
+ * it home directly, before the commit sync, and lists it in the descriptor
+ * after the journaled images, so that recovery checks its home copy as it
+ * checks those (a checkpoint whose new pages did not all reach home is not
+ * committed). Eviction may write such a page home and drop it while it is
+ * dirty (steal), so that writing new data does not fill the pool with
+ * pages waiting for a checkpoint. A page freed and allocated again before
+ * the next checkpoint is still in use in the last one: its bit stays set
+ * until a checkpoint that has it free completes, and it goes through the
+ * journal. cbitmap is the committed bitmap OR'ed with the one in flight;
+ * a failed checkpoint leaves it OR'ed (it only errs towards the journal).
+ *
+ * The one thing a steal must not do is drop a frame a checkpoint is still
+ * writing from (one large enough to write from the pool rather than from
+ * copies): ckpt_pool_io is set before the checkpoint collects its pages and
+ * cleared when it no longer reads the pool; eviction checks it after taking
+ * the page exclusively, and a page it has just written is by then clean,
+ * so a checkpoint that starts later does not take it in.
+ *
+ *   Descriptor field 40 (8 bytes): h, the number of entries at the end of
+ *   the list that are new pages, written home, not to the journal (0 in
+ *   images written before this field existed). The journal holds n - h
+ *   images.
+ *
+ * Write amplification: each changed page that was in use before is written
+ * twice (journal, home), a new page once, plus the metadata pages of the
+ * checkpoint: about 1.0 for new data written in large pieces, 2.0 for data
+ * overwritten in place.
  */
 #include "engine/bm_internal.h"
 
@@ -71,6 +122,8 @@
  * taken once, by the outermost. */
 static _Thread_local unsigned txn_depth;
 static _Thread_local struct bm *txn_bm;
+static _Thread_local bool txn_room; /* this thread's transaction holds room */
+_Thread_local int bm_txn_refused;
 
 #define JR_MAGIC     "VSJRNL01"
 #define JR_HDR       64u
@@ -181,7 +234,8 @@ int bm_io_sync(struct bm *bm)
 		int r = 0;
 		pthread_mutex_lock(&f->mu);
 		f->syncs++;
-		if (f->fail_sync_at && f->syncs == f->fail_sync_at) {
+		if (f->fail_sync_at && (f->syncs == f->fail_sync_at ||
+					(f->fail_syncs_after && f->syncs > f->fail_sync_at))) {
 			r = -(f->fail_sync_err ? f->fail_sync_err : EIO);
 		} else {
 			for (uint64_t i = 0; i < f->nundo; i++)
@@ -267,7 +321,7 @@ static int journal_read(struct bm *bm, uint64_t image_pages, uint8_t **ret_desc,
 			uint64_t *ret_n, uint64_t *ret_seq)
 {
 	uint8_t *first = NULL, *desc = NULL, *img = NULL;
-	uint64_t n, dp;
+	uint64_t n, dp, nh;
 	int r = 0;
 
 	if (posix_memalign((void **)&first, BM_PAGE_SIZE, BM_PAGE_SIZE))
@@ -277,7 +331,9 @@ static int journal_read(struct bm *bm, uint64_t image_pages, uint8_t **ret_desc,
 		goto none;
 	n = get_u64(first, 16);
 	dp = get_u64(first, 24);
-	if (n == 0 || n > image_pages || dp != desc_pages_for(n) || 1 + dp + n > image_pages)
+	nh = get_u64(first, 40);
+	if (n == 0 || n > image_pages || dp != desc_pages_for(n) || nh >= n ||
+	    1 + dp + (n - nh) > image_pages)
 		goto none;
 	if (posix_memalign((void **)&desc, BM_PAGE_SIZE, dp * BM_PAGE_SIZE) ||
 	    posix_memalign((void **)&img, BM_PAGE_SIZE, BM_PAGE_SIZE)) {
@@ -296,7 +352,9 @@ static int journal_read(struct bm *bm, uint64_t image_pages, uint8_t **ret_desc,
 		uint64_t sum = get_u64(desc, JR_HDR + i * JR_ENTRY + 8);
 		if (home >= image_pages)
 			goto none;
-		r = bm_pread_all(bm->fd, img, BM_PAGE_SIZE, (1 + dp + i) * BM_PAGE_SIZE);
+		/* a journaled image, or a new page at its home */
+		uint64_t at = i < n - nh ? 1 + dp + i : home;
+		r = bm_pread_all(bm->fd, img, BM_PAGE_SIZE, at * BM_PAGE_SIZE);
 		if (r < 0)
 			goto out;
 		if (bm_page_csum(img) != sum)
@@ -317,9 +375,63 @@ out:
 	return r;
 }
 
+/* Write the @n images of the journal described by @desc home: every page
+ * but the superblock, sync, then the superblock (which says the checkpoint
+ * is home), sync. In that order so that a crash in the middle leaves a
+ * superblock that still asks for the replay. */
+static int journal_write_home(struct bm *bm, const uint8_t *desc, uint64_t n)
+{
+	uint64_t dp = desc_pages_for(n);
+	uint64_t nj = n - get_u64(desc, 40); /* new pages are home already */
+	uint8_t *img = NULL;
+	int r = 0;
+
+	if (posix_memalign((void **)&img, BM_PAGE_SIZE, BM_PAGE_SIZE))
+		return -ENOMEM;
+	for (int pass = 0; pass < 2 && r == 0; pass++) {
+		for (uint64_t i = 0; i < nj && r == 0; i++) {
+			uint64_t home = get_u64(desc, JR_HDR + i * JR_ENTRY);
+			if ((home == 0) != (pass == 1))
+				continue;
+			r = bm_pread_all(bm->fd, img, BM_PAGE_SIZE, (1 + dp + i) * BM_PAGE_SIZE);
+			if (r == 0)
+				r = bm_io_write(bm, img, BM_PAGE_SIZE, home * BM_PAGE_SIZE);
+		}
+		if (r == 0)
+			r = bm_io_sync(bm);
+	}
+	free(img);
+	return r;
+}
+
+/* Write home again the checkpoint that failed after its commit point (see
+ * the top of the file), before a new checkpoint overwrites the journal. */
+static int journal_reapply(struct bm *bm)
+{
+	uint8_t *desc = NULL;
+	uint64_t n = 0, seq = 0;
+	int r = journal_read(bm, bm->page_count, &desc, &n, &seq);
+
+	if (r == 0 || (r > 0 && seq != bm->jr_unapplied_seq)) {
+		vs_log(VS_LOG_ERR, "%s: checkpoint %llu was committed but its journal no longer "
+				   "reads back; the journal is kept as it is",
+		       bm->path, (unsigned long long)bm->jr_unapplied_seq);
+		r = -EIO;
+	}
+	if (r > 0)
+		r = journal_write_home(bm, desc, n);
+	free(desc);
+	if (r < 0)
+		return r;
+	bm->jr_unapplied = false;
+	vs_log(VS_LOG_INFO, "%s: checkpoint %llu written home from the journal", bm->path,
+	       (unsigned long long)seq);
+	return 0;
+}
+
 int bm_journal_recover(struct bm *bm, uint64_t image_pages, bool sb_ok, uint64_t applied)
 {
-	uint8_t *desc = NULL, *img = NULL;
+	uint8_t *desc = NULL;
 	uint64_t n = 0, seq = 0;
 	int r;
 
@@ -336,20 +448,8 @@ int bm_journal_recover(struct bm *bm, uint64_t image_pages, bool sb_ok, uint64_t
 				   "read-write once to replay the journal", bm->path);
 		return -EROFS;
 	}
-	if (posix_memalign((void **)&img, BM_PAGE_SIZE, BM_PAGE_SIZE)) {
-		free(desc);
-		return -ENOMEM;
-	}
-	uint64_t dp = desc_pages_for(n);
-	for (uint64_t i = 0; i < n && r >= 0; i++) {
-		uint64_t home = get_u64(desc, JR_HDR + i * JR_ENTRY);
-		r = bm_pread_all(bm->fd, img, BM_PAGE_SIZE, (1 + dp + i) * BM_PAGE_SIZE);
-		if (r >= 0)
-			r = bm_io_write(bm, img, BM_PAGE_SIZE, home * BM_PAGE_SIZE);
-	}
-	if (r >= 0)
-		r = bm_io_sync(bm);
-	free(img);
+	r = journal_write_home(bm, desc, n);
+	n -= get_u64(desc, 40); /* new pages were home already */
 	free(desc);
 	if (r < 0) {
 		vs_log(VS_LOG_ERR, "%s: journal replay failed: %s", bm->path, strerror(-r));
@@ -433,12 +533,22 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 {
 	struct bm_thread *t = bm_thread_get(bm);
 	struct ckpt c = { 0 };
-	uint8_t *meta = NULL, *desc = NULL, *copies = NULL;
-	uint64_t *vers = NULL;
+	uint8_t *meta = NULL, *desc = NULL, *copies = NULL, *bmp_snap = NULL;
+	uint64_t *vers = NULL, *sums = NULL, *bmp_idx = NULL;
 	uint64_t seq = atomic_load(&bm->ckpt_seq) + 1;
-	uint64_t ncs = 0, nbmp = 0, ndata = 0, dp;
+	uint64_t ncs = 0, nbmp = 0, ndata = 0, dp, nj = 0, nh = 0;
+	struct ckpt io = {0}; /* the journaled images, then the new pages */
+	uint64_t *io_sums = NULL;
+	bool *fresh = NULL;
+	bool committed = false;
 	int r;
 
+	if (bm->jr_unapplied) {
+		r = journal_reapply(bm);
+		if (r < 0)
+			goto out;
+	}
+	atomic_store(&bm->ckpt_pool_io, true); /* before collecting: see the top */
 	bm_rset_each(bm, collect_dirty, &c);
 	r = c.err;
 	if (r < 0)
@@ -447,9 +557,26 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 	if (ndata == 0 && !clean && !bm->meta_dirty)
 		goto out; /* nothing changed since the last checkpoint */
 
-	/* 1. checksums of the changed pages into the table */
+	/* 1. checksums of the changed pages into the table (kept: the
+	 * descriptor lists them again) */
+	sums = malloc((ndata + 1) * sizeof(*sums));
+	if (!sums) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (uint64_t i = 0; i < ndata; i++) {
+		sums[i] = bm_page_csum(c.bufs[i]);
+		bm_csum_set(bm, c.pids[i], sums[i]);
+	}
+	/* New pages go home without the journal (see the top); decided before
+	 * the bitmap is OR'ed into cbitmap below. */
+	fresh = calloc(ndata + 1, sizeof(*fresh));
+	if (!fresh) {
+		r = -ENOMEM;
+		goto out;
+	}
 	for (uint64_t i = 0; i < ndata; i++)
-		bm_csum_set(bm, c.pids[i], bm_page_csum(c.bufs[i]));
+		fresh[i] = bm_home_free(bm, c.pids[i]);
 
 	/* 2. the changed metadata pages, copied so that they hold still */
 	for (uint64_t i = 0; i < bm->cs_pages; i++)
@@ -458,14 +585,19 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 	for (uint64_t i = 0; i < bm->bmp_pages; i++)
 		nbmp += bm->bmp_dirty[i] != 0;
 	pthread_mutex_unlock(&bm->alloc_mu);
-	if (posix_memalign((void **)&meta, BM_PAGE_SIZE, (ncs + nbmp + 1) * BM_PAGE_SIZE)) {
+	if (posix_memalign((void **)&meta, BM_PAGE_SIZE, (ncs + nbmp + 1) * BM_PAGE_SIZE) ||
+	    !(bmp_idx = malloc((nbmp + 1) * sizeof(*bmp_idx)))) {
 		r = -ENOMEM;
 		goto out;
 	}
+	/* Eviction sets checksums (and may mark more table pages) meanwhile:
+	 * what does not fit the pages counted above waits for the next. */
 	uint8_t *m = meta;
-	for (uint64_t i = 0; i < bm->cs_pages && r == 0; i++) {
+	uint64_t cs_room = ncs, bmp_room = nbmp;
+	for (uint64_t i = 0; i < bm->cs_pages && r == 0 && cs_room > 0; i++) {
 		if (!atomic_exchange_explicit(&bm->cs_dirty[i], 0, memory_order_relaxed))
 			continue;
+		cs_room--;
 		for (unsigned j = 0; j < BM_PIDS_PER_CS; j++) {
 			uint64_t v = atomic_load_explicit(&bm->csum[i * BM_PIDS_PER_CS + j],
 							  memory_order_relaxed);
@@ -475,11 +607,21 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 		m += BM_PAGE_SIZE;
 	}
 	pthread_mutex_lock(&bm->alloc_mu);
-	for (uint64_t i = 0; i < bm->bmp_pages && r == 0; i++) {
+	bmp_snap = m;
+	nbmp = 0;
+	for (uint64_t i = 0; i < bm->bmp_pages && r == 0 && nbmp < bmp_room; i++) {
 		if (!bm->bmp_dirty[i])
 			continue;
 		bm->bmp_dirty[i] = 0;
 		memcpy(m, (uint8_t *)bm->bitmap + i * BM_PAGE_SIZE, BM_PAGE_SIZE);
+		/* in use in this checkpoint: no longer new */
+		for (unsigned w = 0; w < BM_PAGE_SIZE / 8; w++) {
+			uint64_t v;
+			memcpy(&v, m + 8 * w, 8);
+			atomic_fetch_or_explicit(&bm->cbitmap[i * (BM_PAGE_SIZE / 8) + w], v,
+						 memory_order_relaxed);
+		}
+		bmp_idx[nbmp++] = i;
 		r = ckpt_add(&c, bm->bmp_start + i, m);
 		m += BM_PAGE_SIZE;
 	}
@@ -505,11 +647,34 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 			}
 			pthread_rwlock_unlock(&bm->txn_lock);
 			*locked = false;
+			atomic_store(&bm->ckpt_pool_io, false); /* copies from here on */
 		}
 	}
 
-	dp = desc_pages_for(c.n);
-	if (dp + c.n > bm->jr_pages) {
+	/* The order of writing: journaled images (the superblock last), then
+	 * the new pages. */
+	if (ckpt_add(&io, 0, NULL) < 0 || !(io_sums = malloc((c.n + 1) * sizeof(*io_sums)))) {
+		r = -ENOMEM;
+		goto out;
+	}
+	io.n = 0;
+	for (int pass = 0; pass < 2 && r == 0; pass++) {
+		for (uint64_t i = 0; i < c.n && r == 0; i++) {
+			bool is_new = i < ndata && fresh[i];
+			if (is_new != (pass == 1))
+				continue;
+			io_sums[io.n] = i < ndata ? sums[i] : bm_page_csum(c.bufs[i]);
+			r = ckpt_add(&io, c.pids[i], c.bufs[i]);
+		}
+		if (pass == 0)
+			nj = io.n;
+	}
+	if (r < 0)
+		goto out;
+	nh = io.n - nj;
+
+	dp = desc_pages_for(io.n);
+	if (dp + nj > bm->jr_pages) {
 		/* Cannot happen while dirty_limit holds; refuse rather than
 		 * write home pages the journal does not cover. */
 		vs_log(VS_LOG_ERR, "checkpoint of %llu pages does not fit the journal (%llu pages)",
@@ -526,38 +691,54 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 	memset(desc, 0, dp * BM_PAGE_SIZE);
 	memcpy(desc, JR_MAGIC, 8);
 	put_u64(desc, 8, seq);
-	put_u64(desc, 16, c.n);
+	put_u64(desc, 16, io.n);
 	put_u64(desc, 24, dp);
-	for (uint64_t i = 0; i < c.n; i++) {
-		put_u64(desc, JR_HDR + i * JR_ENTRY, c.pids[i]);
-		put_u64(desc, JR_HDR + i * JR_ENTRY + 8, bm_page_csum(c.bufs[i]));
+	put_u64(desc, 40, nh);
+	for (uint64_t i = 0; i < io.n; i++) {
+		put_u64(desc, JR_HDR + i * JR_ENTRY, io.pids[i]);
+		put_u64(desc, JR_HDR + i * JR_ENTRY + 8, io_sums[i]);
 	}
 	put_u64(desc, 32, XXH3_64bits(desc, dp * BM_PAGE_SIZE));
 	for (uint64_t i = 0; i < dp && r == 0; i++)
 		r = bm_io_write(bm, desc + i * BM_PAGE_SIZE, BM_PAGE_SIZE,
 				(bm->jr_start + i) * BM_PAGE_SIZE);
 	if (r == 0)
-		r = write_run(bm, t, c.bufs, NULL, c.n, bm->jr_start + dp);
+		r = write_run(bm, t, io.bufs, NULL, nj, bm->jr_start + dp);
+	if (r == 0) /* new pages: home now, and under the commit sync */
+		r = write_run(bm, t, io.bufs + nj, io.pids + nj, nh, 0);
 	if (r == 0)
 		r = bm_io_sync(bm);
 	if (r < 0)
 		goto out;
-	atomic_fetch_add(&bm->log_bytes, (dp + c.n) * BM_PAGE_SIZE);
-	BM_COUNT(t, write_bytes, (dp + c.n) * BM_PAGE_SIZE); /* the image's bytes, journal too */
+	committed = true;
+	atomic_fetch_add(&bm->log_bytes, (dp + nj) * BM_PAGE_SIZE);
+	BM_COUNT(t, write_bytes, (dp + nj + nh) * BM_PAGE_SIZE); /* journal and new pages */
 
-	/* 4. home, sync; then the superblock (the last image), which says
-	 * that this checkpoint is home, so only once the rest is durable. */
-	r = write_run(bm, t, c.bufs, c.pids, c.n - 1, 0);
-	if (r == 0)
+	/* 4. home, sync; then the superblock (the last journaled image), which
+	 * says that this checkpoint is home, so only once the rest is durable. */
+	r = write_run(bm, t, io.bufs, io.pids, nj - 1, 0);
+	if (r == 0 && nj > 1) /* nothing to sync when the superblock is all */
 		r = bm_io_sync(bm);
 	if (r == 0)
-		r = bm_io_write(bm, c.bufs[c.n - 1], BM_PAGE_SIZE, 0);
+		r = bm_io_write(bm, io.bufs[nj - 1], BM_PAGE_SIZE, 0);
 	if (r == 0)
 		r = bm_io_sync(bm);
 	if (r < 0)
 		goto out;
+	atomic_store(&bm->ckpt_pool_io, false);
 	BM_COUNT(t, writebacks, ndata);
-	BM_COUNT(t, write_bytes, c.n * BM_PAGE_SIZE);
+	BM_COUNT(t, write_bytes, nj * BM_PAGE_SIZE);
+
+	/* This checkpoint is home: what it has free is free for good. */
+	for (uint64_t k = 0; k < nbmp; k++) {
+		const uint8_t *snap = bmp_snap + k * BM_PAGE_SIZE;
+		for (unsigned w = 0; w < BM_PAGE_SIZE / 8; w++) {
+			uint64_t v;
+			memcpy(&v, snap + 8 * w, 8);
+			atomic_store_explicit(&bm->cbitmap[bmp_idx[k] * (BM_PAGE_SIZE / 8) + w], v,
+					      memory_order_relaxed);
+		}
+	}
 
 	/* 5. the pages are clean now, unless changed since the snapshot */
 	for (uint64_t i = 0; i < ndata; i++) {
@@ -574,6 +755,7 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 	}
 	atomic_fetch_add(&bm->n_checkpoints, 1);
 out:
+	atomic_store(&bm->ckpt_pool_io, false);
 	if (r < 0) {
 		/* The metadata pages must go into the next attempt again. */
 		for (uint64_t i = ndata; i < c.n; i++) {
@@ -584,8 +766,13 @@ out:
 				bm->bmp_dirty[pid - bm->bmp_start] = 1;
 		}
 		bm->meta_dirty = true;
+		if (committed) {
+			bm->jr_unapplied = true;
+			bm->jr_unapplied_seq = seq;
+		}
 		vs_log(VS_LOG_ERR, "%s: checkpoint failed: %s; the image stays as of the last "
-				   "checkpoint", bm->path, strerror(-r));
+				   "checkpoint%s", bm->path, strerror(-r),
+		       committed ? " (its journal is replayed before the next one)" : "");
 	}
 	free(c.pids);
 	free(c.bufs);
@@ -593,6 +780,12 @@ out:
 	free(desc);
 	free(copies);
 	free(vers);
+	free(sums);
+	free(fresh);
+	free(bmp_idx);
+	free(io.pids);
+	free(io.bufs);
+	free(io_sums);
 	return r;
 }
 
@@ -641,6 +834,40 @@ int bm_checkpoint_final(struct bm *bm)
 	return r;
 }
 
+/* Room for one more transaction: BM_TXN_PAGES on top of the pages changed
+ * so far and the room the running transactions hold (see the top). */
+static bool room_try(struct bm *bm)
+{
+	uint64_t held = atomic_fetch_add(&bm->room_held, BM_TXN_PAGES) + BM_TXN_PAGES;
+	if (held == BM_TXN_PAGES ||
+	    (uint64_t)atomic_load_explicit(&bm->dirty, memory_order_relaxed) + held <= bm->jr_room)
+		return true;
+	atomic_fetch_sub(&bm->room_held, BM_TXN_PAGES);
+	return false;
+}
+
+static void room_take(struct bm *bm)
+{
+	if (room_try(bm))
+		return;
+	pthread_mutex_lock(&bm->room_mu);
+	atomic_fetch_add(&bm->room_waiters, 1); /* before the test: room_give looks */
+	while (!room_try(bm))
+		pthread_cond_wait(&bm->room_cv, &bm->room_mu);
+	atomic_fetch_sub(&bm->room_waiters, 1);
+	pthread_mutex_unlock(&bm->room_mu);
+}
+
+static void room_give(struct bm *bm)
+{
+	atomic_fetch_sub(&bm->room_held, BM_TXN_PAGES);
+	if (atomic_load(&bm->room_waiters) > 0) {
+		pthread_mutex_lock(&bm->room_mu);
+		pthread_cond_broadcast(&bm->room_cv);
+		pthread_mutex_unlock(&bm->room_mu);
+	}
+}
+
 void bm_txn_begin(struct bm *bm)
 {
 	if (!bm->journal)
@@ -649,8 +876,17 @@ void bm_txn_begin(struct bm *bm)
 		txn_depth++;
 		return;
 	}
+	int r = 0;
 	if ((uint64_t)atomic_load_explicit(&bm->dirty, memory_order_relaxed) > bm->dirty_limit)
-		bm_checkpoint(bm);
+		r = bm_checkpoint(bm);
+	/* The checkpoint failed and the pool is as full of changes as the
+	 * journal can take: this transaction may only read. */
+	if (r < 0 && (uint64_t)atomic_load(&bm->dirty) > bm->dirty_limit) {
+		bm_txn_refused = r;
+	} else {
+		room_take(bm); /* outside the lock: a checkpoint may be waiting */
+		txn_room = true;
+	}
 	pthread_rwlock_rdlock(&bm->txn_lock);
 	txn_bm = bm;
 	txn_depth = 1;
@@ -663,7 +899,12 @@ void bm_txn_end(struct bm *bm)
 	if (--txn_depth > 0)
 		return;
 	txn_bm = NULL;
+	bm_txn_refused = 0;
 	pthread_rwlock_unlock(&bm->txn_lock);
+	if (txn_room) {
+		txn_room = false;
+		room_give(bm);
+	}
 }
 
 /* Called before taking a frame: a caller outside any transaction (a tool,
@@ -729,16 +970,24 @@ int bm_journal_open(struct bm *bm)
 	}
 	uint64_t cap = journal_capacity(bm->jr_pages);
 	/* A checkpoint writes the dirty pages, the changed checksum-table and
-	 * bitmap pages (at most all of them) and the superblock; transactions
-	 * already running when the limit is crossed add more (the slack: a
-	 * quarter of the journal, 8 MiB for the smallest images the daemon
-	 * is tested with). Half the pool stays clean for eviction. */
+	 * bitmap pages (at most all of them) and the superblock: the rest of
+	 * the journal is the room for dirty pages, but no more than three
+	 * quarters of the pool (the rest stays clean for eviction).
+	 * Transactions already running when the limit is crossed add more
+	 * (the slack: a quarter of the room, at least one transaction's worth
+	 * when the room allows). Half the pool stays clean. */
 	uint64_t fixed = bm->cs_pages + bm->bmp_pages + 1;
-	uint64_t slack = cap / 4;
-	uint64_t limit = cap > fixed + slack + 16 ? cap - fixed - slack : 16;
+	uint64_t room = cap > fixed + 16 ? cap - fixed : 16;
+	if (room > bm->capacity - bm->capacity / 4)
+		room = bm->capacity - bm->capacity / 4;
+	uint64_t slack = room / 4 > BM_TXN_PAGES ? room / 4 : BM_TXN_PAGES;
+	uint64_t limit = room > slack + 16 ? room - slack : 16;
 	if (limit > bm->capacity / 2)
 		limit = bm->capacity / 2;
+	bm->jr_room = room;
 	bm->dirty_limit = limit;
+	pthread_mutex_init(&bm->room_mu, NULL);
+	pthread_cond_init(&bm->room_cv, NULL);
 	if (pthread_create(&bm->ckpt_thread, NULL, checkpointer_main, bm) != 0)
 		return -EAGAIN;
 	bm->ckpt_thread_on = true;

@@ -330,6 +330,10 @@ int bm_meta_load(struct bm *bm)
 					  (unsigned long long)p);
 	bm->free_pages = pages - used;
 	bm->alloc_next = bm->first_data;
+	bm->cbitmap = alloc_aligned_zero(bm->bmp_pages * BM_PAGE_SIZE);
+	if (!bm->cbitmap)
+		return -ENOMEM;
+	memcpy((void *)bm->cbitmap, bm->bitmap, bm->bmp_pages * BM_PAGE_SIZE);
 	return 0;
 }
 
@@ -407,12 +411,21 @@ int bm_meta_sb_snapshot(struct bm *bm, uint8_t *page, bool clean, uint64_t appli
 }
 
 /* Called at open for writing: count the mount and mark the image in use
- * (not clean) before anything else is written. */
+ * (not clean) before anything else is written. With a journal the new
+ * superblock goes through a checkpoint of its own: written in place, a
+ * power cut could tear it while the journal holds nothing to restore it
+ * from (a fresh image, or a checkpoint that failed before its commit). */
 int bm_meta_mark_open(struct bm *bm)
 {
 	pthread_mutex_lock(&bm->sb_mu);
 	put_u64(bm->sb, SB_OFF_MOUNTS, get_u64(bm->sb, SB_OFF_MOUNTS) + 1);
 	pthread_mutex_unlock(&bm->sb_mu);
+	if (bm->journal) {
+		atomic_store(&bm->meta_dirty, true);
+		int r = bm_checkpoint(bm);
+		atomic_store(&bm->n_checkpoints, 0); /* the stats count the session's */
+		return r;
+	}
 	int r = bm_meta_write(bm, false);
 	if (r == 0)
 		r = bm_io_sync(bm);
@@ -426,6 +439,14 @@ uint64_t bm_sb_get(struct bm *bm, unsigned slot)
 		return 0;
 	pthread_mutex_lock(&bm->sb_mu);
 	v = get_u64(bm->sb, SB_OFF_SLOTS + 8 * slot);
+	pthread_mutex_unlock(&bm->sb_mu);
+	return v;
+}
+
+uint64_t bm_sb_free_recorded(struct bm *bm)
+{
+	pthread_mutex_lock(&bm->sb_mu);
+	uint64_t v = get_u64(bm->sb, SB_OFF_FREE);
 	pthread_mutex_unlock(&bm->sb_mu);
 	return v;
 }

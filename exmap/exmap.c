@@ -86,8 +86,9 @@ static int open_device(const struct exmap_config *cfg, const char *path)
 	if (fd >= 0)
 		return fd;
 	if (err == ENOENT || err == ENXIO || err == ENODEV)
-		vs_log(fail_level(cfg), "exmap: %s not found (is the exmap kernel module loaded?)",
-		       path);
+		/* Without the module, auto mode says so once (mem.c). */
+		vs_log(cfg->required ? VS_LOG_ERR : VS_LOG_DEBUG,
+		       "exmap: %s not found (is the exmap kernel module loaded?)", path);
 	else
 		vs_log(fail_level(cfg), "exmap: cannot open %s: %s", path, strerror(err));
 	return -ENODEV;
@@ -451,6 +452,17 @@ static int mem_exmap_alloc(struct mem *m, int iface, uint64_t pid)
 	return 0;
 }
 
+static int mem_exmap_alloc_many(struct mem *m, int iface, const uint64_t *pids, unsigned n)
+{
+	int r = exmap_alloc_batch(m->priv, iface, pids, n);
+
+	if (r < 0)
+		return r;
+	for (unsigned i = 0; i < n; i++) /* as in mem_exmap_alloc */
+		memset((char *)m->base + (pids[i] << EXMAP_PAGE_SHIFT), 0, EXMAP_PAGE_SIZE);
+	return 0;
+}
+
 static int mem_exmap_free(struct mem *m, int iface, const uint64_t *pids, unsigned n)
 {
 	return exmap_free_batch(m->priv, iface, pids, n);
@@ -466,4 +478,5 @@ const struct mem_ops mem_exmap_ops = {
     .read = mem_exmap_read,
     .alloc = mem_exmap_alloc,
     .free = mem_exmap_free,
+    .alloc_many = mem_exmap_alloc_many,
 };

@@ -88,6 +88,30 @@ int mem_alloc(struct mem *m, int iface, uint64_t pid)
 	return m->ops->alloc(m, iface, pid);
 }
 
+int mem_alloc_many(struct mem *m, int iface, const uint64_t *pids, unsigned n)
+{
+	if (m->ops->alloc_many)
+		return m->ops->alloc_many(m, iface, pids, n);
+	for (unsigned i = 0; i < n; i++) {
+		int r = m->ops->alloc(m, iface, pids[i]);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int mem_read_run(struct mem *m, int iface, uint64_t first, unsigned n)
+{
+	if (m->ops->read_run)
+		return m->ops->read_run(m, iface, first, n);
+	for (unsigned i = 0; i < n; i++) {
+		int r = m->ops->read(m, iface, first + i);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 int mem_free(struct mem *m, int iface, const uint64_t *pids, unsigned n)
 {
 	return m->ops->free(m, iface, pids, n);
@@ -99,7 +123,8 @@ int mem_free(struct mem *m, int iface, const uint64_t *pids, unsigned n)
 #define MEM_FREE_MAX 256 /* the largest eviction batch */
 
 struct plain {
-	int pidfd; /* our own process, for process_madvise; -1 when unusable */
+	int pidfd;     /* our own process, for process_madvise; -1 when unusable */
+	bool populate; /* MADV_POPULATE_WRITE works (plain_alloc_many) */
 };
 
 static int plain_open(struct mem *m, const struct mem_config *cfg)
@@ -123,6 +148,7 @@ static int plain_open(struct mem *m, const struct mem_config *cfg)
 		return -ENOMEM;
 	}
 	pl->pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+	pl->populate = true;
 	m->priv = pl;
 	m->base = p;
 	return 0;
@@ -147,29 +173,64 @@ static void plain_thread_detach(struct mem *m, int iface)
 {
 }
 
-static int plain_read(struct mem *m, int iface, uint64_t pid)
+/* The region is linear in pids, so a run of pages is one read. */
+static int plain_read_run(struct mem *m, int iface, uint64_t first, unsigned n)
 {
-	char *addr = (char *)m->base + pid * MEM_PAGE_SIZE;
-	size_t done = 0;
+	char *addr = (char *)m->base + first * MEM_PAGE_SIZE;
+	size_t want = (size_t)n * MEM_PAGE_SIZE, done = 0;
 
-	while (done < MEM_PAGE_SIZE) {
-		ssize_t n = pread(m->cfg.fd, addr + done, MEM_PAGE_SIZE - done,
-				  (off_t)(pid * MEM_PAGE_SIZE + done));
-		if (n < 0) {
+	while (done < want) {
+		ssize_t got = pread(m->cfg.fd, addr + done, want - done,
+				    (off_t)(first * MEM_PAGE_SIZE + done));
+		if (got < 0) {
 			if (errno == EINTR)
 				continue;
 			return -errno;
 		}
-		if (n == 0)
+		if (got == 0)
 			return -EIO;
-		done += (size_t)n;
+		done += (size_t)got;
 	}
 	return 0;
+}
+
+static int plain_read(struct mem *m, int iface, uint64_t pid)
+{
+	return plain_read_run(m, iface, pid, 1);
 }
 
 static int plain_alloc(struct mem *m, int iface, uint64_t pid)
 {
 	/* Pages without a frame read as zeros already. */
+	return 0;
+}
+
+/*
+ * A page without a frame reads as zeros, but the first write to it takes a
+ * page fault, and a fault costs far more than the zeroing it does (measured
+ * on these VMs: a 1 MiB write into fresh pages ran at a third of the speed
+ * of populating them first). MADV_POPULATE_WRITE (Linux 5.14) fills a whole
+ * run in one call. It is only an optimisation: on an older kernel, or when
+ * it fails, the pages fault in one by one as before.
+ */
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+static int plain_alloc_many(struct mem *m, int iface, const uint64_t *pids, unsigned n)
+{
+	struct plain *pl = m->priv;
+
+	for (unsigned i = 0; i < n && pl->populate;) {
+		unsigned j = i + 1;
+		while (j < n && pids[j] == pids[j - 1] + 1)
+			j++;
+		char *addr = (char *)m->base + pids[i] * MEM_PAGE_SIZE;
+		if (madvise(addr, (size_t)(j - i) * MEM_PAGE_SIZE, MADV_POPULATE_WRITE) < 0 &&
+		    (errno == EINVAL || errno == ENOSYS))
+			pl->populate = false; /* not on this kernel */
+		i = j;
+	}
 	return 0;
 }
 
@@ -241,4 +302,6 @@ const struct mem_ops mem_plain_ops = {
 	.read = plain_read,
 	.alloc = plain_alloc,
 	.free = plain_free,
+	.alloc_many = plain_alloc_many,
+	.read_run = plain_read_run,
 };

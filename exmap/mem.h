@@ -61,6 +61,16 @@ int mem_read(struct mem *m, int iface, uint64_t pid);
 /* Put a zeroed frame under page @pid without reading. */
 int mem_alloc(struct mem *m, int iface, uint64_t pid);
 
+/* Put zeroed frames under the @n pages @pids together: one call per run of
+ * consecutive pids (plain: MADV_POPULATE_WRITE, so the pages do not take a
+ * page fault each when first written; exmap: one ALLOC batch). Returns 0 or
+ * what mem_alloc returns. */
+int mem_alloc_many(struct mem *m, int iface, const uint64_t *pids, unsigned n);
+
+/* Put frames under the @n consecutive pages from @first and fill them from
+ * the image with as few reads as the backend allows (plain: one). */
+int mem_read_run(struct mem *m, int iface, uint64_t first, unsigned n);
+
 /* Take the frames of @n pages away (one batch: one TLB flush with exmap). */
 int mem_free(struct mem *m, int iface, const uint64_t *pids, unsigned n);
 

@@ -19,6 +19,9 @@ struct mem_ops {
 	int (*read)(struct mem *m, int iface, uint64_t pid);
 	int (*alloc)(struct mem *m, int iface, uint64_t pid);
 	int (*free)(struct mem *m, int iface, const uint64_t *pids, unsigned n);
+	/* Optional batch forms; without them mem.c loops over read/alloc. */
+	int (*alloc_many)(struct mem *m, int iface, const uint64_t *pids, unsigned n);
+	int (*read_run)(struct mem *m, int iface, uint64_t first, unsigned n);
 };
 
 struct mem {

@@ -97,7 +97,7 @@ int fs_lookup(struct fs *fs, uint64_t parent, const char *name, struct stat *ret
 {
 	struct fs_slot s;
 	struct fs_inode in;
-	uint64_t child;
+	uint64_t child = 0;
 	size_t nlen;
 	int r;
 
@@ -145,7 +145,7 @@ static int create_common(struct fs *fs, const struct fs_cred *cred, uint64_t par
 	struct fs_inode dir, in;
 	struct fs_slot s;
 	struct timespec now;
-	uint64_t other, ino;
+	uint64_t other = 0, ino;
 	size_t nlen, tlen = 0;
 	int r, r2;
 
@@ -216,6 +216,8 @@ static int create_common(struct fs *fs, const struct fs_cred *cred, uint64_t par
 	r = fs_inode_insert(fs, &in);
 	if (r < 0)
 		goto out;
+	/* counted now: the cleanup below (fs_inode_free_locked) uncounts it */
+	atomic_fetch_add(&fs->inode_count, 1);
 	if (tlen)
 		r = symlink_store(fs, ino, target, tlen);
 	if (r == 0)
@@ -227,7 +229,6 @@ static int create_common(struct fs *fs, const struct fs_cred *cred, uint64_t par
 			       (unsigned long long)ino, strerror(-r2));
 		goto out;
 	}
-	atomic_fetch_add(&fs->inode_count, 1);
 	touch_dir(&dir, &now);
 	dir.size++;
 	if (S_ISDIR(mode))
@@ -299,7 +300,7 @@ int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname
 	struct fs_slot s;
 	struct fs_lockset ls;
 	struct timespec now;
-	uint64_t other, inos[2] = {newparent, ino};
+	uint64_t other = 0, inos[2] = {newparent, ino};
 	size_t nlen;
 	int r;
 
@@ -385,7 +386,7 @@ static int drop_link(struct fs *fs, struct fs_inode *in, const struct timespec *
 static int lock_parent_child(struct fs *fs, uint64_t parent, const char *name, unsigned nlen,
 			     struct fs_slot *s, struct fs_lockset *ls, uint64_t *ret_child)
 {
-	uint64_t guess, child;
+	uint64_t guess = 0, child = 0;
 	int r;
 
 	for (;;) {
@@ -415,7 +416,7 @@ static int remove_common(struct fs *fs, uint64_t parent, const char *name, bool 
 	struct fs_slot s;
 	struct fs_lockset ls;
 	struct timespec now;
-	uint64_t child;
+	uint64_t child = 0;
 	size_t nlen;
 	int r;
 
@@ -516,7 +517,7 @@ struct rename_state {
 static int rename_lock(struct fs *fs, struct rename_state *st, const char *name, unsigned nlen,
 		       const char *newname, unsigned newlen, struct fs_lockset *ls)
 {
-	uint64_t src, dst;
+	uint64_t src = 0, dst = 0;
 	int r;
 
 	for (;;) {

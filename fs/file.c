@@ -454,6 +454,13 @@ static int write_window(struct fs *fs, struct fs_inode *in, uint64_t first, unsi
 		*ret_done = stop - off;
 		return 0;
 	}
+	/* Frames for the new pages in one go rather than a fault each. */
+	uint64_t fresh_pids[FS_WINDOW];
+	unsigned nfresh = 0;
+	for (unsigned i = 0; i < mapped; i++)
+		if (fresh[i])
+			fresh_pids[nfresh++] = pids[i];
+	bm_prefetch(fs->bm, fresh_pids, nfresh, true);
 	for (unsigned i = 0; i < mapped; i++) {
 		uint64_t pstart = base + ((uint64_t)i << BM_PAGE_SHIFT);
 		uint64_t a = off > pstart ? off : pstart;
@@ -716,6 +723,9 @@ static int read_window(struct fs *fs, const struct fs_inode *in, uint64_t off, s
 	    .ctx = ctx,
 	};
 	struct read_level lv = {.rq = &rq, .first = 0};
+	/* Read-ahead: the evicted pages of the window in as few reads as
+	 * their layout allows, before the fixes, which would load one each. */
+	bm_prefetch(fs->bm, pids, npages, false);
 	r = bm_run(fs->bm, read_level_op, &lv);
 	free(iov);
 	return r < 0 ? r : rq.sink_ret;

@@ -56,6 +56,11 @@ struct fs_config {
 	uint64_t pool_bytes;	      /* buffer pool size */
 	enum bm_backend_mode backend; /* BM_BACKEND_AUTO / PLAIN / EXMAP */
 	bool read_only;		      /* change nothing on the image */
+	/* Tests only: fault injection under the buffer manager (bm_fault.h),
+	 * and the period of the background checkpoint (0 = the default).
+	 * The fault struct must outlive the mount. */
+	struct bm_fault *fault;
+	unsigned checkpoint_ms;
 };
 
 /* Who is asking: the owner of what a call creates. */
@@ -84,6 +89,10 @@ int fs_mount(const struct fs_config *cfg, struct fs **ret_fs);
  * the image (bm_close: everything is written back). Accepts NULL. Returns the
  * first write error. */
 int fs_unmount(struct fs *fs);
+
+/* Tests: a crash. Release everything without writing anything more to the
+ * image (bm_abandon); the next fs_mount recovers. Accepts NULL. */
+void fs_abandon(struct fs *fs);
 
 /* The buffer manager under the filesystem (for stats and tools). */
 struct bm *fs_bm(struct fs *fs);

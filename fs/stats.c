@@ -163,13 +163,51 @@ static void metric(struct out *o, const char *name, const char *type, const char
 	    name, type, name, (unsigned long long)value);
 }
 
+/*
+ * Latency histograms. The `le` bounds are the histogram's own octave edges
+ * (lat_hist.h), 1 us doubling up to 2^22 us = 4.19 s: every cumulative count
+ * is exact (no value is split across an `le`), 23 lines and +Inf per
+ * histogram, and a quantile read from them (histogram_quantile, vsstat) is
+ * within a factor of two. Values above the last bound show in +Inf and _sum.
+ */
+#define LAT_LE_OCTAVES 22
+
+/* @us microseconds as seconds, exactly and without trailing zeros. */
+static void fmt_le(char *buf, size_t cap, uint64_t us)
+{
+	int n = snprintf(buf, cap, "%llu.%06llu", (unsigned long long)(us / 1000000),
+			 (unsigned long long)(us % 1000000));
+	while (n > 2 && buf[n - 1] == '0' && buf[n - 2] != '.')
+		buf[--n] = '\0';
+}
+
+static void histogram(struct out *o, const char *name, const char *help, const struct lat_snap *s)
+{
+	char le[32];
+
+	put(o, "# HELP virtuscale_%s %s\n# TYPE virtuscale_%s histogram\n", name, help, name);
+	for (unsigned k = 0; k <= LAT_LE_OCTAVES; k++) {
+		uint64_t us = UINT64_C(1) << k;
+		fmt_le(le, sizeof(le), us);
+		put(o, "virtuscale_%s_bucket{le=\"%s\"} %llu\n", name, le,
+		    (unsigned long long)lh_count_le(s, us * 1000));
+	}
+	put(o,
+	    "virtuscale_%s_bucket{le=\"+Inf\"} %llu\nvirtuscale_%s_sum %.9f\n"
+	    "virtuscale_%s_count %llu\n",
+	    name, (unsigned long long)s->count, name, (double)s->sum_ns / 1e9, name,
+	    (unsigned long long)s->count);
+}
+
 ssize_t fs_stats_render(struct fs *fs, char *buf, size_t cap)
 {
 	struct out o = {.buf = buf, .cap = cap};
 	struct bm_stats s;
+	struct bm_latency lat;
 	struct timespec now;
 
 	bm_stats_get(fs->bm, &s);
+	bm_latency_get(fs->bm, &lat);
 	fs_now(&now);
 	metric(&o, "pool_capacity_pages", "gauge", "Pages the buffer pool can hold.",
 	       s.capacity_pages);
@@ -192,6 +230,14 @@ ssize_t fs_stats_render(struct fs *fs, char *buf, size_t cap)
 	       s.writebacks);
 	metric(&o, "pool_restarts_total", "counter", "Buffer-manager operation restarts.",
 	       s.restarts);
+	histogram(&o, "page_fault_seconds",
+		  "Time to bring one page in from the image (read and checksum check).",
+		  &lat.fault);
+	histogram(&o, "evict_batch_seconds",
+		  "Time of one eviction batch (clock selection, write-back, frame drop).",
+		  &lat.evict);
+	metric(&o, "evict_batch_pages_total", "counter",
+	       "Pages dropped by the batches in virtuscale_evict_batch_seconds.", lat.evict_pages);
 	metric(&o, "store_read_bytes_total", "counter", "Bytes read from the image.", s.read_bytes);
 	metric(&o, "store_written_bytes_total", "counter", "Bytes written to the image.",
 	       s.write_bytes);

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/bm_fault.h"
 #include "engine/log.h"
 
 int fs_format(struct bm *bm, uint32_t root_uid, uint32_t root_gid)
@@ -122,6 +123,8 @@ int fs_mount(const struct fs_config *cfg, struct fs **ret_fs)
 	    .read_only = cfg->read_only,
 	    /* every request is a transaction, every fsync a checkpoint */
 	    .journal = !cfg->read_only,
+	    .checkpoint_ms = cfg->checkpoint_ms,
+	    .fault = cfg->fault,
 	};
 	struct fs *fs;
 	int r;
@@ -178,6 +181,16 @@ int fs_unmount(struct fs *fs)
 	fs_locks_destroy(fs);
 	free(fs);
 	return r;
+}
+
+void fs_abandon(struct fs *fs)
+{
+	if (!fs)
+		return;
+	bm_abandon(fs->bm);
+	fs_nodes_destroy(fs);
+	fs_locks_destroy(fs);
+	free(fs);
 }
 
 struct bm *fs_bm(struct fs *fs)

@@ -148,7 +148,7 @@ int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value
 		goto out;
 	unsigned old_chunks = 0;
 	if (s->found) {
-		uint32_t old_len;
+		uint32_t old_len = 0;
 		if (flags & XATTR_CREATE) {
 			r = -EEXIST;
 			goto out;
@@ -202,7 +202,7 @@ int fs_getxattr(struct fs *fs, uint64_t ino, const char *name, void *buf, size_t
 {
 	struct fs_slot *s;
 	uint8_t key[FS_KEY_CHUNK_LEN];
-	uint32_t len;
+	uint32_t len = 0;
 	size_t nlen;
 	int r;
 
@@ -345,7 +345,7 @@ int fs_removexattr(struct fs *fs, uint64_t ino, const char *name)
 {
 	struct fs_inode in;
 	struct fs_slot *s;
-	uint32_t len;
+	uint32_t len = 0;
 	size_t nlen;
 	int r;
 

@@ -34,6 +34,8 @@ const struct sf_metric_names sf_names = {
     .dirty = "virtuscale_pool_dirty_pages",
     .free_frames = "virtuscale_pool_free_pages",
     .backend_info = "virtuscale_backend_info",
+    .fault_seconds = "virtuscale_page_fault_seconds",
+    .evict_seconds = "virtuscale_evict_batch_seconds",
 };
 
 double sf_now_mono(void)
@@ -496,6 +498,80 @@ double sf_counter_delta(const struct sf_snap *prev, const struct sf_snap *cur, c
 	return c >= p ? c - p : c;
 }
 
+/* Buckets of one histogram: upper bounds ascending, cumulative counts. */
+#define HIST_MAX 128
+
+struct hist {
+	size_t n;
+	double le[HIST_MAX], cum[HIST_MAX];
+};
+
+static void hist_read(const struct sf_snap *snap, const char *name, struct hist *h)
+{
+	char bucket[256], val[64];
+	size_t i;
+
+	h->n = 0;
+	if (!snap || (size_t)snprintf(bucket, sizeof(bucket), "%s_bucket", name) >= sizeof(bucket))
+		return;
+	for (i = 0; i < snap->n && h->n < HIST_MAX; i++) {
+		double le;
+		char *end;
+		size_t j;
+
+		if (strcmp(snap->v[i].name, bucket) != 0 ||
+		    sf_label_get(snap->v[i].labels, "le", val, sizeof(val)) != 0)
+			continue;
+		le = strtod(val, &end);
+		if (end == val || *end || isnan(le))
+			continue;
+		/* Insertion by bound: the daemon writes them in order, but a
+		 * scraper's file need not be. */
+		for (j = h->n; j > 0 && h->le[j - 1] > le; j--) {
+			h->le[j] = h->le[j - 1];
+			h->cum[j] = h->cum[j - 1];
+		}
+		h->le[j] = le;
+		h->cum[j] = snap->v[i].value;
+		h->n++;
+	}
+}
+
+double sf_hist_quantile(const struct sf_snap *prev, const struct sf_snap *cur, const char *name,
+			double q)
+{
+	struct hist c, p;
+	double rank, lo, below;
+	size_t i;
+
+	hist_read(cur, name, &c);
+	if (c.n == 0 || !isinf(c.le[c.n - 1]) || isnan(q))
+		return NAN;
+	hist_read(prev, name, &p);
+	/* Subtract the earlier counts bucket by bucket, unless the histogram
+	 * was reset in between (or its bounds changed): then it is new. */
+	if (p.n == c.n && p.cum[p.n - 1] <= c.cum[c.n - 1]) {
+		for (i = 0; i < c.n && p.le[i] == c.le[i]; i++)
+			;
+		if (i == c.n)
+			for (i = 0; i < c.n; i++)
+				c.cum[i] -= p.cum[i];
+	}
+	if (!(c.cum[c.n - 1] > 0))
+		return NAN;
+	q = q < 0 ? 0 : q > 1 ? 1 : q;
+	rank = q * c.cum[c.n - 1];
+	for (i = 0; i < c.n - 1 && c.cum[i] < rank; i++)
+		;
+	if (i == c.n - 1) /* in +Inf: the highest finite bound is all we know */
+		return c.n >= 2 ? c.le[c.n - 2] : NAN;
+	lo = i ? c.le[i - 1] : (c.le[0] > 0 ? 0 : c.le[0]);
+	below = i ? c.cum[i - 1] : 0;
+	if (!(c.cum[i] > below))
+		return c.le[i];
+	return lo + (c.le[i] - lo) * (rank - below) / (c.cum[i] - below);
+}
+
 void sf_view_compute(const struct sf_snap *prev, const struct sf_snap *cur, struct sf_view *ret)
 {
 	const struct sf_metric_names *m = &sf_names;
@@ -541,6 +617,9 @@ void sf_view_compute(const struct sf_snap *prev, const struct sf_snap *cur, stru
 		ret->free = ret->capacity - ret->resident;
 	if (ret->free < 0)
 		ret->free = 0;
+
+	ret->fault_p50 = sf_hist_quantile(prev, cur, m->fault_seconds, 0.5);
+	ret->fault_p99 = sf_hist_quantile(prev, cur, m->fault_seconds, 0.99);
 
 	backend = sf_find(cur, m->backend_info, NULL);
 	if (backend && sf_label_get(backend->labels, "backend", ret->backend,

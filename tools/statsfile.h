@@ -126,6 +126,11 @@ struct sf_view {
 	double free;	 /* pool frames not holding a page */
 
 	char backend[32]; /* "madvise", "exmap", or "" if unknown */
+
+	/* Page-fault latency quantiles in seconds over the interval (since
+	 * mount for the first report), from the daemon's histogram; NaN when
+	 * no page was read from the store or the daemon has no histogram. */
+	double fault_p50, fault_p99;
 };
 
 /*
@@ -147,8 +152,22 @@ struct sf_metric_names {
 	const char *loads, *hits, *evictions, *writebacks, *read_bytes, *write_bytes;
 	const char *fuse_requests, *uptime;
 	const char *capacity, *resident, *dirty, *free_frames, *backend_info;
+	const char *fault_seconds, *evict_seconds; /* histograms (base names) */
 };
 extern const struct sf_metric_names sf_names;
+
+/*
+ * The @q quantile (0..1) of the Prometheus histogram @name (the base name:
+ * its samples are @name_bucket{le="..."}) over what was observed between
+ * @prev and @cur (@prev NULL: everything in @cur), computed the way
+ * Prometheus's histogram_quantile() does: linear interpolation inside the
+ * bucket holding the rank, the lowest bucket starting at 0, and the last
+ * finite bound when the rank falls in +Inf.  A histogram that went down
+ * (daemon restarted) counts from zero.  NaN when there is no such histogram,
+ * it has no +Inf bucket, or nothing was observed.
+ */
+double sf_hist_quantile(const struct sf_snap *prev, const struct sf_snap *cur, const char *name,
+			double q);
 
 /*
  * Parse the residency xattr value "RESIDENT TOTAL" (pages, decimal,

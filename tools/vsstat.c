@@ -28,6 +28,7 @@ struct opts {
 	double interval;     /* 0: one report and exit */
 	unsigned long count; /* 0: forever */
 	bool json;
+	bool latency;
 	bool one_header;
 	bool timestamp;
 };
@@ -52,9 +53,15 @@ static void usage(FILE *f)
 		"  read  write    MiB/s read from and written to the backing store\n"
 		"  ops            FUSE requests per second, all operations\n"
 		"  resident dirty free   pool pages now (free: frames holding no page)\n"
+		"  p50  p99       with -l: page-fault latency (a page read from the store),\n"
+		"                 median and 99th percentile in microseconds over the\n"
+		"                 interval, interpolated in the stats file's histogram\n"
+		"                 (buckets a factor of 2 wide); '-' when nothing was read\n"
 		"\n"
 		"Options:\n"
-		"  -j, --json        one JSON object per line instead of columns\n"
+		"  -j, --json        one JSON object per line instead of columns (always\n"
+		"                    with fault_p50_seconds and fault_p99_seconds)\n"
+		"  -l, --latency     add the page-fault latency columns\n"
 		"  -n, --one-header  print the header once, not every %d lines\n"
 		"  -t, --timestamp   add the time of day to each line\n"
 		"  -h, --help        this help\n"
@@ -74,6 +81,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 {
 	static const struct option longopts[] = {
 	    {"json", no_argument, NULL, 'j'},
+	    {"latency", no_argument, NULL, 'l'},
 	    {"one-header", no_argument, NULL, 'n'},
 	    {"timestamp", no_argument, NULL, 't'},
 	    {"help", no_argument, NULL, 'h'},
@@ -82,10 +90,13 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	int c;
 
 	memset(o, 0, sizeof(*o));
-	while ((c = getopt_long(argc, argv, "jnth", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "jlnth", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'j':
 			o->json = true;
+			break;
+		case 'l':
+			o->latency = true;
 			break;
 		case 'n':
 			o->one_header = true;
@@ -171,12 +182,16 @@ static void print_header(const struct opts *o)
 	print_group("pool /s", 7 + 1 + 7 + 1 + 5 + 1 + 7 + 1 + 7, false);
 	print_group("store MiB/s", 6 + 1 + 6, false);
 	print_group("fuse", 6, false);
-	print_group("pool pages", 8 + 1 + 8 + 1 + 8, !o->timestamp);
+	print_group("pool pages", 8 + 1 + 8 + 1 + 8, !o->timestamp && !o->latency);
+	if (o->latency)
+		print_group("fault us", 6 + 1 + 6, !o->timestamp);
 	if (o->timestamp)
 		print_group("time", 8, true);
 	putchar('\n');
 	printf("%7s %7s %5s %7s %7s %6s %6s %6s %8s %8s %8s", "loads", "hits", "hit%", "evict",
 	       "wb", "read", "write", "ops", "resident", "dirty", "free");
+	if (o->latency)
+		printf(" %6s %6s", "p50", "p99");
 	if (o->timestamp)
 		printf(" %8s", "hh:mm:ss");
 	putchar('\n');
@@ -199,6 +214,11 @@ static void print_text(const struct opts *o, const struct sf_view *v, double whe
 	fmt_num(c[10], sizeof(c[10]), v->free, 8);
 	printf("%s %s %s %s %s %s %s %s %s %s %s", c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
 	       c[8], c[9], c[10]);
+	if (o->latency) {
+		fmt_num(c[0], sizeof(c[0]), v->fault_p50 * 1e6, 6);
+		fmt_num(c[1], sizeof(c[1]), v->fault_p99 * 1e6, 6);
+		printf(" %s %s", c[0], c[1]);
+	}
 	if (o->timestamp) {
 		time_t t = (time_t)when;
 		struct tm tm;
@@ -259,6 +279,8 @@ static void print_json(const struct sf_snap *prev, const struct sf_snap *cur,
 	json_num("read_bytes_per_s", v->read_bps, false);
 	json_num("written_bytes_per_s", v->write_bps, false);
 	json_num("fuse_ops_per_s", v->fuse_ops, false);
+	json_num("fault_p50_seconds", v->fault_p50, false);
+	json_num("fault_p99_seconds", v->fault_p99, false);
 	json_num("loads", sf_counter_delta(prev, cur, m->loads), false);
 	json_num("hits", sf_counter_delta(prev, cur, m->hits), false);
 	json_num("evictions", sf_counter_delta(prev, cur, m->evictions), false);

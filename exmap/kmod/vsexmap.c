@@ -27,12 +27,13 @@
  * frame sits where: ALLOC skips pages whose pte is present (vm_insert_page
  * answers -EBUSY), FREE reads the frames under a run of pages, zaps the run,
  * and only then gives the frames back (a frame must not be reused while a
- * stale TLB entry may still point to it). Adjacent iovs of a batch are merged
- * into one run. Linux 6.1 exports no way to flush a user mm's TLB for a set of
- * ranges, so a batch of scattered pages costs one (single-page, targeted)
- * flush per run, not one per batch. A frame still pinned by get_user_pages()
- * when it is freed (an in-flight O_DIRECT or FUSE copy) is parked until the
- * pin is dropped instead of being reused.
+ * stale TLB entry may still point to it). A FREE batch is sorted by page
+ * first, so that every run of adjacent pages becomes one zap whatever order
+ * the iovs came in. Linux 6.1 exports no way to flush a user mm's TLB for a
+ * set of ranges (see vx_unmap_run), so a batch costs one zap, hence one
+ * flush, per run of contiguous pages, not one per batch. A frame still pinned
+ * by get_user_pages() when it is freed (an in-flight O_DIRECT or FUSE copy)
+ * is parked until the pin is dropped instead of being reused.
  *
  * The vma has a fault handler that answers VM_FAULT_SIGSEGV: touching a page
  * without a frame raises SIGSEGV with si_addr inside the region.
@@ -56,6 +57,7 @@
 #include <linux/pgtable.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
+#include <linux/sort.h>
 #include <linux/spinlock.h>
 #include <linux/uaccess.h>
 #include <linux/uio.h>
@@ -64,6 +66,29 @@
 #include "vsexmap_abi.h"
 
 #define VX_BVEC_CHUNK 32 /* pages read from the backing store per I/O */
+
+/* One iov of a FREE batch, sorted by page (see vx_free_batch). */
+struct vx_free_ent {
+	u64 page;
+	u32 len;
+	u32 idx; /* position in the interface page, for the result */
+};
+
+/* zap_page_range calls since load, each one TLB flush: read-only in
+ * /sys/module/vsexmap/parameters/zap_calls, so that a benchmark can count
+ * the flushes a batch cost. */
+static atomic_long_t vx_zap_calls = ATOMIC_LONG_INIT(0);
+
+static int vx_zap_calls_get(char *buf, const struct kernel_param *kp)
+{
+	return scnprintf(buf, PAGE_SIZE, "%ld\n", atomic_long_read(&vx_zap_calls));
+}
+
+static const struct kernel_param_ops vx_zap_calls_ops = {
+	.get = vx_zap_calls_get,
+};
+module_param_cb(zap_calls, &vx_zap_calls_ops, NULL, 0444);
+MODULE_PARM_DESC(zap_calls, "zap_page_range calls (TLB flushes) made by FREE since load");
 
 struct vx_ctx {
 	struct mutex setup_lock;
@@ -76,7 +101,8 @@ struct vx_ctx {
 	struct page **frames; /* every frame of the pool, for release */
 	unsigned long nframes;
 	spinlock_t free_lock;
-	struct mutex free_mutex; /* serializes FREE batches (see vx_action) */
+	struct mutex free_mutex; /* serializes FREE batches (see vx_free_batch) */
+	struct vx_free_ent *fents; /* EXMAP_IFACE_IOVS; under free_mutex */
 	struct page **free; /* stack of free frames */
 	unsigned long nfree;
 	struct list_head pinned; /* freed while pinned by GUP: not reusable yet */
@@ -256,18 +282,9 @@ static int vx_alloc_range(struct vx_ctx *c, struct vm_area_struct *vma, unsigned
 	return 0;
 }
 
-/* FREE: count the mapped pages of one iov (its result). */
-static int vx_pte_count(pte_t *pte, unsigned long addr, void *data)
-{
-	struct vx_walk *w = data;
-
-	if (!pte_none(ptep_get(pte)))
-		w->done++;
-	return 0;
-}
-
-/* FREE, first pass: note the frame under every mapped pte of the range. The
- * ptes are cleared (and the TLB flushed) by zap_vma_ptes afterwards. */
+/* FREE: note the frame under every mapped pte of a range and count it (the
+ * iov's result). The ptes are cleared, and the TLB flushed, by the zap of
+ * the run afterwards (vx_unmap_run). */
 static int vx_pte_collect(pte_t *pte, unsigned long addr, void *data)
 {
 	struct vx_walk *w = data;
@@ -276,28 +293,39 @@ static int vx_pte_collect(pte_t *pte, unsigned long addr, void *data)
 	if (pte_none(v))
 		return 0;
 	list_add(&pfn_to_page(pte_pfn(v))->lru, &w->freed);
+	w->done++;
 	return 0;
 }
 
-/* Unmap [addr, addr + size) and return its frames: one zap, so one
- * TLB flush for the range. Linux 6.1 exports no TLB flush for a user mm
- * (flush_tlb_mm_range is not exported), so a batch costs one flush per
- * contiguous run of pages; adjacent iovs are merged into one run by the
- * caller. Frames go back to the pool only after the flush. */
+/*
+ * Unmap the run [addr, end), whose frames vx_pte_collect put on w->freed,
+ * and return them: one zap, so one TLB flush for the run. Frames go back to
+ * the pool only after the flush.
+ *
+ * Why one flush per run and not per batch: 6.1 exports three ways to clear
+ * user ptes of a vma, all one mmu_gather (one flush) per call over one range:
+ * zap_page_range (used here), zap_vma_ptes (VM_PFNMAP vmas only, and ours is
+ * VM_MIXEDMAP so that get_user_pages works) and unmap_mapping_range (by file
+ * offset; the same zap per range underneath). Gathering several ranges into
+ * one flush needs tlb_gather_mmu/unmap_page_range/tlb_finish_mmu or
+ * flush_tlb_mm_range, none of which is exported. Zapping across the gaps
+ * between runs would take pages that are not the caller's to free (mapped
+ * neighbours, or a page another thread faults in meanwhile).
+ */
 static void vx_unmap_run(struct vx_ctx *c, struct vm_area_struct *vma, struct vx_walk *w,
-			 unsigned long addr, unsigned long size)
+			 unsigned long addr, unsigned long end)
 {
-	INIT_LIST_HEAD(&w->freed);
-	apply_to_existing_page_range(w->mm, addr, size, vx_pte_collect, w);
 	if (list_empty(&w->freed))
-		return;
+		return; /* nothing mapped in the run: nothing to flush */
 	/* 6.3 replaced zap_page_range by zap_page_range_single (same job). */
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
-	zap_page_range_single(vma, addr, size, NULL);
+	zap_page_range_single(vma, addr, end - addr, NULL);
 #else
-	zap_page_range(vma, addr, size);
+	zap_page_range(vma, addr, end - addr);
 #endif
+	atomic_long_inc(&vx_zap_calls);
 	vx_frames_put_list(c, &w->freed);
+	INIT_LIST_HEAD(&w->freed);
 }
 
 /* ------------------------------------------------------------------ */
@@ -340,7 +368,8 @@ static int vx_setup(struct vx_ctx *c, struct exmap_setup __user *uarg)
 	c->ifaces = kcalloc(s.max_interfaces, sizeof(*c->ifaces), GFP_KERNEL);
 	c->frames = kvcalloc(s.buffer_size, sizeof(*c->frames), GFP_KERNEL);
 	c->free = kvcalloc(s.buffer_size, sizeof(*c->free), GFP_KERNEL);
-	if (!c->ifaces || !c->frames || !c->free)
+	c->fents = kvcalloc(EXMAP_IFACE_IOVS, sizeof(*c->fents), GFP_KERNEL);
+	if (!c->ifaces || !c->frames || !c->free || !c->fents)
 		goto out_free;
 	for (i = 0; i < (unsigned long)s.max_interfaces; i++) {
 		c->ifaces[i] = alloc_page(GFP_KERNEL | __GFP_ZERO);
@@ -376,8 +405,10 @@ out_free:
 			__free_page(c->ifaces[i]);
 	kvfree(c->frames);
 	kvfree(c->free);
+	kvfree(c->fents);
 	kfree(c->ifaces);
 	c->frames = c->free = c->ifaces = NULL;
+	c->fents = NULL;
 	c->max_ifaces = 0;
 out_put:
 	mutex_unlock(&c->setup_lock);
@@ -391,16 +422,124 @@ static u64 vx_iov_result(int res, int pages)
 	return (u64)(u32)res | ((u64)(u16)(s16)pages << 32);
 }
 
+/* Page and length of an iov input word, or false (and the result -EINVAL
+ * written) when it leaves the region. An empty iov (len 0) is valid
+ * anywhere. */
+static bool vx_iov_decode(u64 *iov, unsigned int i, unsigned long npages, u64 *ret_page,
+			  u64 *ret_len)
+{
+	u64 v = READ_ONCE(iov[i]);
+	u64 page = v & ((1ull << EXMAP_PAGE_BITS) - 1);
+	u64 len = v >> EXMAP_PAGE_BITS;
+
+	if (len != 0 && (page >= npages || len > npages - page)) {
+		WRITE_ONCE(iov[i], vx_iov_result(-EINVAL, 0));
+		return false;
+	}
+	*ret_page = page;
+	*ret_len = len;
+	return true;
+}
+
+static long vx_alloc_batch(struct vx_ctx *c, struct vm_area_struct *vma, u64 *iov,
+			   unsigned int n)
+{
+	unsigned long npages = vma_pages(vma);
+	long failed = 0, done;
+	unsigned int i;
+	u64 page, len;
+
+	for (i = 0; i < n; i++) {
+		int r;
+
+		if (!vx_iov_decode(iov, i, npages, &page, &len)) {
+			failed++;
+			continue;
+		}
+		done = 0;
+		r = vx_alloc_range(c, vma, vma->vm_start + (page << PAGE_SHIFT), len, &done);
+		WRITE_ONCE(iov[i], vx_iov_result(r, (int)done));
+		if (r)
+			failed++;
+	}
+	return failed;
+}
+
+static int vx_free_ent_cmp(const void *a, const void *b)
+{
+	const struct vx_free_ent *x = a, *y = b;
+
+	if (x->page != y->page)
+		return x->page < y->page ? -1 : 1;
+	return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+/*
+ * FREE: the iovs sorted by page (unless they came sorted), then walked as
+ * runs of adjacent or overlapping ranges; each run is collected (frames
+ * noted, mapped pages counted per iov) and then zapped once. A page named
+ * twice in one batch is counted for the first iov in page order only.
+ * Called with the mmap lock (read) and free_mutex held.
+ */
+static long vx_free_batch(struct vx_ctx *c, struct vm_area_struct *vma, u64 *iov,
+			  unsigned int n)
+{
+	unsigned long npages = vma_pages(vma), lo = 0, hi = 0;
+	struct vx_free_ent *e = c->fents;
+	struct vx_walk w = {.c = c, .mm = vma->vm_mm};
+	unsigned int i, m = 0;
+	bool sorted = true;
+	long failed = 0;
+	u64 page, len;
+
+	INIT_LIST_HEAD(&w.freed);
+	for (i = 0; i < n; i++) {
+		if (!vx_iov_decode(iov, i, npages, &page, &len)) {
+			failed++;
+			continue;
+		}
+		if (len == 0) {
+			WRITE_ONCE(iov[i], vx_iov_result(0, 0));
+			continue;
+		}
+		if (m && page < e[m - 1].page)
+			sorted = false;
+		e[m].page = page;
+		e[m].len = (u32)len;
+		e[m].idx = i;
+		m++;
+	}
+	if (!sorted)
+		sort(e, m, sizeof(*e), vx_free_ent_cmp, NULL);
+
+	for (i = 0; i < m; i++) {
+		unsigned long addr = vma->vm_start + (e[i].page << PAGE_SHIFT);
+		unsigned long end = addr + ((unsigned long)e[i].len << PAGE_SHIFT);
+		long before = w.done;
+
+		if (lo < hi && addr <= hi) {
+			addr = max(addr, hi); /* same run: only what it adds */
+		} else {
+			vx_unmap_run(c, vma, &w, lo, hi);
+			lo = hi = addr;
+		}
+		if (end > addr) {
+			apply_to_existing_page_range(w.mm, addr, end - addr, vx_pte_collect, &w);
+			hi = end;
+		}
+		WRITE_ONCE(iov[e[i].idx], vx_iov_result(0, (int)(w.done - before)));
+	}
+	vx_unmap_run(c, vma, &w, lo, hi);
+	return failed;
+}
+
 static long vx_action(struct vx_ctx *c, struct exmap_action_params __user *uarg)
 {
 	struct exmap_action_params a;
 	struct vm_area_struct *vma;
 	struct mm_struct *mm = current->mm;
-	unsigned long lo = ULONG_MAX, hi = 0;
-	struct vx_walk w;
+	long failed;
 	u64 *iov;
-	long failed = 0;
-	unsigned int i;
 
 	if (copy_from_user(&a, uarg, sizeof(a)))
 		return -EFAULT;
@@ -417,59 +556,16 @@ static long vx_action(struct vx_ctx *c, struct exmap_action_params __user *uarg)
 		mmap_read_unlock(mm);
 		return -EINVAL;
 	}
-	memset(&w, 0, sizeof(w));
-	w.c = c;
-	w.mm = mm;
-	INIT_LIST_HEAD(&w.freed);
-	/* FREE reads the frames under a run, then zaps the run: two FREEs of
-	 * one page must not interleave, or its frame would be returned twice. */
-	if (a.opcode == EXMAP_OP_FREE)
+	if (a.opcode == EXMAP_OP_ALLOC) {
+		failed = vx_alloc_batch(c, vma, iov, a.iov_len);
+	} else {
+		/* FREE reads the frames under a run, then zaps the run: two
+		 * FREEs of one page must not interleave, or its frame would be
+		 * returned twice. */
 		mutex_lock(&c->free_mutex);
-
-	for (i = 0; i < a.iov_len; i++) {
-		u64 v = READ_ONCE(iov[i]);
-		u64 page = v & ((1ull << EXMAP_PAGE_BITS) - 1);
-		u64 len = v >> EXMAP_PAGE_BITS;
-		unsigned long npages = (vma->vm_end - vma->vm_start) >> PAGE_SHIFT;
-		unsigned long addr, size;
-		long before = w.done;
-		int r = 0;
-
-		if (len == 0) {
-			WRITE_ONCE(iov[i], vx_iov_result(0, 0));
-			continue;
-		}
-		if (page >= npages || len > npages - page) {
-			WRITE_ONCE(iov[i], vx_iov_result(-EINVAL, 0));
-			failed++;
-			continue;
-		}
-		addr = vma->vm_start + (page << PAGE_SHIFT);
-		size = len << PAGE_SHIFT;
-		if (a.opcode == EXMAP_OP_ALLOC) {
-			r = vx_alloc_range(c, vma, addr, len, &w.done);
-		} else {
-			/* Merge with the run so far when adjacent, else unmap
-			 * the run so far and start a new one. */
-			if (lo < hi && addr == hi) {
-				hi += size;
-			} else {
-				if (lo < hi)
-					vx_unmap_run(c, vma, &w, lo, hi - lo);
-				lo = addr;
-				hi = addr + size;
-			}
-			apply_to_existing_page_range(mm, addr, size, vx_pte_count, &w);
-		}
-		WRITE_ONCE(iov[i], vx_iov_result(r, (int)(w.done - before)));
-		if (r)
-			failed++;
-	}
-
-	if (a.opcode == EXMAP_OP_FREE && lo < hi)
-		vx_unmap_run(c, vma, &w, lo, hi - lo);
-	if (a.opcode == EXMAP_OP_FREE)
+		failed = vx_free_batch(c, vma, iov, a.iov_len);
 		mutex_unlock(&c->free_mutex);
+	}
 	mmap_read_unlock(mm);
 	return failed;
 }
@@ -696,6 +792,7 @@ static int vx_release(struct inode *inode, struct file *f)
 			__free_page(c->ifaces[i]);
 		kvfree(c->frames);
 		kvfree(c->free);
+		kvfree(c->fents);
 		kfree(c->ifaces);
 		if (c->backing)
 			fput(c->backing);

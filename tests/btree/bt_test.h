@@ -1,5 +1,6 @@
 /* Helpers shared by the B-tree tests: a pool over an image in a private temp
- * directory, a deterministic random generator, the VS_TEST_SCALE knob. */
+ * directory (on the backend VS_TEST_BACKEND names: tests/lib/vt_bm.h), a
+ * deterministic random generator, the VS_TEST_SCALE knob. */
 #ifndef VS_TESTS_BT_TEST_H
 #define VS_TESTS_BT_TEST_H
 
@@ -13,6 +14,7 @@
 
 #include "engine/bm.h"
 #include "engine/btree.h"
+#include "vt_bm.h"
 
 struct tenv {
 	char dir[256];
@@ -42,11 +44,10 @@ static inline int tenv_open_txn(struct tenv *e, uint64_t image_bytes, uint64_t p
 		return r;
 	e->cfg.path = e->path;
 	e->cfg.pool_bytes = pool_bytes;
-	/* exmap when the machine has it, quietly the plain backend if not. */
-	e->cfg.backend = access("/dev/exmap", F_OK) == 0 ? BM_BACKEND_AUTO : BM_BACKEND_PLAIN;
 	e->cfg.no_direct = getenv("VS_TEST_DIRECT") == NULL;
 	e->cfg.journal = txns && getenv("VS_TEST_JOURNAL") != NULL;
-	return bm_open(&e->cfg, &e->bm);
+	/* VS_TEST_BACKEND=madvise (default) | exmap | auto: tests/lib/vt_bm.h */
+	return vt_bm_open(&e->cfg, &e->bm);
 }
 
 static inline int tenv_open(struct tenv *e, uint64_t image_bytes, uint64_t pool_bytes)
@@ -60,7 +61,7 @@ static inline int tenv_reopen(struct tenv *e)
 	e->bm = NULL;
 	if (r < 0)
 		return r;
-	return bm_open(&e->cfg, &e->bm);
+	return vt_bm_open(&e->cfg, &e->bm);
 }
 
 static inline void tenv_close(struct tenv *e)

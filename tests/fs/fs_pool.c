@@ -33,6 +33,7 @@
 #define ST_DIRTY    "pool_dirty_pages"
 #define ST_CAPACITY "pool_capacity_pages"
 #define ST_EVICTED  "pool_evictions_total"
+#define ST_FAULTS   "page_fault_seconds_count"
 #define RESIDENCY   "user.virtuscale.residency"
 
 #define POOL_PAGES (64 * MiB / VT_PAGE)
@@ -175,6 +176,43 @@ static void need_mount(void)
 	}
 }
 
+/* The latency histogram @name (without the virtuscale_ prefix) is declared
+ * a histogram; its cumulative buckets never go down and end in +Inf, which
+ * equals _count (all read from one rendering of the file). */
+static void check_histogram(const char *name)
+{
+	static char buf[65536];
+	char want[128];
+	double prev = 0, inf = -1, count;
+	int buckets = 0;
+	char *p;
+
+	if (vt_read_file(vt_path(&g_fs, ".virtuscale/stats"), buf, sizeof(buf)) <= 0)
+		fail_msg("reading .virtuscale/stats: %s", vt_errname(errno));
+	snprintf(want, sizeof(want), "# TYPE virtuscale_%s histogram\n", name);
+	if (!strstr(buf, want))
+		fail_msg("stats file lacks '%s'", want);
+	snprintf(want, sizeof(want), "virtuscale_%s_bucket{le=\"", name);
+	for (p = strstr(buf, want); p; p = strstr(p + 1, want)) {
+		char *le = p + strlen(want), *sp = strchr(le, ' ');
+		double v = strtod(sp + 1, NULL);
+
+		if (v < prev)
+			fail_msg("%s buckets go down: '%.60s'", name, p);
+		prev = v;
+		buckets++;
+		if (!strncmp(le, "+Inf\"}", 6))
+			inf = v;
+	}
+	snprintf(want, sizeof(want), "virtuscale_%s_count ", name);
+	p = strstr(buf, want);
+	if (buckets < 2 || inf < 0 || !p || !strstr(buf, "_sum "))
+		fail_msg("histogram %s incomplete (%d buckets)", name, buckets);
+	count = strtod(p + strlen(want), NULL);
+	if (count != inf)
+		fail_msg("%s: +Inf bucket %.0f but _count %.0f", name, inf, count);
+}
+
 static void t_stats_file(void **state)
 {
 	static char buf[65536];
@@ -210,6 +248,8 @@ static void t_stats_file(void **state)
 	stat_or_fail(ST_EVICTED);
 	assert_int_equal(cap, POOL_PAGES);
 	assert_true(res <= cap);
+	check_histogram("page_fault_seconds");
+	check_histogram("evict_batch_seconds");
 
 	/* The control directory is reachable but not listed; the stats file
 	 * cannot be written, control rejects unknown commands. */
@@ -249,7 +289,7 @@ static void t_evict_then_cold_read(void **state)
 	const char *d;
 	const size_t size = 16 * MiB;
 	const uint64_t pages = size / VT_PAGE;
-	uint64_t res, total, loads0, loads1;
+	uint64_t res, total, loads0, loads1, faults0, faults1;
 	char *buf;
 	void *abuf = NULL;
 	int fd;
@@ -271,6 +311,7 @@ static void t_evict_then_cold_read(void **state)
 
 	/* Read through O_DIRECT so the kernel's page cache cannot answer. */
 	loads0 = stat_or_fail(ST_LOADS);
+	faults0 = stat_or_fail(ST_FAULTS);
 	assert_int_equal(posix_memalign(&abuf, VT_PAGE, MiB), 0);
 	buf = abuf;
 	fd = open(P(d, "f"), O_RDONLY | O_DIRECT);
@@ -286,9 +327,15 @@ static void t_evict_then_cold_read(void **state)
 	VT_OK(close(fd));
 	free(abuf);
 	loads1 = stat_or_fail(ST_LOADS);
+	faults1 = stat_or_fail(ST_FAULTS);
 	if (loads1 - loads0 < pages)
 		fail_msg("reading %lu cold pages raised loads by only %lu (%lu -> %lu)", pages,
 			 loads1 - loads0, loads0, loads1);
+	/* Every page read from the image is timed in the fault histogram. */
+	if (faults1 - faults0 < pages)
+		fail_msg("reading %lu cold pages raised the fault histogram's count by only %lu",
+			 pages, faults1 - faults0);
+	check_histogram("page_fault_seconds");
 	residency(P(d, "f"), &res, &total);
 	if (res != pages)
 		fail_msg("after reading it all, %lu of %lu pages resident", res, total);

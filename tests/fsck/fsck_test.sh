@@ -1,8 +1,11 @@
 #!/bin/bash
 # fsck_test.sh - fsck.virtuscale on real images: a filesystem the daemon
-# filled and unmounted cleanly must check clean (exit 0); the same image with
-# one flipped byte in a file's data page must exit 4 naming a checksum error;
-# a file that is not an image must exit 8.
+# filled and unmounted cleanly must check clean (exit 0, and a repair run
+# writes nothing); a daemon killed with a file unlinked but open leaves an
+# orphan that fsck -n accepts (0) and fsck frees (1), after which the files
+# read back through a new mount; one flipped byte in a file's data page
+# must exit 4 naming a checksum error, in both modes, without a write; a
+# file that is not an image must exit 8.
 # Needs VS_FSCK, VS_MKFS, VS_VIRTUSCALE and /dev/fuse, else exits 77.
 set -u
 
@@ -29,15 +32,32 @@ trap cleanup EXIT
 
 is_mounted() { grep -q " $MNT " /proc/self/mountinfo; }
 
+mount_fs() {
+	"$VS_VIRTUSCALE" "$IMG" "$MNT" -f -o pool=64M >>"$T/daemon.log" 2>&1 &
+	PID=$!
+	for _ in $(seq 100); do
+		is_mounted && return 0
+		kill -0 "$PID" 2>/dev/null || { cat "$T/daemon.log"; skip "daemon could not mount"; }
+		sleep 0.1
+	done
+	fail "not mounted after 10 s"
+}
+
+unmount_fs() {
+	fusermount3 -u "$MNT" || fail "unmount"
+	for _ in $(seq 300); do
+		kill -0 "$PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -0 "$PID" 2>/dev/null && fail "daemon still running 30 s after unmount"
+	wait "$PID"
+	PID=
+}
+
+sums() { (cd "$MNT" && md5sum a/small a/b/medium big d/marked d/hardlink && readlink symlink); }
+
 "$VS_MKFS" "$IMG" --size 256M --quiet || fail "mkfs"
-"$VS_VIRTUSCALE" "$IMG" "$MNT" -f -o pool=64M >"$T/daemon.log" 2>&1 &
-PID=$!
-for _ in $(seq 100); do
-	is_mounted && break
-	kill -0 "$PID" 2>/dev/null || { cat "$T/daemon.log"; skip "daemon could not mount"; }
-	sleep 0.1
-done
-is_mounted || fail "not mounted after 10 s"
+mount_fs
 
 # A small tree touching every record type.
 MARK=VSFSCK-MARKER-$$-$RANDOM-unique
@@ -61,6 +81,7 @@ echo gone >"$MNT/gone"
 rm "$MNT/gone"
 mkfifo "$MNT/fifo" 2>/dev/null
 sync
+sums >"$T/sums" || fail "reading the files back"
 
 # The daemon holds the image locked: fsck must refuse, not check a moving target.
 "$VS_FSCK" "$IMG" >"$T/out" 2>&1
@@ -68,21 +89,52 @@ st=$?
 [ $st = 8 ] || fail "fsck of a mounted image exited $st, expected 8"
 grep -q "in use" "$T/out" || fail "fsck of a mounted image does not say it is in use"
 
-fusermount3 -u "$MNT" || fail "unmount"
-for _ in $(seq 300); do
-	kill -0 "$PID" 2>/dev/null || break
-	sleep 0.1
-done
-kill -0 "$PID" 2>/dev/null && fail "daemon still running 30 s after unmount"
-wait "$PID"
-PID=
+unmount_fs
 
 # ---- clean image -------------------------------------------------------------
+sum0=$(md5sum <"$IMG")
 "$VS_FSCK" -v "$IMG" >"$T/out" 2>&1
 st=$?
 cat "$T/out"
 [ $st = 0 ] || fail "fsck of a clean image exited $st"
+grep -q "^0 problems corrected, 0 left$" "$T/out" || fail "no summary line"
 "$VS_FSCK" -n "$IMG" >"$T/out" 2>&1 || fail "fsck -n of a clean image exited $?"
+[ "$(md5sum <"$IMG")" = "$sum0" ] || fail "fsck of a clean image changed it"
+
+# ---- an orphan: the daemon killed with an unlinked file open -------------------
+mount_fs
+if [ -w "$MNT/.virtuscale/control" ]; then
+	exec 3<>"$MNT/held"
+	head -c 100000 /dev/urandom >&3
+	rm "$MNT/held"
+	# The unlink and the orphan record reach the image.
+	echo checkpoint >"$MNT/.virtuscale/control" || fail "checkpoint"
+	kill -9 "$PID"
+	wait "$PID" 2>/dev/null
+	PID=
+	exec 3>&-
+	fusermount3 -u -z "$MNT" 2>/dev/null
+	"$VS_FSCK" -n "$IMG" >"$T/out" 2>&1
+	st=$?
+	cat "$T/out"
+	[ $st = 0 ] || fail "fsck -n after kill -9 exited $st (an orphan is not damage)"
+	grep -q "1 inode on the orphan list" "$T/out" || fail "orphan not mentioned"
+	"$VS_FSCK" "$IMG" >"$T/out" 2>&1
+	st=$?
+	cat "$T/out"
+	[ $st = 1 ] || fail "fsck of an image with an orphan exited $st, expected 1"
+	grep -q "^FIXED: inode [0-9]*: unlinked while open.*25 data pages freed" "$T/out" ||
+		fail "no repair line for the orphan"
+	grep -q "^1 problems corrected, 0 left$" "$T/out" || fail "summary line"
+	"$VS_FSCK" -n "$IMG" >"$T/out" 2>&1 || { cat "$T/out"; fail "fsck -n after repair exited $?"; }
+	mount_fs
+	sums >"$T/sums2" || fail "reading the files back after the repair"
+	cmp -s "$T/sums" "$T/sums2" || fail "files differ after the repair"
+	[ -e "$MNT/held" ] && fail "the orphan came back"
+else
+	echo "control file not writable: orphan section skipped"
+fi
+unmount_fs
 
 # ---- one flipped byte in file data -------------------------------------------
 # The journal (before the data area) may hold a copy of the page too: the
@@ -94,11 +146,21 @@ b=$(dd if="$IMG" bs=1 skip="$off" count=1 status=none | od -An -tx1 | tr -d ' ')
 printf "\\x$(printf %02x $((0x$b ^ 0xff)))" |
 	dd of="$IMG" bs=1 seek="$off" conv=notrunc status=none
 page=$((off / 4096))
+sum1=$(md5sum <"$IMG")
+"$VS_FSCK" -n "$IMG" >"$T/out" 2>&1
+st=$?
+cat "$T/out"
+[ $st = 4 ] || fail "fsck -n of a corrupted image exited $st, expected 4"
+grep -q "page $page: checksum mismatch (data of inode [0-9]* (/d/marked) at file offset 4096" \
+	"$T/out" || fail "no checksum error naming page $page of /d/marked"
+# File data is not repaired: said again, nothing written.
 "$VS_FSCK" "$IMG" >"$T/out" 2>&1
 st=$?
 cat "$T/out"
 [ $st = 4 ] || fail "fsck of a corrupted image exited $st, expected 4"
-grep -qi "page $page: checksum" "$T/out" || fail "no checksum error named for page $page"
+grep -q "page $page: checksum" "$T/out" || fail "no checksum error named for page $page"
+grep -q "^0 problems corrected, 1 left$" "$T/out" || fail "summary line"
+[ "$(md5sum <"$IMG")" = "$sum1" ] || fail "fsck changed an image it cannot repair"
 
 # ---- not an image --------------------------------------------------------------
 head -c 1048576 /dev/urandom >"$T/random"

@@ -237,6 +237,70 @@ static void test_view_first_line(void **state)
 	sf_snap_free(&s);
 }
 
+/* A fault-latency histogram in the daemon's form: cumulative buckets at
+ * 1, 2, 4, 8, 16 us and +Inf holding @c1 .. @c16, @cinf. */
+static void fault_hist(char *buf, size_t cap, double c1, double c2, double c4, double c8,
+		       double c16, double cinf)
+{
+	const char *h = sf_names.fault_seconds;
+
+	snprintf(buf, cap,
+		 "# HELP %s Time to bring one page in.\n# TYPE %s histogram\n"
+		 "%s_bucket{le=\"0.000001\"} %.0f\n%s_bucket{le=\"0.000002\"} %.0f\n"
+		 "%s_bucket{le=\"0.000004\"} %.0f\n%s_bucket{le=\"0.000008\"} %.0f\n"
+		 "%s_bucket{le=\"0.000016\"} %.0f\n%s_bucket{le=\"+Inf\"} %.0f\n"
+		 "%s_sum 0.000600000\n%s_count %.0f\n",
+		 h, h, h, c1, h, c2, h, c4, h, c8, h, c16, h, cinf, h, h, cinf);
+}
+
+static void test_hist_quantile(void **state)
+{
+	const char *h = sf_names.fault_seconds;
+	struct sf_snap a, b;
+	struct sf_view v;
+	char text[2048];
+
+	/* 10 values in (2, 4] us, 80 in (4, 8], 10 in (8, 16]. */
+	fault_hist(text, sizeof(text), 0, 0, 10, 90, 100, 100);
+	assert_int_equal(make_snap(&b, 2, 0, 0, 0, 0, 0, 0, 0, 0, 64, 8, 0, text), 0);
+	assert_non_null(sf_find(&b, "virtuscale_page_fault_seconds_bucket", "le=\"+Inf\""));
+	assert_true(sf_find(&b, "virtuscale_page_fault_seconds_count", NULL)->value == 100);
+	/* Interpolated inside the bucket holding the rank, as Prometheus. */
+	assert_true(fabs(sf_hist_quantile(NULL, &b, h, 0.5) - 6e-6) < 1e-12);
+	assert_true(fabs(sf_hist_quantile(NULL, &b, h, 0.99) - 15.2e-6) < 1e-12);
+	assert_true(fabs(sf_hist_quantile(NULL, &b, h, 0.05) - 3e-6) < 1e-12);
+	sf_view_compute(NULL, &b, &v);
+	assert_true(fabs(v.fault_p50 - 6e-6) < 1e-12);
+	assert_true(fabs(v.fault_p99 - 15.2e-6) < 1e-12);
+	/* No such histogram: NaN, never 0. */
+	assert_true(isnan(sf_hist_quantile(NULL, &b, "virtuscale_nope_seconds", 0.5)));
+
+	/* Over an interval: only what was observed since @a. */
+	fault_hist(text, sizeof(text), 0, 0, 10, 10, 10, 10);
+	assert_int_equal(make_snap(&a, 1, 0, 0, 0, 0, 0, 0, 0, 0, 64, 8, 0, text), 0);
+	assert_true(fabs(sf_hist_quantile(&a, &b, h, 0.5) - 6.25e-6) < 1e-12);
+	sf_view_compute(&a, &b, &v);
+	assert_true(fabs(v.fault_p50 - 6.25e-6) < 1e-12);
+	/* Nothing new: no quantile. */
+	assert_true(isnan(sf_hist_quantile(&b, &b, h, 0.5)));
+	/* Went down (daemon restarted): counts from zero, i.e. @b alone. */
+	assert_true(fabs(sf_hist_quantile(&b, &a, h, 0.5) - 3e-6) < 1e-12);
+	sf_snap_free(&a);
+
+	/* Everything above the last finite bound: that bound. */
+	fault_hist(text, sizeof(text), 0, 0, 0, 0, 0, 5);
+	assert_int_equal(make_snap(&a, 1, 0, 0, 0, 0, 0, 0, 0, 0, 64, 8, 0, text), 0);
+	assert_true(fabs(sf_hist_quantile(NULL, &a, h, 0.5) - 16e-6) < 1e-12);
+	sf_snap_free(&a);
+
+	/* An older daemon without the histogram: the view says unknown. */
+	assert_int_equal(make_snap(&a, 1, 0, 0, 0, 0, 0, 0, 0, 0, 64, 8, 0, NULL), 0);
+	sf_view_compute(NULL, &a, &v);
+	assert_true(isnan(v.fault_p50) && isnan(v.fault_p99));
+	sf_snap_free(&a);
+	sf_snap_free(&b);
+}
+
 static void test_residency_parse(void **state)
 {
 	uint64_t res = 99, total = 99;
@@ -301,6 +365,7 @@ int main(void)
 	    cmocka_unit_test(test_label_get),	       cmocka_unit_test(test_view_rates),
 	    cmocka_unit_test(test_view_counter_reset), cmocka_unit_test(test_view_first_line),
 	    cmocka_unit_test(test_residency_parse),    cmocka_unit_test(test_arg_parsers),
+	    cmocka_unit_test(test_hist_quantile),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -12,14 +12,24 @@
 #   77  skipped: no qemu or no Debian kernel packages and no way to install them
 #
 # Usage:
-#   tests/vm/run.sh [--bin DIR] [--daemon PATH --mkfs PATH] [--keep]
-#     --bin DIR      where vm_exmap_abi and vm_engine are (default: build them
-#                    with meson in $VM_WORK/build, with the daemon and mkfs)
+#   tests/vm/run.sh [--bin DIR] [--daemon PATH --mkfs PATH] [--extra PATH]...
+#                   [--keep]
+#     --bin DIR      where vm_exmap_abi, vm_engine and vm_free_cost are
+#                    (default: build them with meson in $VM_WORK/build, with
+#                    the daemon, mkfs, the engine tests and vsbench)
 #     --daemon, --mkfs  the virtuscale daemon and mkfs.virtuscale, for the
 #                    mounted-filesystem test (skipped in the VM without them)
+#     --extra PATH   one more program for /t in the VM: test_bm, test_journal,
+#                    test_btree_model (run there with VS_TEST_BACKEND=exmap)
+#                    and vsbench (the out-of-memory random-read benchmark);
+#                    each is skipped in the VM when not given
 #     --keep         keep the work directory ($VM_WORK, default a mktemp dir)
-# Environment: VM_TIMEOUT (seconds for the whole boot, default 420),
-#              VM_NO_APT=1 (never apt-get install, skip instead).
+# Environment: VM_TIMEOUT (seconds for the whole boot, default 720),
+#              VM_NO_APT=1 (never apt-get install, skip instead),
+#              VM_KMOD_DIR (module source to build, default exmap/kmod: for
+#              before/after comparisons of a module change),
+#              VM_ONLY="name ..." (run only these tests in the VM, e.g.
+#              "free-cost bench-evict"; the verdict covers what ran).
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -28,13 +38,16 @@ bindir=""
 daemon=""
 mkfs=""
 keep=0
+extras=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--bin) bindir=$2; shift 2 ;;
 	--daemon) daemon=$2; shift 2 ;;
 	--mkfs) mkfs=$2; shift 2 ;;
+	--extra) extras+=("$2"); shift 2 ;;
 	--keep) keep=1; shift ;;
-	*) echo "usage: $0 [--bin DIR] [--daemon PATH --mkfs PATH] [--keep]" >&2; exit 2 ;;
+	*) echo "usage: $0 [--bin DIR] [--daemon PATH --mkfs PATH] [--extra PATH]... [--keep]" >&2
+	   exit 2 ;;
 	esac
 done
 
@@ -88,7 +101,7 @@ trap cleanup EXIT
 # The module, built out of tree in a copy (the source tree stays clean)
 
 rm -rf "$work/kmod"
-cp -r "$src/exmap/kmod" "$work/kmod"
+cp -r "${VM_KMOD_DIR:-$src/exmap/kmod}" "$work/kmod"
 make -C "$kdir" M="$work/kmod" modules >"$work/kmod.log" 2>&1 ||
 	{ cat "$work/kmod.log"; die "module build failed"; }
 grep -E "warning:" "$work/kmod.log" && die "module build has warnings"
@@ -104,7 +117,11 @@ if [ -z "$bindir" ]; then
 	fi
 	ninja -C "$bdir" fs/virtuscale tools/mkfs.virtuscale >"$work/ninja-fs.log" 2>&1 &&
 		daemon=$bdir/fs/virtuscale mkfs=$bdir/tools/mkfs.virtuscale
-	if ninja -C "$bdir" tests/vm/vm_exmap_abi tests/vm/vm_engine >"$work/ninja.log" 2>&1; then
+	for t in tests/bm/test_bm tests/bm/test_journal tests/btree/test_btree_model bench/vsbench; do
+		ninja -C "$bdir" "$t" >>"$work/ninja-extra.log" 2>&1 && extras+=("$bdir/$t")
+	done
+	if ninja -C "$bdir" tests/vm/vm_exmap_abi tests/vm/vm_engine tests/vm/vm_free_cost \
+		>"$work/ninja.log" 2>&1; then
 		bindir=$bdir/tests/vm
 	else
 		# tests/vm not wired into the meson tree: build the two drivers
@@ -118,12 +135,17 @@ if [ -z "$bindir" ]; then
 			"$bdir/exmap/libvsexmap.a" -lpthread &&
 			cc $cflags -o "$bindir/vm_engine" "$here/vm_engine.c" \
 				"$bdir/engine/libvsengine.a" "$bdir/exmap/libvsexmap.a" \
-				-luring -lxxhash -lm -lpthread ||
+				-luring -lxxhash -lm -lpthread &&
+			cc $cflags -o "$bindir/vm_free_cost" "$here/vm_free_cost.c" -lpthread ||
 			die "build of the test binaries failed"
 	fi
 fi
-bins=("$bindir/vm_exmap_abi" "$bindir/vm_engine")
+bins=("$bindir/vm_exmap_abi" "$bindir/vm_engine" "$bindir/vm_free_cost")
 for b in "${bins[@]}"; do [ -x "$b" ] || die "missing $b"; done
+for b in "${extras[@]}"; do
+	[ -x "$b" ] || die "missing $b"
+	bins+=("$b")
+done
 if [ -n "$daemon" ] && [ -x "$daemon" ] && [ -n "$mkfs" ] && [ -x "$mkfs" ]; then
 	bins+=("$daemon" "$mkfs")
 else
@@ -171,10 +193,11 @@ echo "# initramfs $(du -h "$work/initrd.gz" | cut -f1)"
 
 log=$work/serial.log
 start=$(date +%s)
-timeout "${VM_TIMEOUT:-420}" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2G \
+timeout "${VM_TIMEOUT:-720}" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2G \
 	-nographic -no-reboot -monitor none -serial "file:$log" \
 	-kernel "/boot/vmlinuz-$kver" -initrd "$work/initrd.gz" \
-	-append "console=ttyS0 panic=-1 loglevel=4" >"$work/qemu.out" 2>&1
+	-append "console=ttyS0 panic=-1 loglevel=4 no_timer_check vs.only=$(echo ${VM_ONLY:-} | tr ' ' ,)" \
+	>"$work/qemu.out" 2>&1
 qrc=$?
 echo "# VM ran $(($(date +%s) - start)) s (qemu exit $qrc)"
 tr -d '\r' <"$log" >"$log.txt"

@@ -9,9 +9,10 @@
  * 256 pages, which this test overwrites with a known pattern. Checks, in
  * order: setup and stats, interface and region mmap, SIGSEGV on an unmapped
  * page, pread and preadv fault-in with the right contents, batched ALLOC and
- * FREE with per-iov results, running out of frames (short read, -ENOMEM per
- * iov), argument validation, two threads on two interfaces, and the
- * project's user-space library (exmap_open & co.) on the same device. Last,
+ * FREE with per-iov results (a shuffled FREE batch with a duplicate is one
+ * zap), running out of frames (short read, -ENOMEM per iov), argument
+ * validation, two threads on two interfaces, and the project's user-space
+ * library (exmap_open & co.) on the same device. Last,
  * the FREE/ALLOC cost per page next to madvise(MADV_DONTNEED), printed as
  * "bench" lines.
  *
@@ -150,6 +151,20 @@ static uint64_t alloc_count(void)
 	if (ioctl(xfd, EXMAP_IOCTL_STATS, &st) < 0)
 		return UINT64_MAX;
 	return st.alloc_count;
+}
+
+/* zap_page_range calls of the module so far (its TLB flushes), or -1. */
+static long zap_calls(void)
+{
+	FILE *f = fopen("/sys/module/vsexmap/parameters/zap_calls", "r");
+	long v = -1;
+
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
 }
 
 static double now_s(void)
@@ -430,6 +445,35 @@ int main(int argc, char **argv)
 	      (unsigned long long)alloc_count());
 	CHECK(probe_faults(region + 10 * PG, NULL) == 1 && probe_faults(region, NULL) == 1,
 	      "freed pages fault again");
+
+	/* FREE sorts its batch: eight adjacent pages named out of order (one
+	 * of them twice) are one run, one zap; each page is counted once, for
+	 * its first iov, and its frame comes back once. */
+	static const unsigned shuffled[9] = {35, 31, 37, 30, 33, 36, 32, 34, 33};
+	iov[0] = exmap_iov_make(30, 8);
+	r = action(2, EXMAP_OP_ALLOC, 1);
+	for (unsigned k = 0; k < 8; k++)
+		region[(30 + k) * PG] = (char)k;
+	for (unsigned k = 0; k < 9; k++)
+		iov[k] = exmap_iov_make(shuffled[k], 1);
+	long z0 = zap_calls();
+	r = action(2, EXMAP_OP_FREE, 9);
+	long z1 = zap_calls();
+	int ones = 0;
+	for (unsigned k = 0; k < 8; k++)
+		ones += iov[k].res == 0 && iov[k].pages == 1;
+	CHECK(r == 0 && ones == 8 && iov[8].res == 0 && iov[8].pages == 0 && alloc_count() == 0,
+	      "FREE of 8 shuffled pages and a duplicate: %d x 1 page, duplicate %d, "
+	      "alloc_count %llu",
+	      ones, iov[8].pages, (unsigned long long)alloc_count());
+	if (z0 >= 0)
+		CHECK(z1 - z0 == 1, "... in one zap (%ld)", z1 - z0);
+	iov[0] = exmap_iov_make(0, FRAMES);
+	r = action(2, EXMAP_OP_ALLOC, 1);
+	CHECK(r == 0 && iov[0].pages == FRAMES && alloc_count() == FRAMES,
+	      "all %d frames can be mapped again (%d)", FRAMES, iov[0].pages);
+	iov[0] = exmap_iov_make(0, FRAMES);
+	action(2, EXMAP_OP_FREE, 1);
 
 	/* get_user_pages works on the region (O_DIRECT, FUSE and vmsplice need
 	 * it): splice a mapped page into a pipe, free the page while the pipe

@@ -14,16 +14,72 @@ export TMPDIR=/tmp
 
 fail=0
 echo "VMTEST-BEGIN"
-echo "# guest kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpus"
+echo "# guest kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpus, $(free -m | awk '/Mem:/ { print $2 }') MiB"
+
+# run.sh's VM_ONLY arrives as vs.only=a,b on the kernel command line.
+only=$(sed -n 's/.*vs\.only=\([^ ]*\).*/\1/p' /proc/cmdline | tr , ' ')
+want() {
+	[ -z "$only" ] && return 0
+	for w in $only; do [ "$w" = "$1" ] && return 0; done
+	return 1
+}
 
 run() { # name command...
 	name=$1
 	shift
+	want "$name" || return 0
 	echo "# --- $name: $*"
+	t0=$(date +%s)
 	"$@" 2>&1
 	rc=$?
-	echo "VMTEST $name rc=$rc"
+	echo "VMTEST $name rc=$rc ($(($(date +%s) - t0)) s)"
 	[ $rc = 0 ] || fail=1
+}
+
+# Run a program for at most $1 seconds; when it takes longer, print where
+# each of its threads is (kernel stack, state) and kill it (exit 124).
+bounded() { # seconds command...
+	secs=$1
+	shift
+	"$@" &
+	bpid=$!
+	n=0
+	while kill -0 $bpid 2>/dev/null; do
+		if [ $n -ge $((secs * 5)) ]; then
+			echo "# timed out after $secs s; threads of pid $bpid:"
+			for t in /proc/$bpid/task/*; do
+				echo "# task ${t##*/}: $(cut -d' ' -f3 $t/stat) wchan $(cat $t/wchan 2>/dev/null)"
+				sed 's/^/#   /' $t/stack 2>/dev/null
+			done
+			kill -9 $bpid
+			wait $bpid
+			return 124
+		fi
+		n=$((n + 1))
+		sleep 0.2
+	done
+	wait $bpid
+}
+
+# The engine's random-read benchmark out of memory: a B-tree several times
+# the pool on a block device, random lookups, exmap then madvise in the same
+# VM; prints the two rates and their ratio.
+vsbench_oom() { # store
+	for ex in 1 0; do
+		BLOCK=$1 VIRTGB=0.5 PHYSGB=$VSB_POOL EXMAP=$ex RNDREAD=1 DATASIZE=$VSB_TUPLES \
+			RUNFOR=$VSB_RUNFOR THREADS=1 /t/vsbench >/tmp/vsb$ex.csv 2>/tmp/vsb$ex.err
+		rc=$?
+		sed "s/^/# EXMAP=$ex: /" /tmp/vsb$ex.err
+		[ $rc = 0 ] || return 1
+	done
+	ex=$(sed -n 's/^lookups: .*: \([0-9.]*\) \/s .*/\1/p' /tmp/vsb1.err)
+	pl=$(sed -n 's/^lookups: .*: \([0-9.]*\) \/s .*/\1/p' /tmp/vsb0.err)
+	[ -n "$ex" ] && [ -n "$pl" ] || { echo "# no lookup rates in the output"; return 1; }
+	# The tree must be several times the pool, or this is not out of memory.
+	sed -n 's/^space: \([0-9.]*\) GB of tree.*pool \([0-9.]*\) GB.*/\1 \2/p' /tmp/vsb1.err |
+		awk '{ printf "# tree %.0f MiB, pool %.0f MiB: %.1fx\n", $1 * 1024, $2 * 1024, $1 / $2;
+		       exit ($1 < 2.5 * $2) }' || { echo "# the tree is not several times the pool"; return 1; }
+	echo "vsbench out-of-memory: exmap $ex/s, madvise $pl/s, ratio $(awk "BEGIN { printf \"%.2f\", $ex / $pl }") (TCG emulation: indicative only)"
 }
 
 # The mounted filesystem with exmap=on: copy files in through FUSE with a
@@ -95,6 +151,31 @@ if [ $fail = 0 ]; then
 	fi
 	run engine-plain-file /t/vm_engine /tmp/engine2.img plain
 	run bench-evict /t/vm_engine /tmp/bench.img bench
+	# What one FREE batch costs per page, by batch size and layout.
+	run free-cost /t/vm_free_cost
+
+	# The engine's own cmocka tests with every pool on /dev/exmap
+	# (VS_TEST_BACKEND=exmap: a pool that cannot open there fails the test).
+	# VS_TEST_SCALE=0.2 shortens their long loops for emulation (the model
+	# test runs 200,000 operations here, 1,000,000 on the host).
+	for t in test_bm test_journal test_btree_model; do
+		if [ -x /t/$t ]; then
+			run engine-$t bounded 300 env VS_TEST_BACKEND=exmap VS_TEST_SCALE=0.2 /t/$t
+		else
+			echo "# no $t given: engine-$t not run"
+		fi
+	done
+
+	# The random-read benchmark with the data several times the pool: a
+	# 32 MiB pool, 800,000 tuples (a 113 MiB tree), 5 s of lookups each.
+	VSB_POOL=0.03125 VSB_TUPLES=800000 VSB_RUNFOR=5
+	vsb_store=/tmp/vsbench.img
+	[ -b /dev/nullb0 ] && vsb_store=/dev/nullb0
+	if [ -x /t/vsbench ]; then
+		run vsbench-oom vsbench_oom $vsb_store
+	else
+		echo "# no vsbench given: vsbench-oom not run"
+	fi
 	if [ -x /t/virtuscale ] && [ -c /dev/fuse ]; then
 		run fs-exmap fs_copy_compare
 	else
