@@ -16,7 +16,8 @@
  *
  * next to madvise(MADV_DONTNEED) of the same scattered pages of anonymous
  * memory, one call per page. All layouts take turns, five times, and the
- * best of the five is printed (a busy host slows some down, never one up). When the module has the zap_calls parameter
+ * best of the five is printed (a busy host slows some down, never one up).
+ * When the module has the zap_calls parameter
  * (/sys/module/vsexmap/parameters/zap_calls: zap_page_range calls, each one
  * TLB flush), the flushes per batch are printed too.
  *
@@ -67,8 +68,8 @@ static double now_s(void)
 
 static int action(unsigned op, unsigned n)
 {
-	struct exmap_action_params a = {.interface = 0, .iov_len = (uint16_t)n,
-					.opcode = (uint16_t)op};
+	struct exmap_action_params a = {
+	    .interface = 0, .iov_len = (uint16_t)n, .opcode = (uint16_t)op};
 	int r = ioctl(xfd, EXMAP_IOCTL_ACTION, &a);
 	return r < 0 ? -errno : r;
 }
@@ -208,8 +209,8 @@ int main(void)
 	if (ioctl(xfd, EXMAP_IOCTL_SETUP, &s) < 0 ||
 	    (ifp = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, xfd,
 			(off_t)EXMAP_OFF_INTERFACE(0))) == MAP_FAILED ||
-	    (region = mmap(NULL, (size_t)REGION_PAGES * PG, PROT_READ | PROT_WRITE, MAP_SHARED,
-			   xfd, 0)) == MAP_FAILED) {
+	    (region = mmap(NULL, (size_t)REGION_PAGES * PG, PROT_READ | PROT_WRITE, MAP_SHARED, xfd,
+			   0)) == MAP_FAILED) {
 		printf("not ok - exmap setup: %s\n", strerror(errno));
 		return 1;
 	}
@@ -254,11 +255,13 @@ int main(void)
 		}
 		at += snprintf(line + at, sizeof(line) - at, "free-cost batch %u:", b);
 		for (int lay = 0; lay < NLAYOUTS; lay++) {
+			const char *sep = lay == SCATTERED_2T ? ";" : ",";
+
 			if (ns[lay] < 0)
 				continue;
 			at += snprintf(line + at, sizeof(line) - at, "%s %s %.0f ns/page (%s)",
-				       lay == 0 ? "" : lay == SCATTERED_2T ? ";" : ",", names[lay],
-				       ns[lay], flushes(fl[lay], f, sizeof(f)));
+				       lay ? sep : "", names[lay], ns[lay],
+				       flushes(fl[lay], f, sizeof(f)));
 		}
 		snprintf(line + at, sizeof(line) - at, "; madvise %.0f ns/page", madv);
 		printf("%s\n", line);
