@@ -57,11 +57,11 @@
 #define MiB (UINT64_C(1) << 20)
 
 #define IMAGE_BYTES (48 * MiB)
-#define POOL_BYTES  (2 * MiB) /* dirty limit: 256 pages */
-#define MAX_ENT     40            /* names in the model */
-#define MAX_INO     48            /* file inodes in the model (open orphans too) */
-#define MAX_FILE    (192 * KiB)   /* largest file the workload makes */
-#define MAX_TOTAL   (6 * MiB)     /* bytes of all files: never ENOSPC */
+#define POOL_BYTES  (2 * MiB)	/* dirty limit: 256 pages */
+#define MAX_ENT	    40		/* names in the model */
+#define MAX_INO	    48		/* file inodes in the model (open orphans too) */
+#define MAX_FILE    (192 * KiB) /* largest file the workload makes */
+#define MAX_TOTAL   (6 * MiB)	/* bytes of all files: never ENOSPC */
 #define PATH_MAX_   24
 
 static char image[256];
@@ -116,8 +116,10 @@ static void image_create(void)
 	assert_true(fd >= 0);
 	close(fd);
 	assert_int_equal(bm_format(image, IMAGE_BYTES, true), 0);
-	struct bm_config bc = {.path = image, .pool_bytes = POOL_BYTES,
-			       .backend = BM_BACKEND_PLAIN, .no_direct = true};
+	struct bm_config bc = {.path = image,
+			       .pool_bytes = POOL_BYTES,
+			       .backend = BM_BACKEND_PLAIN,
+			       .no_direct = true};
 	struct bm *bm;
 	assert_int_equal(bm_open(&bc, &bm), 0);
 	assert_int_equal(fs_format(bm, 0, 0), 0);
@@ -126,8 +128,10 @@ static void image_create(void)
 
 static int mount_try(struct bm_fault *f, struct fs **ret_fs)
 {
-	struct fs_config cfg = {.image = image, .pool_bytes = POOL_BYTES,
-				.backend = BM_BACKEND_PLAIN, .fault = f,
+	struct fs_config cfg = {.image = image,
+				.pool_bytes = POOL_BYTES,
+				.backend = BM_BACKEND_PLAIN,
+				.fault = f,
 				/* checkpoints only when asked or forced: the
 				 * fault counts stay where the test puts them */
 				.checkpoint_ms = 3600 * 1000};
@@ -500,7 +504,8 @@ static void model_from(struct fs *fs, struct model *m, const struct listing *l)
 		}
 		if (f->dir || mi->nlink == 1) {
 			struct stat st;
-			assert_int_equal(fs_lookup(fs, parent, slash ? slash + 1 : f->path, &st), 0);
+			assert_int_equal(fs_lookup(fs, parent, slash ? slash + 1 : f->path, &st),
+					 0);
 		}
 	}
 }
@@ -616,7 +621,7 @@ static bool op_write(struct run *w)
 	size_t off = rnd(w->rng, (unsigned)mi->c->len + 8 * KiB);
 	if (off >= MAX_FILE)
 		return false;
-	size_t len = w->heavy	       ? MAX_FILE - off
+	size_t len = w->heavy	      ? MAX_FILE - off
 		     : rnd(w->rng, 4) ? 1 + rnd(w->rng, 16 * KiB)
 				      : 1 + rnd(w->rng, 96 * KiB);
 	if (off + len > MAX_FILE)
@@ -797,8 +802,7 @@ static bool op_rmdir(struct run *w)
 		return false;
 	size_t n = strlen(w->m->e[d].path);
 	for (unsigned i = 0; i < w->m->nent; i++)
-		if (strncmp(w->m->e[i].path, w->m->e[d].path, n) == 0 &&
-		    w->m->e[i].path[n] == '/')
+		if (strncmp(w->m->e[i].path, w->m->e[d].path, n) == 0 && w->m->e[i].path[n] == '/')
 			return false; /* not empty */
 	uint64_t ino = w->m->e[d].ino;
 	if (refused(w, TXN(w->fs, fs_rmdir(w->fs, FS_INO_ROOT, w->m->e[d].path))))
@@ -1024,7 +1028,8 @@ static void t_power_loss(void **state)
 		 * fsck then). */
 		assert_int_equal(fs_unmount(fs), 0);
 		char what[64];
-		snprintf(what, sizeof(what), "round %u (seed %llu)", round, (unsigned long long)seed);
+		snprintf(what, sizeof(what), "round %u (seed %llu)", round,
+			 (unsigned long long)seed);
 		if (run_fsck(what) != 0)
 			fail_msg("%s: fsck found the image damaged", what);
 	}
@@ -1045,8 +1050,8 @@ static void put_file(struct fs *fs, const char *name, const uint8_t *data, size_
 		     uint64_t *ret_ino)
 {
 	struct stat st;
-	assert_int_equal(TXN(fs, fs_mknod(fs, &root_cred, FS_INO_ROOT, name, S_IFREG | 0644, 0,
-					   &st)), 0);
+	assert_int_equal(
+	    TXN(fs, fs_mknod(fs, &root_cred, FS_INO_ROOT, name, S_IFREG | 0644, 0, &st)), 0);
 	assert_int_equal(TXN(fs, fs_write(fs, st.st_ino, 0, data, len)), (ssize_t)len);
 	*ret_ino = st.st_ino;
 }
@@ -1199,8 +1204,8 @@ static void t_dead_disk(void **state)
 
 		/* Keep writing far past what the pool and the journal hold:
 		 * no hang; sooner or later the writes are refused. */
-		assert_int_equal(TXN(fs, fs_mknod(fs, &root_cred, FS_INO_ROOT, "c", S_IFREG | 0644,
-						   0, &st)), 0);
+		assert_int_equal(
+		    TXN(fs, fs_mknod(fs, &root_cred, FS_INO_ROOT, "c", S_IFREG | 0644, 0, &st)), 0);
 		ino_c = st.st_ino;
 		uint64_t accepted = 0;
 		ssize_t n = 0;
@@ -1308,8 +1313,8 @@ static void t_concurrent_room(void **state)
 {
 	struct writer wr[WRITERS];
 	pthread_t th[WRITERS];
-	struct fs_config cfg = {.image = image, .pool_bytes = 32 * MiB,
-				.backend = BM_BACKEND_PLAIN};
+	struct fs_config cfg = {
+	    .image = image, .pool_bytes = 32 * MiB, .backend = BM_BACKEND_PLAIN};
 	struct fs *fs = NULL;
 	struct bm_stats s;
 
@@ -1318,8 +1323,10 @@ static void t_concurrent_room(void **state)
 	assert_true(fd >= 0);
 	close(fd);
 	assert_int_equal(bm_format(image, 96 * MiB, true), 0);
-	struct bm_config bc = {.path = image, .pool_bytes = POOL_BYTES,
-			       .backend = BM_BACKEND_PLAIN, .no_direct = true};
+	struct bm_config bc = {.path = image,
+			       .pool_bytes = POOL_BYTES,
+			       .backend = BM_BACKEND_PLAIN,
+			       .no_direct = true};
 	struct bm *bm;
 	assert_int_equal(bm_open(&bc, &bm), 0);
 	assert_int_equal(fs_format(bm, 0, 0), 0);
@@ -1331,8 +1338,9 @@ static void t_concurrent_room(void **state)
 		char name[16];
 		struct stat st;
 		snprintf(name, sizeof(name), "w%u", i);
-		assert_int_equal(TXN(fs, fs_mknod(fs, &root_cred, FS_INO_ROOT, name, S_IFREG | 0644,
-						   0, &st)), 0);
+		assert_int_equal(
+		    TXN(fs, fs_mknod(fs, &root_cred, FS_INO_ROOT, name, S_IFREG | 0644, 0, &st)),
+		    0);
 		wr[i] = (struct writer){.fs = fs, .ino = st.st_ino, .id = i};
 		assert_int_equal(pthread_create(&th[i], NULL, writer_main, &wr[i]), 0);
 	}
@@ -1369,22 +1377,24 @@ static void t_full_image(void **state)
 	assert_true(fd >= 0);
 	close(fd);
 	assert_int_equal(bm_format(image, 24 * MiB, true), 0);
-	struct bm_config bc = {.path = image, .pool_bytes = POOL_BYTES,
-			       .backend = BM_BACKEND_PLAIN, .no_direct = true};
+	struct bm_config bc = {.path = image,
+			       .pool_bytes = POOL_BYTES,
+			       .backend = BM_BACKEND_PLAIN,
+			       .no_direct = true};
 	struct bm *bm;
 	assert_int_equal(bm_open(&bc, &bm), 0);
 	assert_int_equal(fs_format(bm, 0, 0), 0);
 	assert_int_equal(bm_close(bm), 0);
 
 	struct fs *fs = mount_with(NULL);
-	assert_int_equal(TXN(fs, fs_mknod(fs, &root_cred, FS_INO_ROOT, "big", S_IFREG | 0644, 0,
-					   &st)), 0);
+	assert_int_equal(
+	    TXN(fs, fs_mknod(fs, &root_cred, FS_INO_ROOT, "big", S_IFREG | 0644, 0, &st)), 0);
 	big = st.st_ino;
-	assert_int_equal(TXN(fs, fs_mknod(fs, &root_cred, FS_INO_ROOT, "d", S_IFDIR | 0755, 0,
-					   &st)), 0);
+	assert_int_equal(
+	    TXN(fs, fs_mknod(fs, &root_cred, FS_INO_ROOT, "d", S_IFDIR | 0755, 0, &st)), 0);
 	uint64_t dir = st.st_ino;
-	assert_int_equal(TXN(fs, fs_mknod(fs, &root_cred, FS_INO_ROOT, "small", S_IFREG | 0644, 0,
-					   &st)), 0);
+	assert_int_equal(
+	    TXN(fs, fs_mknod(fs, &root_cred, FS_INO_ROOT, "small", S_IFREG | 0644, 0, &st)), 0);
 	uint64_t small = st.st_ino;
 	/* fill it with data */
 	for (uint64_t off = 0;; off += sizeof(chunk)) {
@@ -1450,8 +1460,8 @@ static void t_full_image(void **state)
 	fs = mount_with(NULL);
 	assert_int_equal(TXN(fs, fs_unlink(fs, FS_INO_ROOT, "big")), 0);
 	assert_int_equal(fs_sync(fs), 0);
-	assert_int_equal(TXN(fs, fs_mknod(fs, &root_cred, FS_INO_ROOT, "again", S_IFREG | 0644, 0,
-					   &st)), 0);
+	assert_int_equal(
+	    TXN(fs, fs_mknod(fs, &root_cred, FS_INO_ROOT, "again", S_IFREG | 0644, 0, &st)), 0);
 	assert_int_equal(TXN(fs, fs_write(fs, st.st_ino, 0, chunk, sizeof(chunk))),
 			 (ssize_t)sizeof(chunk));
 	assert_int_equal(fs_unmount(fs), 0);
