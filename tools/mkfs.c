@@ -21,6 +21,7 @@
 #include "fs/fs.h"
 
 #define DEFAULT_SIZE (UINT64_C(1) << 30)
+#define MIN_SIZE (UINT64_C(16) << 20)
 #define MKFS_POOL    (UINT64_C(16) << 20)
 
 static void usage(FILE *f)
@@ -86,6 +87,13 @@ int main(int argc, char *argv[])
 	image = argv[optind];
 	if (size_arg && (bm_parse_size(size_arg, &size) < 0 || size == 0)) {
 		fprintf(stderr, "mkfs.virtuscale: --size %s: not a size (e.g. 512M, 20G)\n",
+			size_arg);
+		return 2;
+	}
+	if (size_arg && size < MIN_SIZE) {
+		fprintf(stderr,
+			"mkfs.virtuscale: --size %s: too small, at least 16M (the journal, an "
+			"eighth of the image, must take a 1 MiB write and its records)\n",
 			size_arg);
 		return 2;
 	}

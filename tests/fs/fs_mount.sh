@@ -42,6 +42,9 @@ expect_refusal "mkfs over an existing image without --force" "$VT_MNT" \
 	"$VS_MKFS" "$VT_IMAGE" --size 256M
 [ "$(sha256sum <"$VT_IMAGE")" = "$sum0" ] || vt_fail "refused mkfs still changed the image"
 expect_refusal "mkfs with a bad size" "$VT_MNT" "$VS_MKFS" "$VT_BASE/badsize.img" --size banana
+expect_refusal "mkfs of a 4M image" "$VT_MNT" "$VS_MKFS" "$VT_BASE/tiny.img" --size 4M
+grep -q "at least 16M" "$VT_BASE/err" || vt_fail "mkfs 4M: the message does not say the minimum"
+[ -e "$VT_BASE/tiny.img" ] && vt_fail "a refused mkfs left $VT_BASE/tiny.img behind"
 expect_refusal "mkfs without arguments" "$VT_MNT" "$VS_MKFS"
 
 # ---- not an image ----------------------------------------------------------
