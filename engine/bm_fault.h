@@ -45,7 +45,8 @@ struct bm_fault {
 	uint64_t nundo, capundo;
 };
 
-/* Set up / release the struct (the mutex and the undo list). */
+/* Set up (everything zero: no fault armed; set the fields after) and
+ * release the struct (the mutex and the undo list). */
 void bm_fault_init(struct bm_fault *f);
 void bm_fault_fini(struct bm_fault *f);
 

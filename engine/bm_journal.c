@@ -252,10 +252,8 @@ int bm_io_sync(struct bm *bm)
 
 void bm_fault_init(struct bm_fault *f)
 {
+	memset(f, 0, sizeof(*f)); /* no fault armed until the caller sets one */
 	pthread_mutex_init(&f->mu, NULL);
-	f->writes = f->syncs = 0;
-	f->undo = NULL;
-	f->nundo = f->capundo = 0;
 }
 
 void bm_fault_fini(struct bm_fault *f)
