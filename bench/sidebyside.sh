@@ -78,13 +78,14 @@ die() { echo "sidebyside.sh: $*" >&2; exit 1; }
 log() { echo "== $*" >&2; }
 
 # ------------------------------------------------------------ the rows
-# name rndread threads datasize physgb virtgb
+# name rndread threads datasize physgb virtgb runfor warmup
 #
 # PHYSGB and VIRTGB are whole numbers: vmcache reads every variable through
 # a u64 (PHYSGB=0.5 would give it a pool of 0 bytes). In memory the pool
 # holds everything. Out of memory the 1 GB pool holds about a third of the
-# 2e7 tuples, and of 20 warehouses about a quarter in vmcache (3.7 GB after
-# the load: fixed-size records) and half here (2.1 GB).
+# 2e7 tuples (2.7-2.9 GB in either program), and of 20 warehouses a quarter
+# or less in vmcache (3.7-4.6 GB after the load: fixed-size records) and
+# 37-48% here (2.1-2.7 GB).
 #
 # TPC-C runs one thread per warehouse: vsbench gives thread i the home
 # warehouse i % DATASIZE + 1 for the whole run, vmcache draws a warehouse
@@ -112,6 +113,8 @@ tpcc-oom-20t 0 20 20 1 16 60 30'
 fi
 case $opt_runfor$opt_warm$rounds in *[!0-9]*) die "--runfor, --warmup and --rounds take whole numbers" ;; esac
 [ "$rounds" -ge 1 ] || die "--rounds must be at least 1"
+echo "$rows" | awk -v re="$rows_re" '$1 ~ re { f = 1 } END { exit !f }' ||
+	die "no row matches '$rows_re'"
 
 # ------------------------------------------------------------ the programs
 [ -n "$vmcache" ] || die "no vmcache binary: pass --vmcache PATH or set VMCACHE (docs/bench.md says how to build one)"
@@ -200,7 +203,7 @@ facts() {
 	fi
 	echo "date:        $(date '+%Y-%m-%d %H:%M:%S %z')"
 	echo "machine:     $(uname -sr), $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
-	echo "virtuscale:  $vsbench, git $rev"
+	echo "virtuscale:  $vsbench (built $(date -r "$vsbench" "+%Y-%m-%d %H:%M")), source tree at git $rev"
 	echo "vmcache:     $vmcache (sha256 $(sha256sum "$vmcache" | cut -c1-16))"
 	echo "runs:        $rounds round(s), image in $workdir"
 }

@@ -890,6 +890,10 @@ static void write_pages(struct bm *bm, struct bm_thread *t, const uint64_t *pids
 		BM_COUNT(t, writebacks, 1);
 		BM_COUNT(t, write_bytes, BM_PAGE_SIZE);
 	}
+	/* With the journal these were new pages: no dirty page is left, but
+	 * their checksums are, for the periodic checkpoint to commit. */
+	if (bm->journal)
+		atomic_store(&bm->meta_dirty, true);
 }
 
 /* Drop the frames of @n pages the caller holds exclusively and clean.

@@ -166,7 +166,9 @@ struct bm {
 	_Atomic uint64_t n_checkpoints, log_bytes, log_flushes;
 	uint64_t recovered_pages;
 
-	_Atomic bool meta_dirty;     /* superblock slots changed since the checkpoint */
+	_Atomic bool meta_dirty;     /* superblock slots, or the checksums of pages
+				      * eviction wrote home, changed since the
+				      * checkpoint */
 	/* A checkpoint may be writing straight from pool pages: eviction must
 	 * not drop a dirty page it has just written home (bm_journal.c). */
 	_Atomic bool ckpt_pool_io;

@@ -552,8 +552,6 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 	if (r < 0)
 		goto out;
 	ndata = c.n;
-	if (ndata == 0 && !clean && !bm->meta_dirty)
-		goto out; /* nothing changed since the last checkpoint */
 
 	/* 1. checksums of the changed pages into the table (kept: the
 	 * descriptor lists them again) */
@@ -583,6 +581,10 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 	for (uint64_t i = 0; i < bm->bmp_pages; i++)
 		nbmp += bm->bmp_dirty[i] != 0;
 	pthread_mutex_unlock(&bm->alloc_mu);
+	/* (Pages written home by eviction leave no dirty page behind, only
+	 * their checksums and allocation bits.) */
+	if (ndata == 0 && ncs == 0 && nbmp == 0 && !clean && !bm->meta_dirty)
+		goto out; /* nothing changed since the last checkpoint */
 	if (posix_memalign((void **)&meta, BM_PAGE_SIZE, (ncs + nbmp + 1) * BM_PAGE_SIZE) ||
 	    !(bmp_idx = malloc((nbmp + 1) * sizeof(*bmp_idx)))) {
 		r = -ENOMEM;
@@ -651,11 +653,10 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 
 	/* The order of writing: journaled images (the superblock last), then
 	 * the new pages. */
-	if (ckpt_add(&io, 0, NULL) < 0 || !(io_sums = malloc((c.n + 1) * sizeof(*io_sums)))) {
+	if (!(io_sums = malloc((c.n + 1) * sizeof(*io_sums)))) {
 		r = -ENOMEM;
 		goto out;
 	}
-	io.n = 0;
 	for (int pass = 0; pass < 2 && r == 0; pass++) {
 		for (uint64_t i = 0; i < c.n && r == 0; i++) {
 			bool is_new = i < ndata && fresh[i];

@@ -275,6 +275,48 @@ static void test_power_loss_with_new_pages(void **st)
 	}
 }
 
+/* A checkpoint after every new page went home by eviction: no dirty page
+ * is left, yet the allocation bits and checksums of those pages changed and
+ * must be committed (a checkpoint that took "no dirty pages" for "nothing
+ * changed" lost them). */
+static void test_checkpoint_after_all_stolen(void **st)
+{
+	enum { R = 2048, F = 8 };
+	struct bm_stats s;
+	uint64_t r0, f0;
+
+	assert_int_equal(bm_format(img, 64 << 20, true), 0);
+	struct bm *bm = jopen(NULL, 1 << 20); /* 256 frames */
+	bm_txn_begin(bm);
+	assert_int_equal(bm_alloc(bm, R, BM_PID_NONE, &r0), 0);
+	for (uint64_t i = 0; i < R; i++)
+		set_page(bm, r0 + i, 10 + i);
+	bm_txn_end(bm);
+	assert_int_equal(bm_checkpoint(bm), 0);
+
+	bm_txn_begin(bm);
+	assert_int_equal(bm_alloc(bm, F, BM_PID_NONE, &f0), 0);
+	for (uint64_t i = 0; i < F; i++)
+		set_page(bm, f0 + i, 900 + i);
+	bm_txn_end(bm);
+	for (unsigned pass = 0; pass < 2; pass++) /* the clock passes twice */
+		for (uint64_t i = 0; i < R; i++)
+			assert_int_equal(get_page(bm, r0 + i), 10 + i);
+	bm_stats_get(bm, &s);
+	assert_int_equal(s.dirty_pages, 0);
+	for (uint64_t i = 0; i < F; i++)
+		assert_false(bm_is_resident(bm, f0 + i));
+
+	assert_int_equal(bm_checkpoint(bm), 0);
+	bm_abandon(bm);
+	bm = jopen(NULL, 1 << 20);
+	for (uint64_t i = 0; i < F; i++) {
+		assert_true(bm_is_allocated(bm, f0 + i));
+		assert_int_equal(get_page(bm, f0 + i), 900 + i);
+	}
+	assert_int_equal(bm_close(bm), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -284,6 +326,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_reused_page_waits_for_checkpoint, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_power_loss_with_new_pages, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_checkpoint_after_all_stolen, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
