@@ -236,13 +236,7 @@ static char img[256];
 
 static int setup(void **st)
 {
-	snprintf(img, sizeof(img), "%s/vs-lat-XXXXXX",
-		 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-	int fd = mkstemp(img);
-	if (fd < 0)
-		return -1;
-	close(fd);
-	return 0;
+	return vt_tmp_image(img, sizeof(img), "lat");
 }
 
 static int teardown(void **st)

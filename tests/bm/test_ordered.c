@@ -26,12 +26,7 @@ static char img[256];
 
 static int setup(void **st)
 {
-	snprintf(img, sizeof(img), "%s/vs-ord-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-	int fd = mkstemp(img);
-	if (fd < 0)
-		return -1;
-	close(fd);
-	return 0;
+	return vt_tmp_image(img, sizeof(img), "ord");
 }
 
 static int teardown(void **st)
@@ -49,49 +44,17 @@ static struct bm *jopen(struct bm_fault *f, uint64_t pool)
 	return bm;
 }
 
-struct setpage {
-	uint64_t pid, val;
-};
-
-/* Page @pid holds @val in every word (xor the word's index): a torn or
- * mixed page shows. */
-static int op_set(struct bm_op *op, void *arg)
-{
-	struct setpage *a = arg;
-	struct bm_guard g;
-	uint64_t *d = bm_fix_x(op, a->pid, &g);
-	for (unsigned i = 0; i < 512; i++)
-		d[i] = a->val ^ i;
-	bm_unfix(op, &g);
-	return 0;
-}
-
-static int op_get(struct bm_op *op, void *arg)
-{
-	struct setpage *a = arg;
-	struct bm_guard g;
-	const uint64_t *d = bm_fix_s(op, a->pid, &g);
-	a->val = d[0];
-	for (unsigned i = 1; i < 512; i++)
-		if ((d[i] ^ i) != a->val) {
-			a->val = UINT64_MAX;
-			break;
-		}
-	bm_unfix(op, &g);
-	return 0;
-}
-
+/* Pages hold a value in every word (vt_page_set: a torn page shows). */
 static void set_page(struct bm *bm, uint64_t pid, uint64_t val)
 {
-	struct setpage a = {pid, val};
-	assert_int_equal(bm_run(bm, op_set, &a), 0);
+	assert_int_equal(vt_page_set(bm, pid, val), 0);
 }
 
 static uint64_t get_page(struct bm *bm, uint64_t pid)
 {
-	struct setpage a = {pid, 0};
-	assert_int_equal(bm_run(bm, op_get, &a), 0);
-	return a.val;
+	uint64_t v;
+	assert_int_equal(vt_page_get(bm, pid, &v), 0);
+	return v;
 }
 
 /* New pages are written once: home, not to the journal. */

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 enum bm_backend_mode vt_bm_backend(void)
 {
@@ -70,4 +71,59 @@ uint64_t vt_test_scaled(uint64_t n, uint64_t min)
 	}
 	v = (double)n * f;
 	return v < (double)min ? min : (uint64_t)v;
+}
+
+int vt_tmp_image(char *buf, size_t size, const char *tag)
+{
+	const char *dir = getenv("TMPDIR");
+	snprintf(buf, size, "%s/vs-%s-XXXXXX", dir && *dir ? dir : "/tmp", tag);
+	int fd = mkstemp(buf);
+	if (fd < 0)
+		return -1;
+	close(fd);
+	return 0;
+}
+
+struct vt_page {
+	uint64_t pid, val;
+};
+
+static int page_set_op(struct bm_op *op, void *arg)
+{
+	struct vt_page *a = arg;
+	struct bm_guard g;
+	uint64_t *d = bm_fix_x(op, a->pid, &g);
+	for (unsigned i = 0; i < BM_PAGE_SIZE / 8; i++)
+		d[i] = a->val ^ i;
+	bm_unfix(op, &g);
+	return 0;
+}
+
+static int page_get_op(struct bm_op *op, void *arg)
+{
+	struct vt_page *a = arg;
+	struct bm_guard g;
+	const uint64_t *d = bm_fix_s(op, a->pid, &g);
+	bool zeros = true, pattern = true;
+	for (unsigned i = 0; i < BM_PAGE_SIZE / 8; i++) {
+		zeros = zeros && d[i] == 0;
+		pattern = pattern && (d[i] ^ i) == d[0];
+	}
+	a->val = zeros ? 0 : pattern ? d[0] : UINT64_MAX;
+	bm_unfix(op, &g);
+	return 0;
+}
+
+int vt_page_set(struct bm *bm, uint64_t pid, uint64_t val)
+{
+	struct vt_page a = {pid, val};
+	return bm_run(bm, page_set_op, &a);
+}
+
+int vt_page_get(struct bm *bm, uint64_t pid, uint64_t *ret_val)
+{
+	struct vt_page a = {pid, 0};
+	int r = bm_run(bm, page_get_op, &a);
+	*ret_val = a.val;
+	return r;
 }

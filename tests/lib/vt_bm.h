@@ -36,4 +36,17 @@ int vt_bm_open(struct bm_config *cfg, struct bm **ret_bm);
  * checks what it is for. A malformed value prints a message and exits 1. */
 uint64_t vt_test_scaled(uint64_t n, uint64_t min);
 
+/* A fresh temporary file for an image: @buf (at least 64 bytes) gets the
+ * path, under $TMPDIR or /tmp, with @tag in its name. 0 or -1. */
+int vt_tmp_image(char *buf, size_t size, const char *tag);
+
+/* Page @pid holds @val in every 8-byte word, xor'ed with the word's index,
+ * so that a torn or mixed page shows. Returns bm_run's result. */
+int vt_page_set(struct bm *bm, uint64_t pid, uint64_t val);
+
+/* What vt_page_set left in page @pid: its value, 0 for a page of zeros
+ * (never written), UINT64_MAX for a page that is neither (torn). Returns
+ * bm_run's result. */
+int vt_page_get(struct bm *bm, uint64_t pid, uint64_t *ret_val);
+
 #endif
