@@ -398,6 +398,35 @@ static void frame_reserve(struct bm *bm, struct bm_thread *t)
 	}
 }
 
+/* A page just read from the image into its frame: count the read and check
+ * the page against its checksum @want; a good one goes into the fault
+ * histogram with the time since @t0. Returns whether it is good, and in
+ * *ret_got what it hashes to. */
+static bool load_verify(struct bm *bm, struct bm_thread *t, uint64_t pid, uint64_t want,
+			uint64_t t0, uint64_t *ret_got)
+{
+	uint64_t got = bm_page_csum(bm_page(bm, pid));
+	BM_COUNT(t, loads, 1);
+	BM_COUNT(t, read_bytes, BM_PAGE_SIZE);
+	if (got == want)
+		lh_record(&bm->fault_lat, lh_now_ns() - t0);
+	*ret_got = got;
+	return got == want;
+}
+
+/* Undo the loads of @n pages the caller locked from EVICTED and gave a
+ * frame (and a count in bm->resident), not yet in the resident set: the
+ * frames go back, the pages are evicted again. */
+static void load_undo(struct bm *bm, struct bm_thread *t, const uint64_t *pids, unsigned n)
+{
+	if (n == 0)
+		return;
+	mem_free(bm->mem, t->iface, pids, n);
+	atomic_fetch_sub(&bm->resident, n);
+	for (unsigned i = 0; i < n; i++)
+		ps_unlock_evicted(state_of(bm, pids[i]));
+}
+
 /* Bring page @pid in. The caller holds it PS_LOCKED (taken from EVICTED).
  * On failure the page is put back as evicted and the operation fails. */
 static void page_load(struct bm_op *op, uint64_t pid, bool fresh)
@@ -428,11 +457,9 @@ static void page_load(struct bm_op *op, uint64_t pid, bool fresh)
 		}
 		evict_batch(bm, t);
 	}
+	uint64_t got;
 	if (r == 0 && from_image) {
-		uint64_t got = bm_page_csum(bm_page(bm, pid));
-		BM_COUNT(t, loads, 1);
-		BM_COUNT(t, read_bytes, BM_PAGE_SIZE);
-		if (got != want) {
+		if (!load_verify(bm, t, pid, want, t0, &got)) {
 			BM_COUNT(t, csum_errors, 1);
 			vs_log(VS_LOG_ERR, "%s: checksum mismatch on page %llu (image offset %llu): "
 					   "expected %016llx, found %016llx", bm->path,
@@ -440,8 +467,6 @@ static void page_load(struct bm_op *op, uint64_t pid, bool fresh)
 			       (unsigned long long)(pid << BM_PAGE_SHIFT),
 			       (unsigned long long)want, (unsigned long long)got);
 			r = -EUCLEAN;
-		} else {
-			lh_record(&bm->fault_lat, lh_now_ns() - t0);
 		}
 	} else if (r == 0) {
 		BM_COUNT(t, zero_loads, 1);
@@ -451,10 +476,7 @@ static void page_load(struct bm_op *op, uint64_t pid, bool fresh)
 		       (unsigned long long)pid, strerror(-r));
 	}
 	if (r < 0) {
-		uint64_t p = pid;
-		mem_free(bm->mem, t->iface, &p, 1);
-		atomic_fetch_sub(&bm->resident, 1);
-		ps_unlock_evicted(state_of(bm, pid));
+		load_undo(bm, t, &pid, 1);
 		bm_fail(op, r == -EUCLEAN ? -EUCLEAN : -EIO);
 	}
 	rset_insert(&bm->rset, pid);
@@ -601,7 +623,7 @@ void *bm_fix_x_new(struct bm_op *op, uint64_t pid, struct bm_guard *g)
 static void prefetch_locked(struct bm *bm, struct bm_thread *t, const uint64_t *pids,
 			    unsigned n, bool fresh)
 {
-	int ok[BM_BATCH_MAX];
+	bool ok[BM_BATCH_MAX];
 	int r = 0;
 
 	for (unsigned i = 0; i < n; i++)
@@ -627,34 +649,28 @@ static void prefetch_locked(struct bm *bm, struct bm_thread *t, const uint64_t *
 			while (j < n && pids[j] == pids[j - 1] + 1 &&
 			       atomic_load_explicit(&bm->csum[pids[j]], memory_order_relaxed) != 0)
 				j++;
-			uint64_t t0 = lh_now_ns();
+			/* each page's fault time is the run's, to its check */
+			uint64_t t0 = lh_now_ns(), got;
 			r = mem_read_run(bm->mem, t->iface, pids[i], j - i);
-			uint64_t dt = lh_now_ns() - t0;
 			for (unsigned k = i; k < j; k++) {
 				uint64_t want = atomic_load_explicit(&bm->csum[pids[k]],
 								     memory_order_relaxed);
-				ok[k] = r == 0 && bm_page_csum(bm_page(bm, pids[k])) == want;
-				if (ok[k]) {
-					BM_COUNT(t, loads, 1);
-					BM_COUNT(t, read_bytes, BM_PAGE_SIZE);
-					lh_record(&bm->fault_lat, dt);
-				}
+				ok[k] = r == 0 && load_verify(bm, t, pids[k], want, t0, &got);
 			}
 			i = j;
 		}
 	}
+	uint64_t bad[BM_BATCH_MAX];
+	unsigned nbad = 0;
 	for (unsigned i = 0; i < n; i++) {
-		ps_word *ps = state_of(bm, pids[i]);
-		if (ok[i]) {
-			rset_insert(&bm->rset, pids[i]);
-			ps_unlock_x(ps, false);
+		if (!ok[i]) {
+			bad[nbad++] = pids[i];
 			continue;
 		}
-		uint64_t p = pids[i];
-		mem_free(bm->mem, t->iface, &p, 1);
-		atomic_fetch_sub(&bm->resident, 1);
-		ps_unlock_evicted(ps);
+		rset_insert(&bm->rset, pids[i]);
+		ps_unlock_x(state_of(bm, pids[i]), false);
 	}
+	load_undo(bm, t, bad, nbad); /* left for their fixes to report */
 }
 
 void bm_prefetch(struct bm *bm, const uint64_t *pids, unsigned n, bool fresh)

@@ -4,6 +4,7 @@
 #include "exmap/mem_internal.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -123,8 +124,9 @@ int mem_free(struct mem *m, int iface, const uint64_t *pids, unsigned n)
 #define MEM_FREE_MAX 256 /* the largest eviction batch */
 
 struct plain {
-	int pidfd;     /* our own process, for process_madvise; -1 when unusable */
-	bool populate; /* MADV_POPULATE_WRITE works (plain_alloc_many) */
+	int pidfd;	       /* our own process, for process_madvise; -1 when unusable */
+	_Atomic bool populate; /* MADV_POPULATE_WRITE works (plain_alloc_many);
+				* every thread reads it, the first refusal clears it */
 };
 
 static int plain_open(struct mem *m, const struct mem_config *cfg)
@@ -221,14 +223,15 @@ static int plain_alloc_many(struct mem *m, int iface, const uint64_t *pids, unsi
 {
 	struct plain *pl = m->priv;
 
-	for (unsigned i = 0; i < n && pl->populate;) {
+	for (unsigned i = 0; i < n && atomic_load_explicit(&pl->populate, memory_order_relaxed);) {
 		unsigned j = i + 1;
 		while (j < n && pids[j] == pids[j - 1] + 1)
 			j++;
 		char *addr = (char *)m->base + pids[i] * MEM_PAGE_SIZE;
 		if (madvise(addr, (size_t)(j - i) * MEM_PAGE_SIZE, MADV_POPULATE_WRITE) < 0 &&
 		    (errno == EINVAL || errno == ENOSYS))
-			pl->populate = false; /* not on this kernel */
+			atomic_store_explicit(&pl->populate, false,
+					      memory_order_relaxed); /* not here */
 		i = j;
 	}
 	return 0;
@@ -293,15 +296,15 @@ static int plain_free(struct mem *m, int iface, const uint64_t *pids, unsigned n
 }
 
 const struct mem_ops mem_plain_ops = {
-	.name = "madvise",
-	.faults_on_evicted = false,
-	.open = plain_open,
-	.close = plain_close,
-	.thread_attach = plain_thread_attach,
-	.thread_detach = plain_thread_detach,
-	.read = plain_read,
-	.alloc = plain_alloc,
-	.free = plain_free,
-	.alloc_many = plain_alloc_many,
-	.read_run = plain_read_run,
+    .name = "madvise",
+    .faults_on_evicted = false,
+    .open = plain_open,
+    .close = plain_close,
+    .thread_attach = plain_thread_attach,
+    .thread_detach = plain_thread_detach,
+    .read = plain_read,
+    .alloc = plain_alloc,
+    .free = plain_free,
+    .alloc_many = plain_alloc_many,
+    .read_run = plain_read_run,
 };
