@@ -158,6 +158,7 @@ struct bm {
 	bool jr_unapplied;           /* the journal holds a committed checkpoint whose
 				      * home writes failed; under ckpt_mu */
 	uint64_t jr_unapplied_seq;
+	uint64_t jr_home_seq;        /* open: the journal found already home, or 0 */
 	unsigned ckpt_ms;
 	bool ckpt_thread_on, ckpt_stop;
 	pthread_t ckpt_thread;
@@ -227,6 +228,7 @@ void bm_journal_close(struct bm *bm);  /* stop the thread */
 int bm_checkpoint_final(struct bm *bm); /* at close: checkpoint, mark clean */
 void bm_journal_pressure(struct bm *bm); /* checkpoint if dirty and not in a txn */
 int bm_meta_sb_snapshot(struct bm *bm, uint8_t *page, bool clean, uint64_t applied);
+void bm_meta_sb_set_applied(uint8_t *page, uint64_t applied);
 int bm_pread_all(int fd, void *buf, size_t len, uint64_t off);
 
 #endif

@@ -17,14 +17,19 @@
  *     2. write the dirty pages, the changed checksum-table and bitmap pages
  *        and the new superblock to the journal, after a descriptor listing
  *        each image's home pid and checksum; sync;             <- commit point
- *     3. write the same images home but the superblock; sync; write the
- *        superblock, which records this checkpoint as applied; sync;
+ *     3. write the same images home, the superblock among them, but with
+ *        an older checkpoint as the last applied; sync (two syncs in all:
+ *        an fsync waits for both). At close, the superblock goes home last,
+ *        after a sync of the rest, recording this checkpoint as applied,
+ *        and a third sync follows, so that the next open replays nothing;
  *     4. clear the dirty bits.
  *   A crash before the first sync completes leaves the home addresses as
  *   of the previous checkpoint (the journal is ignored: its descriptor or an
  *   image fails its checksum, or it names a sequence already applied). A
  *   crash after it is repaired at the next open by writing the journal's
- *   images home again (idempotent), torn home writes included.
+ *   images home again (idempotent), torn home writes included; so, after a
+ *   crash, the last checkpoint is always replayed (its superblock at home
+ *   does not claim it), a few MiB at most.
  *
  *   A failed checkpoint (a write or sync of the image failed) leaves the
  *   pages dirty, so the next one writes them again. When it failed after
@@ -427,6 +432,35 @@ static int journal_reapply(struct bm *bm)
 	return 0;
 }
 
+/* Do the home pages already hold the journal described by @desc (@n
+ * images, sequence @seq)? A checkpoint writes its superblock home saying an
+ * earlier checkpoint is applied (see the top), so the home superblock is
+ * compared as it would be with @seq in that field. Returns 1 yes, 0 no, or a
+ * negative errno. */
+static int journal_is_home(struct bm *bm, const uint8_t *desc, uint64_t n, uint64_t seq)
+{
+	uint64_t nj = n - get_u64(desc, 40); /* new pages: checked by journal_read */
+	uint8_t *img = NULL;
+	int r = 1;
+
+	if (posix_memalign((void **)&img, BM_PAGE_SIZE, BM_PAGE_SIZE))
+		return -ENOMEM;
+	for (uint64_t i = 0; i < nj && r == 1; i++) {
+		uint64_t home = get_u64(desc, JR_HDR + i * JR_ENTRY);
+		int e = bm_pread_all(bm->fd, img, BM_PAGE_SIZE, home * BM_PAGE_SIZE);
+		if (e < 0) {
+			r = e;
+			break;
+		}
+		if (home == 0)
+			bm_meta_sb_set_applied(img, seq);
+		if (bm_page_csum(img) != get_u64(desc, JR_HDR + i * JR_ENTRY + 8))
+			r = 0;
+	}
+	free(img);
+	return r;
+}
+
 int bm_journal_recover(struct bm *bm, uint64_t image_pages, bool sb_ok, uint64_t applied)
 {
 	uint8_t *desc = NULL;
@@ -439,6 +473,20 @@ int bm_journal_recover(struct bm *bm, uint64_t image_pages, bool sb_ok, uint64_t
 	if (sb_ok && seq <= applied) {
 		free(desc);
 		return 0; /* the last checkpoint reached home */
+	}
+	/* Usually it did, only its superblock does not say so (a crash after
+	 * its home sync, or the process killed): nothing to write. Not when
+	 * the superblock is torn: its checksummed part may match while the
+	 * seal does not. */
+	r = sb_ok ? journal_is_home(bm, desc, n, seq) : 0;
+	if (r != 0) {
+		free(desc);
+		if (r < 0)
+			return r;
+		bm->jr_home_seq = seq;
+		vs_log(VS_LOG_INFO, "%s: recovery: checkpoint %llu was home already", bm->path,
+		       (unsigned long long)seq);
+		return 0;
 	}
 	if (bm->read_only) {
 		free(desc);
@@ -536,7 +584,8 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 	uint64_t seq = atomic_load(&bm->ckpt_seq) + 1;
 	uint64_t ncs = 0, nbmp = 0, ndata = 0, dp, nj = 0, nh = 0;
 	struct ckpt io = {0}; /* the journaled images, then the new pages */
-	uint64_t *io_sums = NULL;
+	uint64_t *io_sums = NULL, *wr_pids = NULL;
+	void **wr_bufs = NULL;
 	bool *fresh = NULL;
 	bool committed = false;
 	int r;
@@ -585,7 +634,7 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 	 * their checksums and allocation bits.) */
 	if (ndata == 0 && ncs == 0 && nbmp == 0 && !clean && !bm->meta_dirty)
 		goto out; /* nothing changed since the last checkpoint */
-	if (posix_memalign((void **)&meta, BM_PAGE_SIZE, (ncs + nbmp + 1) * BM_PAGE_SIZE) ||
+	if (posix_memalign((void **)&meta, BM_PAGE_SIZE, (ncs + nbmp + 2) * BM_PAGE_SIZE) ||
 	    !(bmp_idx = malloc((nbmp + 1) * sizeof(*bmp_idx)))) {
 		r = -ENOMEM;
 		goto out;
@@ -627,9 +676,13 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 	}
 	pthread_mutex_unlock(&bm->alloc_mu);
 	atomic_store(&bm->meta_dirty, false);
+	uint8_t *sb_home = NULL; /* the superblock written home (step 4) */
 	if (r == 0) {
 		bm_meta_sb_snapshot(bm, m, clean, seq);
 		r = ckpt_add(&c, 0, m);
+		sb_home = m + BM_PAGE_SIZE;
+		memcpy(sb_home, m, BM_PAGE_SIZE);
+		bm_meta_sb_set_applied(sb_home, atomic_load(&bm->ckpt_done));
 	}
 	if (r < 0)
 		goto out;
@@ -698,13 +751,19 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 		put_u64(desc, JR_HDR + i * JR_ENTRY + 8, io_sums[i]);
 	}
 	put_u64(desc, 32, XXH3_64bits(desc, dp * BM_PAGE_SIZE));
-	for (uint64_t i = 0; i < dp && r == 0; i++)
-		r = bm_io_write(bm, desc + i * BM_PAGE_SIZE, BM_PAGE_SIZE,
-				(bm->jr_start + i) * BM_PAGE_SIZE);
-	if (r == 0)
-		r = write_run(bm, t, io.bufs, NULL, nj, bm->jr_start + dp);
-	if (r == 0) /* new pages: home now, and under the commit sync */
-		r = write_run(bm, t, io.bufs + nj, io.pids + nj, nh, 0);
+	/* One batch: the descriptor and the journaled images are one run of
+	 * the journal (one writev), the new pages go home, under the same
+	 * commit sync. */
+	if (!(wr_bufs = malloc((dp + io.n) * sizeof(*wr_bufs))) ||
+	    !(wr_pids = malloc((dp + io.n) * sizeof(*wr_pids)))) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (uint64_t i = 0; i < dp + io.n; i++) {
+		wr_bufs[i] = i < dp ? desc + i * BM_PAGE_SIZE : io.bufs[i - dp];
+		wr_pids[i] = i < dp + nj ? bm->jr_start + i : io.pids[i - dp];
+	}
+	r = write_run(bm, t, wr_bufs, wr_pids, dp + io.n, 0);
 	if (r == 0)
 		r = bm_io_sync(bm);
 	if (r < 0)
@@ -713,13 +772,24 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 	atomic_fetch_add(&bm->log_bytes, (dp + nj) * BM_PAGE_SIZE);
 	BM_COUNT(t, write_bytes, (dp + nj + nh) * BM_PAGE_SIZE); /* journal and new pages */
 
-	/* 4. home, sync; then the superblock (the last journaled image), which
-	 * says that this checkpoint is home, so only once the rest is durable. */
-	r = write_run(bm, t, io.bufs, io.pids, nj - 1, 0);
-	if (r == 0 && nj > 1) /* nothing to sync when the superblock is all */
-		r = bm_io_sync(bm);
-	if (r == 0)
-		r = bm_io_write(bm, io.bufs[nj - 1], BM_PAGE_SIZE, 0);
+	/* 4. home. The last checkpoint of a close writes every image but the
+	 * superblock, syncs, then the superblock (the last journaled image),
+	 * which says that this checkpoint is home (applied = seq), and syncs:
+	 * the next open replays nothing. Any other saves the second sync: its
+	 * superblock goes home with the rest saying only that an earlier
+	 * checkpoint is (applied = ckpt_done < seq), so that a crash from here
+	 * on replays this one from the journal, whatever reached home; and the
+	 * next checkpoint overwrites the journal only after this sync. */
+	if (clean) {
+		r = write_run(bm, t, io.bufs, io.pids, nj - 1, 0);
+		if (r == 0 && nj > 1) /* nothing to sync when the superblock is all */
+			r = bm_io_sync(bm);
+		if (r == 0)
+			r = bm_io_write(bm, io.bufs[nj - 1], BM_PAGE_SIZE, 0);
+	} else {
+		io.bufs[nj - 1] = sb_home;
+		r = write_run(bm, t, io.bufs, io.pids, nj, 0);
+	}
 	if (r == 0)
 		r = bm_io_sync(bm);
 	if (r < 0)
@@ -785,6 +855,8 @@ out:
 	free(io.pids);
 	free(io.bufs);
 	free(io_sums);
+	free(wr_bufs);
+	free(wr_pids);
 	return r;
 }
 

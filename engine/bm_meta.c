@@ -301,8 +301,14 @@ int bm_meta_load(struct bm *bm)
 				  "bytes)", bm->path, (unsigned long long)pages,
 				  (unsigned long long)size);
 	bm->page_count = pages;
-	atomic_store(&bm->ckpt_seq, get_u64(sb, SB_OFF_APPLIED));
-	atomic_store(&bm->ckpt_done, get_u64(sb, SB_OFF_APPLIED));
+	/* The last checkpoint home: the one the superblock names, or a later
+	 * one the journal holds and the home pages already match (a crash
+	 * after its home sync); the numbers go on from there. */
+	uint64_t applied = get_u64(sb, SB_OFF_APPLIED);
+	if (bm->jr_home_seq > applied)
+		applied = bm->jr_home_seq;
+	atomic_store(&bm->ckpt_seq, applied);
+	atomic_store(&bm->ckpt_done, applied);
 	bm->was_clean = (get_u32(sb, SB_OFF_FLAGS) & SB_FLAG_CLEAN) != 0;
 
 	bm->bitmap = alloc_aligned_zero(bm->bmp_pages * BM_PAGE_SIZE);
@@ -408,6 +414,13 @@ int bm_meta_sb_snapshot(struct bm *bm, uint8_t *page, bool clean, uint64_t appli
 	memcpy(page, bm->sb, BM_PAGE_SIZE);
 	pthread_mutex_unlock(&bm->sb_mu);
 	return 0;
+}
+
+/* Make the superblock image @page say @applied, sealed again. */
+void bm_meta_sb_set_applied(uint8_t *page, uint64_t applied)
+{
+	put_u64(page, SB_OFF_APPLIED, applied);
+	sb_seal(page);
 }
 
 /* Called at open for writing: count the mount and mark the image in use

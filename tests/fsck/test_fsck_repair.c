@@ -859,6 +859,7 @@ static void t_journal_replay(void **state)
 	if (pid == 0) {
 		static struct bm_fault fault;
 		bm_fault_init(&fault);
+		fault.record = true;
 		struct fs_config cfg = {.image = image,
 					.pool_bytes = POOL_BYTES,
 					.backend = BM_BACKEND_PLAIN,
@@ -873,13 +874,17 @@ static void t_journal_replay(void **state)
 		    fs_write(fs, st.st_ino, 0, data, sizeof(data)) != sizeof(data))
 			_exit(1);
 		/* A checkpoint syncs the journal (its commit point), then the
-		 * home pages, then the superblock: fail the second. */
+		 * home pages: fail the second, and lose power, so that some
+		 * home writes never happened (the undo is seeded: the same
+		 * ones every run). */
 		pthread_mutex_lock(&fault.mu);
 		fault.fail_sync_at = fault.syncs + 2;
 		pthread_mutex_unlock(&fault.mu);
 		if (fs_sync(fs) == 0)
 			_exit(2);
 		bm_abandon(fs_bm(fs));
+		if (bm_fault_power_loss(&fault, image, 7, false) <= 0)
+			_exit(3);
 		_exit(0);
 	}
 	int status;
