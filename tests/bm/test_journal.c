@@ -342,6 +342,71 @@ static void test_power_loss(void **st)
 	assert_true(replays > 0);
 }
 
+/* After a crash that followed a checkpoint's home sync the journal is found
+ * home: nothing is replayed, and a read-only open works (fsck -n). When a
+ * power cut lost home writes instead, it is replayed, and a read-only open
+ * refuses until then. */
+static void test_journal_found_home(void **st)
+{
+	uint64_t first;
+	struct bm_fault f;
+	assert_int_equal(bm_format(img, 8 << 20, true), 0);
+	struct bm *bm = jopen(NULL, 1 << 20);
+	bm_txn_begin(bm);
+	assert_int_equal(bm_alloc(bm, NPAGES, BM_PID_NONE, &first), 0);
+	for (uint64_t i = 0; i < NPAGES; i++)
+		set_page(bm, first + i, 7 + i);
+	bm_txn_end(bm);
+	assert_int_equal(bm_close(bm), 0); /* now in use in the image: journaled */
+
+	bm_fault_init(&f);
+	f.record = true;
+	bm = jopen(&f, 1 << 20);
+	bm_txn_begin(bm);
+	for (uint64_t i = 0; i < NPAGES; i++)
+		set_page(bm, first + i, 1000 + i);
+	bm_sb_set(bm, 3, 33);
+	bm_txn_end(bm);
+	assert_int_equal(bm_checkpoint(bm), 0);
+	bm_abandon(bm); /* killed: every write reached the file */
+	bm_fault_fini(&f);
+
+	struct bm_config ro = { .path = img, .pool_bytes = 1 << 20, .read_only = true };
+	assert_int_equal(vt_bm_open(&ro, &bm), 0);
+	for (uint64_t i = 0; i < NPAGES; i++)
+		assert_int_equal(get_page(bm, first + i), 1000 + i);
+	assert_int_equal(bm_sb_get(bm, 3), 33);
+	assert_int_equal(bm_close(bm), 0);
+	bm = jopen(NULL, 1 << 20);
+	assert_int_equal(bm_recovered_pages(bm), 0);
+	assert_int_equal(bm_sb_get(bm, 3), 33);
+
+	/* Again, but the home writes are lost (the sync of the home pages
+	 * fails, then the power goes: seed 1 undoes some of them). */
+	bm_close(bm);
+	bm_fault_init(&f);
+	f.record = true;
+	bm = jopen(&f, 1 << 20);
+	bm_txn_begin(bm);
+	for (uint64_t i = 0; i < NPAGES; i++)
+		set_page(bm, first + i, 2000 + i);
+	bm_txn_end(bm);
+	pthread_mutex_lock(&f.mu);
+	f.fail_sync_at = f.syncs + 2;
+	f.fail_sync_err = EIO;
+	pthread_mutex_unlock(&f.mu);
+	assert_int_equal(bm_checkpoint(bm), -EIO);
+	bm_abandon(bm);
+	assert_true(bm_fault_power_loss(&f, img, 1, false) > 0);
+	bm_fault_fini(&f);
+	assert_int_equal(vt_bm_open(&ro, &bm), -EROFS);
+	bm = jopen(NULL, 1 << 20);
+	assert_true(bm_recovered_pages(bm) > 0);
+	for (uint64_t i = 0; i < NPAGES; i++)
+		assert_int_equal(get_page(bm, first + i), 2000 + i);
+	assert_int_equal(bm_close(bm), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -352,6 +417,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_error_keeps_image, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_power_loss, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_journal_found_home, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
