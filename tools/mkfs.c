@@ -2,13 +2,24 @@
  * mkfs.c: mkfs.virtuscale: format a file or block device as a VirtuScale
  * image and create an empty filesystem in it.
  *
- *   mkfs.virtuscale IMAGE [--size SIZE] [--force] [--quiet]
+ *   mkfs.virtuscale IMAGE [--size SIZE] [--sparse] [--force] [--quiet]
  *
- * Steps: bm_format (the buffer manager's image layout), then bm_open, and
- * fs_format (the filesystem's tree, root directory and superblock slots),
- * then bm_close, which writes everything.
+ * Steps: bm_format (the buffer manager's image layout), then, for a regular
+ * file, preallocate it (below), then bm_open, and fs_format (the
+ * filesystem's tree, root directory and superblock slots), then bm_close,
+ * which writes everything.
+ *
+ * Preallocation. A sparse image takes host blocks as pages are first
+ * written back, so a full host filesystem would fail write-backs long after
+ * the mount (EIO, the changes kept only in the pool), and every such write
+ * allocates (ext4 then takes the file's lock exclusively, and io_uring hands
+ * the write to a worker thread): new data was written 10-15% slower, and an
+ * engine run evicting into holes read 20-30% slower. So a file image gets
+ * all its blocks now (fallocate: no data is written, it takes a moment), and
+ * a host without the room says so here. --sparse keeps the old way.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -26,7 +37,7 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: mkfs.virtuscale IMAGE [--size SIZE] [--force] [--quiet]\n"
+	fprintf(f, "usage: mkfs.virtuscale IMAGE [--size SIZE] [--sparse] [--force] [--quiet]\n"
 		   "\n"
 		   "Format IMAGE (a file, created if missing, or a block device) as an empty\n"
 		   "VirtuScale filesystem.\n"
@@ -34,6 +45,9 @@ static void usage(FILE *f)
 		   "  -s, --size SIZE   image size, e.g. 512M, 20G (a file is created or resized;\n"
 		   "                    default: an existing file keeps its size, a new one gets\n"
 		   "                    1G, a block device is used whole)\n"
+		   "      --sparse      do not preallocate a file image (by default it gets all its\n"
+		   "                    blocks now, so that a full host filesystem shows here and\n"
+		   "                    not as write errors later)\n"
 		   "  -f, --force       overwrite an existing VirtuScale image\n"
 		   "  -q, --quiet       print nothing on success\n"
 		   "  -h, --help        this text\n"
@@ -43,17 +57,46 @@ static void usage(FILE *f)
 		   "  virtuscale /srv/vs.img /mnt/vs -o pool=2G\n");
 }
 
+/* Give the regular file @image all its blocks (see the top). A block device,
+ * or a filesystem that cannot (EOPNOTSUPP), is left as it is, and *note says
+ * which; 0 or a negative errno. */
+static int preallocate(const char *image, const char **note)
+{
+	struct stat st;
+	int fd = open(image, O_RDWR | O_CLOEXEC);
+	int r = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+	} else if (!S_ISREG(st.st_mode)) {
+		*note = "";
+	} else if (fallocate(fd, 0, 0, st.st_size) < 0) {
+		if (errno == EOPNOTSUPP)
+			*note = ", sparse (the host filesystem cannot preallocate)";
+		else
+			r = -errno;
+	} else {
+		*note = ", preallocated";
+	}
+	close(fd);
+	return r;
+}
+
 int main(int argc, char *argv[])
 {
 	static const struct option longopts[] = {
 	    {"size", required_argument, NULL, 's'},
 	    {"force", no_argument, NULL, 'f'},
+	    {"sparse", no_argument, NULL, 'S'},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	const char *image, *size_arg = NULL;
-	bool force = false, quiet = false;
+	bool force = false, quiet = false, sparse = false;
+	const char *alloc_note = "";
 	uint64_t size = 0;
 	struct stat st;
 	struct bm *bm;
@@ -66,6 +109,9 @@ int main(int argc, char *argv[])
 			break;
 		case 'f':
 			force = true;
+			break;
+		case 'S':
+			sparse = true;
 			break;
 		case 'q':
 			quiet = true;
@@ -105,6 +151,7 @@ int main(int argc, char *argv[])
 			size = DEFAULT_SIZE;
 	}
 
+	bool created = stat(image, &st) != 0;
 	r = bm_format(image, size, force);
 	if (r == -EEXIST) {
 		fprintf(stderr,
@@ -125,6 +172,20 @@ int main(int argc, char *argv[])
 	if (r < 0) {
 		fprintf(stderr, "mkfs.virtuscale: %s: %s\n", image, strerror(-r));
 		return 1;
+	}
+
+	if (!sparse) {
+		r = preallocate(image, &alloc_note);
+		if (r < 0) {
+			fprintf(stderr, "mkfs.virtuscale: %s: cannot preallocate the image: %s%s\n",
+				image, strerror(-r),
+				r == -ENOSPC ? " (the host filesystem is too full for it; "
+					       "use a smaller --size, or --sparse)"
+					     : "");
+			if (created)
+				unlink(image);
+			return 1;
+		}
 	}
 
 	struct bm_config cfg = {
@@ -153,7 +214,7 @@ int main(int argc, char *argv[])
 		return 1;
 	}
 	if (!quiet)
-		printf("%s: VirtuScale filesystem of %llu pages (%llu MiB)\n", image,
-		       (unsigned long long)pages, (unsigned long long)(pages >> 8));
+		printf("%s: VirtuScale filesystem of %llu pages (%llu MiB)%s\n", image,
+		       (unsigned long long)pages, (unsigned long long)(pages >> 8), alloc_note);
 	return 0;
 }

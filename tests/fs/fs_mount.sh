@@ -46,6 +46,26 @@ expect_refusal "mkfs of a 4M image" "$VT_MNT" "$VS_MKFS" "$VT_BASE/tiny.img" --s
 grep -q "at least 16M" "$VT_BASE/err" || vt_fail "mkfs 4M: the message does not say the minimum"
 [ -e "$VT_BASE/tiny.img" ] && vt_fail "a refused mkfs left $VT_BASE/tiny.img behind"
 expect_refusal "mkfs without arguments" "$VT_MNT" "$VS_MKFS"
+# A file image gets all its blocks (a full host shows now, not as write
+# errors later), unless --sparse.
+used_kib() { du -k "$1" | cut -f1; }
+[ "$(used_kib "$VT_IMAGE")" -ge $((256 * 1024)) ] ||
+	vt_fail "mkfs did not preallocate: $(used_kib "$VT_IMAGE") KiB of 256 MiB in use"
+"$VS_MKFS" "$VT_BASE/sparse.img" --size 256M --sparse >>"$VT_LOG" 2>&1 || vt_fail "mkfs --sparse"
+[ "$(used_kib "$VT_BASE/sparse.img")" -lt $((64 * 1024)) ] ||
+	vt_fail "mkfs --sparse allocated $(used_kib "$VT_BASE/sparse.img") KiB"
+rm -f "$VT_BASE/sparse.img"
+if [ "$(id -u)" = 0 ]; then
+	mkdir "$VT_BASE/small"
+	mount -t tmpfs -o size=20M vstest-small "$VT_BASE/small" || vt_fail "tmpfs for the ENOSPC case"
+	expect_refusal "mkfs of a 32M image on a 20M filesystem" "$VT_MNT" \
+		"$VS_MKFS" "$VT_BASE/small/big.img" --size 32M
+	grep -q "too full" "$VT_BASE/err" || vt_fail "mkfs ENOSPC: the message does not say why"
+	[ -e "$VT_BASE/small/big.img" ] && vt_fail "mkfs left a half-made image on a full host"
+	umount "$VT_BASE/small"
+else
+	vt_note "not root: the full-host mkfs case needs a small tmpfs, skipped"
+fi
 
 # ---- not an image ----------------------------------------------------------
 head -c 1048576 /dev/urandom >"$VT_BASE/random.img"
