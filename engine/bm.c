@@ -245,10 +245,34 @@ static void hold_remove(struct bm_op *op, uint64_t pid)
 	abort();
 }
 
+/* Remember that @pid turned dirty, for the next checkpoint (journal only:
+ * nothing else drains the list). On a failed allocation the list is
+ * dropped and bm->dl_lost makes the checkpoint walk the pool instead. */
+void bm_dirty_note(struct bm *bm, uint64_t pid)
+{
+	pthread_mutex_lock(&bm->dl_mu);
+	if (bm->dl_n == bm->dl_cap && !bm->dl_lost) {
+		size_t cap = bm->dl_cap ? 2 * bm->dl_cap : 1024;
+		uint64_t *p = realloc(bm->dl, cap * sizeof(*p));
+		if (p) {
+			bm->dl = p;
+			bm->dl_cap = cap;
+		} else {
+			bm->dl_lost = true;
+		}
+	}
+	if (!bm->dl_lost)
+		bm->dl[bm->dl_n++] = pid;
+	pthread_mutex_unlock(&bm->dl_mu);
+}
+
 static void unlock_x(struct bm *bm, uint64_t pid, bool dirty)
 {
-	if (ps_unlock_x(state_of(bm, pid), dirty))
+	if (ps_unlock_x(state_of(bm, pid), dirty)) {
 		atomic_fetch_add_explicit(&bm->dirty, 1, memory_order_relaxed);
+		if (bm->journal)
+			bm_dirty_note(bm, pid);
+	}
 }
 
 /* Release every guard the operation holds. An X guard is released dirty:
@@ -1340,6 +1364,7 @@ static void bm_destroy(struct bm *bm)
 	free(bm->bmp_dirty);
 	free((void *)bm->cs_dirty);
 	free(bm->sb);
+	free(bm->dl);
 	if (bm->fd >= 0)
 		close(bm->fd);
 	if (bm->fault_fd >= 0)
@@ -1376,6 +1401,7 @@ int bm_open(const struct bm_config *cfg, struct bm **ret_bm)
 	pthread_mutex_init(&bm->sb_mu, NULL);
 	pthread_mutex_init(&bm->threads_mu, NULL);
 	pthread_mutex_init(&bm->flush_mu, NULL);
+	pthread_mutex_init(&bm->dl_mu, NULL);
 	pthread_mutex_init(&bm->ckpt_mu, NULL);
 	pthread_mutex_init(&bm->ckpt_wait_mu, NULL);
 	pthread_cond_init(&bm->ckpt_wait_cv, NULL);

@@ -173,6 +173,14 @@ struct bm {
 	/* A checkpoint may be writing straight from pool pages: eviction must
 	 * not drop a dirty page it has just written home (bm_journal.c). */
 	_Atomic bool ckpt_pool_io;
+	/* Journal: the pages that turned dirty since the last checkpoint took
+	 * the list (unlock_x adds them; a page may appear twice, or be clean
+	 * again by then), so that a checkpoint visits those and not every
+	 * frame of the pool. */
+	pthread_mutex_t dl_mu;
+	uint64_t *dl;
+	size_t dl_n, dl_cap;
+	bool dl_lost;                /* out of memory once: walk the pool */
 	struct bm_fault *fault;
 	int fault_fd;                /* plain descriptor for reading undo bytes */
 
@@ -227,6 +235,7 @@ int bm_journal_open(struct bm *bm);    /* recovery; background thread */
 void bm_journal_close(struct bm *bm);  /* stop the thread */
 int bm_checkpoint_final(struct bm *bm); /* at close: checkpoint, mark clean */
 void bm_journal_pressure(struct bm *bm); /* checkpoint if dirty and not in a txn */
+void bm_dirty_note(struct bm *bm, uint64_t pid); /* bm.c: add to bm->dl */
 int bm_meta_sb_snapshot(struct bm *bm, uint8_t *page, bool clean, uint64_t applied);
 void bm_meta_sb_set_applied(uint8_t *page, uint64_t applied);
 int bm_pread_all(int fd, void *buf, size_t len, uint64_t off);

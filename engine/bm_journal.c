@@ -545,6 +545,53 @@ static void collect_dirty(struct bm *bm, uint64_t pid, void *arg)
 		c->err = ckpt_add(c, pid, bm_page(bm, pid));
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Collect the dirty pages into @c: those on the list of pages that turned
+ * dirty (bm->dl), each once; the whole pool if that list was lost. The
+ * list is taken: pages still dirty after the checkpoint go back on it
+ * (relist_dirty). */
+static int collect_listed(struct bm *bm, struct ckpt *c)
+{
+	pthread_mutex_lock(&bm->dl_mu);
+	uint64_t *dl = bm->dl;
+	size_t n = bm->dl_n;
+	bool lost = bm->dl_lost;
+	bm->dl = NULL;
+	bm->dl_n = bm->dl_cap = 0;
+	bm->dl_lost = false;
+	pthread_mutex_unlock(&bm->dl_mu);
+
+	if (lost) {
+		bm_rset_each(bm, collect_dirty, c);
+	} else {
+		qsort(dl, n, sizeof(*dl), cmp_u64);
+		for (size_t i = 0; i < n && c->err == 0; i++)
+			if (i == 0 || dl[i] != dl[i - 1])
+				collect_dirty(bm, dl[i], c);
+	}
+	free(dl);
+	if (c->err < 0) { /* what was taken is not all collected: walk next time */
+		pthread_mutex_lock(&bm->dl_mu);
+		bm->dl_lost = true;
+		pthread_mutex_unlock(&bm->dl_mu);
+	}
+	return c->err;
+}
+
+/* After a checkpoint, or a failed one: the pages of @c that are still dirty
+ * (changed again meanwhile, or not written) go back on the list. */
+static void relist_dirty(struct bm *bm, const struct ckpt *c, uint64_t ndata)
+{
+	for (uint64_t i = 0; i < ndata; i++)
+		if (ps_dirty(ps_load(&bm->state[c->pids[i]])))
+			bm_dirty_note(bm, c->pids[i]);
+}
+
 /* Write @n images to consecutive journal pages starting at @jpid. */
 static int write_run(struct bm *bm, struct bm_thread *t, void *const *bufs,
 		     const uint64_t *homes, uint64_t n, uint64_t jpid)
@@ -596,8 +643,7 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 			goto out;
 	}
 	atomic_store(&bm->ckpt_pool_io, true); /* before collecting: see the top */
-	bm_rset_each(bm, collect_dirty, &c);
-	r = c.err;
+	r = collect_listed(bm, &c);
 	if (r < 0)
 		goto out;
 	ndata = c.n;
@@ -825,6 +871,7 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 	atomic_fetch_add(&bm->n_checkpoints, 1);
 out:
 	atomic_store(&bm->ckpt_pool_io, false);
+	relist_dirty(bm, &c, ndata);
 	if (r < 0) {
 		/* The metadata pages must go into the next attempt again. */
 		for (uint64_t i = ndata; i < c.n; i++) {
