@@ -13,7 +13,9 @@
  *   checkpoint holds the writer lock, so it sees only whole transactions.
  *
  *   Checkpoint (checkpoint_locked), under the writer lock:
- *     1. checksum every dirty page into the checksum table;
+ *     1. checksum every dirty page into the checksum table (the pages
+ *        that turned dirty since the last checkpoint are on a list,
+ *        bm->dl, so a checkpoint costs the pages changed, not the pool);
  *     2. write the dirty pages, the changed checksum-table and bitmap pages
  *        and the new superblock to the journal, after a descriptor listing
  *        each image's home pid and checksum; sync;             <- commit point
@@ -27,9 +29,10 @@
  *   of the previous checkpoint (the journal is ignored: its descriptor or an
  *   image fails its checksum, or it names a sequence already applied). A
  *   crash after it is repaired at the next open by writing the journal's
- *   images home again (idempotent), torn home writes included; so, after a
- *   crash, the last checkpoint is always replayed (its superblock at home
- *   does not claim it), a few MiB at most.
+ *   images home again (idempotent), torn home writes included. Since the
+ *   superblock at home never claims the last checkpoint but at close, the
+ *   open after a crash compares the journal with the home pages
+ *   (journal_is_home) and replays it when they differ.
  *
  *   A failed checkpoint (a write or sync of the image failed) leaves the
  *   pages dirty, so the next one writes them again. When it failed after
