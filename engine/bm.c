@@ -718,6 +718,9 @@ void bm_prefetch(struct bm *bm, const uint64_t *pids, unsigned n, bool fresh)
 		 * and could dirty more than the journal holds. */
 		if (fresh && bm->journal && !bm_home_free(bm, pid))
 			continue;
+		/* A zero frame stands only for a page that was never written. */
+		if (fresh && atomic_load_explicit(&bm->csum[pid], memory_order_relaxed) != 0)
+			continue;
 		ps_word *ps = state_of(bm, pid);
 		uint64_t w = ps_load(ps);
 		if (ps_state(w) != PS_EVICTED || !ps_try_lock_x(ps, w))

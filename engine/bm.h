@@ -235,13 +235,14 @@ void *bm_fix_x(struct bm_op *op, uint64_t pid, struct bm_guard *g);
 void *bm_fix_x_new(struct bm_op *op, uint64_t pid, struct bm_guard *g);
 
 /* Bring the evicted pages among @pids[0..n) in together, ahead of the fixes
- * that will want them: with @fresh (pages just allocated, whose content is
- * zeros) without reading, else from the image, one read per run of
- * consecutive pids and each page checked against its checksum. A hint and
- * nothing more: a page someone holds, or one that fails to load, is left
- * for its fix to deal with (and report); so is a "fresh" page the journal
- * will carry (reused since the last checkpoint), whose fix checks the dirty
- * limit first. Call it outside any bm_op. */
+ * that will want them: with @fresh (pages about to be written) only those
+ * never written (no checksum: their content is zeros, allocated just now or
+ * by an earlier fallocate), without reading; else from the image, one read
+ * per run of consecutive pids and each page checked against its checksum. A
+ * hint and nothing more: a page someone holds, or one that fails to load,
+ * is left for its fix to deal with (and report); so is a "fresh" page the
+ * journal will carry (reused since the last checkpoint), whose fix checks
+ * the dirty limit first. Call it outside any bm_op. */
 void bm_prefetch(struct bm *bm, const uint64_t *pids, unsigned n, bool fresh);
 
 /* O -> S and O -> X. Restart the operation when the page changed. */

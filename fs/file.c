@@ -454,13 +454,10 @@ static int write_window(struct fs *fs, struct fs_inode *in, uint64_t first, unsi
 		*ret_done = stop - off;
 		return 0;
 	}
-	/* Frames for the new pages in one go rather than a fault each. */
-	uint64_t fresh_pids[FS_WINDOW];
-	unsigned nfresh = 0;
-	for (unsigned i = 0; i < mapped; i++)
-		if (fresh[i])
-			fresh_pids[nfresh++] = pids[i];
-	bm_prefetch(fs->bm, fresh_pids, nfresh, true);
+	/* Frames for the pages never written in one go rather than a fault
+	 * each: those just allocated, and those an fallocate left (the engine
+	 * tells them by their missing checksum and skips the others). */
+	bm_prefetch(fs->bm, pids, mapped, true);
 	for (unsigned i = 0; i < mapped; i++) {
 		uint64_t pstart = base + ((uint64_t)i << BM_PAGE_SHIFT);
 		uint64_t a = off > pstart ? off : pstart;

@@ -141,6 +141,33 @@ static void test_fresh(void **st)
 	assert_int_equal(bm_close(bm), 0);
 }
 
+/* A "fresh" prefetch takes only pages never written: one that holds data
+ * (here written back and evicted) is left alone, and reads back as it was,
+ * not as zeros; never-written pages among them still get their frames. */
+static void test_fresh_skips_written(void **st)
+{
+	struct bm *bm = open_fresh();
+	struct pages p = {.seed = 9};
+	struct bm_stats a, b;
+
+	alloc_pages(bm, &p);
+	p.n = NPAGES / 2; /* the first half holds data, the second never did */
+	assert_int_equal(bm_run(bm, fill_op, &p), 0);
+	assert_true(bm_evict_all(bm, true) >= (int64_t)p.n);
+	p.n = NPAGES;
+	assert_int_equal(resident(bm, &p), 0);
+	bm_stats_get(bm, &a);
+	bm_prefetch(bm, p.pid, p.n, true);
+	bm_stats_get(bm, &b);
+	assert_int_equal(b.zero_loads - a.zero_loads, NPAGES / 2);
+	for (unsigned k = 0; k < NPAGES; k++)
+		assert_int_equal(bm_is_resident(bm, p.pid[k]), k >= NPAGES / 2);
+	p.n = NPAGES / 2;
+	assert_int_equal(bm_run(bm, read_op, &p), 0);
+	assert_int_equal(p.seen_bad, -1);
+	assert_int_equal(bm_close(bm), 0);
+}
+
 /* Evicted pages come back in runs, every byte and checksum right, and count
  * as loads exactly once; the fixes after them are hits. */
 static void test_readahead(void **st)
@@ -255,6 +282,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_fresh, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fresh_skips_written, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_readahead, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_page_left_to_fix, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
