@@ -510,6 +510,30 @@ static int write_pages(struct fs *fs, struct fs_inode *in, uint64_t off, const u
 	return r;
 }
 
+static uint64_t moved_bit(uint64_t ino, unsigned *word)
+{
+	uint64_t h = ino * UINT64_C(0x9e3779b97f4a7c15);
+	*word = (unsigned)(h >> 58);
+	return UINT64_C(1) << ((h >> 52) & 63);
+}
+
+void fs_blocks_moved_note(struct fs *fs, uint64_t ino)
+{
+	unsigned w;
+	uint64_t bit = moved_bit(ino, &w);
+	if (!(atomic_load_explicit(&fs->blocks_moved[w], memory_order_relaxed) & bit))
+		atomic_fetch_or_explicit(&fs->blocks_moved[w], bit, memory_order_relaxed);
+}
+
+bool fs_blocks_moved_take(struct fs *fs, uint64_t ino)
+{
+	unsigned w;
+	uint64_t bit = moved_bit(ino, &w);
+	if (!(atomic_load_explicit(&fs->blocks_moved[w], memory_order_relaxed) & bit))
+		return false;
+	return atomic_fetch_and_explicit(&fs->blocks_moved[w], ~bit, memory_order_relaxed) & bit;
+}
+
 static int get_regular(struct fs *fs, uint64_t ino, struct fs_inode *in)
 {
 	int r = fs_inode_get(fs, ino, in);
@@ -559,7 +583,10 @@ ssize_t fs_write(struct fs *fs, uint64_t ino, uint64_t off, const void *buf, siz
 			if (r < 0)
 				goto out;
 		}
+		uint64_t pages0 = in.pages;
 		r = write_pages(fs, &in, off, buf, size, false, &done);
+		if (in.pages != pages0)
+			fs_blocks_moved_note(fs, ino);
 	}
 	/* Even after an error, what was allocated is in the extents and must
 	 * be counted in the inode. */
@@ -1005,6 +1032,7 @@ int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t l
 		r = -ENODEV;
 		goto out;
 	}
+	fs_blocks_moved_note(fs, ino); /* whatever the outcome: it may have */
 	uint64_t end = off + len;
 	if (op == FALLOC_FL_PUNCH_HOLE || op == FALLOC_FL_ZERO_RANGE) {
 		if (in.pages == 0) {

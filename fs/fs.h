@@ -100,6 +100,12 @@ struct bm *fs_bm(struct fs *fs);
 /* Write back everything (bm_flush). The fsync of any file or directory. */
 int fs_sync(struct fs *fs);
 
+/* Did the pages allocated to @ino change (a write or fallocate that took
+ * new ones) since the last call for it? Clears the answer. May say yes
+ * when the answer is no (inode numbers share bits), never the reverse: for
+ * telling the kernel its cached st_blocks is stale only when it may be. */
+bool fs_blocks_moved_take(struct fs *fs, uint64_t ino);
+
 /* Block and inode numbers for statfs(2). */
 int fs_statfs(struct fs *fs, struct statvfs *ret);
 

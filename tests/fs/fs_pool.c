@@ -444,12 +444,53 @@ static void t_residency_xattr(void **state)
 		fail_msg("a directory has %s", RESIDENCY);
 }
 
+/* Requests the kernel need not send. FLUSH, on every close, is answered
+ * ENOSYS once and then stops for the mount. An fsync of pages the file
+ * already had does not make the next write fetch the attributes again (an
+ * fsync that allocated does: st_blocks changed; fs_meta checks that one). */
+static void t_quiet_requests(void **state)
+{
+	char f[PATH_MAX], buf[4096];
+	int fd;
+
+	if (g_fs.external)
+		skip();
+	snprintf(f, sizeof(f), "%s/f", vt_fresh_dir(&g_fs, "quiet"));
+	memset(buf, 'q', sizeof(buf));
+	VT_OK(fd = open(f, O_CREAT | O_RDWR, 0644));
+	VT_OK(vt_pwrite_all(fd, buf, sizeof(buf), 0));
+	VT_OK(fsync(fd));
+	uint64_t ga0 = stat_or_fail("fuse_requests_total{op=\"getattr\"}");
+	for (int i = 0; i < 20; i++) {
+		buf[0] = (char)i;
+		VT_OK(vt_pwrite_all(fd, buf, sizeof(buf), 0));
+		VT_OK(fsync(fd));
+	}
+	uint64_t ga1 = stat_or_fail("fuse_requests_total{op=\"getattr\"}");
+	/* (reading the stats file may cost a getattr of its own) */
+	if (ga1 - ga0 > 2)
+		fail_msg("20 overwrites with fsync took %llu getattr requests",
+			 (unsigned long long)(ga1 - ga0));
+	VT_OK(close(fd));
+
+	uint64_t fl0 = stat_or_fail("fuse_requests_total{op=\"flush\"}");
+	for (int i = 0; i < 20; i++) {
+		VT_OK(fd = open(f, O_RDONLY));
+		VT_OK(close(fd));
+	}
+	uint64_t fl1 = stat_or_fail("fuse_requests_total{op=\"flush\"}");
+	if (fl1 - fl0 > 1)
+		fail_msg("20 closes sent %llu flush requests", (unsigned long long)(fl1 - fl0));
+	VT_OK(unlink(f));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(t_remount_persistence),  cmocka_unit_test(t_stats_file),
 	    cmocka_unit_test(t_evict_then_cold_read), cmocka_unit_test(t_flush_clears_dirty),
 	    cmocka_unit_test(t_pool_stays_bounded),   cmocka_unit_test(t_residency_xattr),
+	    cmocka_unit_test(t_quiet_requests),
 	};
 	int r = vt_fs_start(&g_fs, "512M", "pool=64M");
 
