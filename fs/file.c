@@ -510,30 +510,6 @@ static int write_pages(struct fs *fs, struct fs_inode *in, uint64_t off, const u
 	return r;
 }
 
-static uint64_t moved_bit(uint64_t ino, unsigned *word)
-{
-	uint64_t h = ino * UINT64_C(0x9e3779b97f4a7c15);
-	*word = (unsigned)(h >> 58);
-	return UINT64_C(1) << ((h >> 52) & 63);
-}
-
-void fs_blocks_moved_note(struct fs *fs, uint64_t ino)
-{
-	unsigned w;
-	uint64_t bit = moved_bit(ino, &w);
-	if (!(atomic_load_explicit(&fs->blocks_moved[w], memory_order_relaxed) & bit))
-		atomic_fetch_or_explicit(&fs->blocks_moved[w], bit, memory_order_relaxed);
-}
-
-bool fs_blocks_moved_take(struct fs *fs, uint64_t ino)
-{
-	unsigned w;
-	uint64_t bit = moved_bit(ino, &w);
-	if (!(atomic_load_explicit(&fs->blocks_moved[w], memory_order_relaxed) & bit))
-		return false;
-	return atomic_fetch_and_explicit(&fs->blocks_moved[w], ~bit, memory_order_relaxed) & bit;
-}
-
 static int get_regular(struct fs *fs, uint64_t ino, struct fs_inode *in)
 {
 	int r = fs_inode_get(fs, ino, in);

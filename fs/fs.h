@@ -101,9 +101,10 @@ struct bm *fs_bm(struct fs *fs);
 int fs_sync(struct fs *fs);
 
 /* Did the pages allocated to @ino change (a write or fallocate that took
- * new ones) since the last call for it? Clears the answer. May say yes
- * when the answer is no (inode numbers share bits), never the reverse: for
- * telling the kernel its cached st_blocks is stale only when it may be. */
+ * new ones) since the last call for it? Clears the answer. Kept with the
+ * inode's lookup count, so for an inode the kernel does not hold the answer
+ * is always yes: for telling the kernel its cached st_blocks is stale only
+ * when it may be. */
 bool fs_blocks_moved_take(struct fs *fs, uint64_t ino);
 
 /* Block and inode numbers for statfs(2). */

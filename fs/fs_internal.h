@@ -33,6 +33,7 @@ struct fs_node {
 	uint64_t nlookup;
 	uint32_t nopen;
 	bool unlinked; /* nlink reached 0: free when the counts do */
+	bool blocks_moved; /* pages allocated since fs_blocks_moved_take */
 	struct fs_node *next;
 };
 
@@ -63,9 +64,6 @@ struct fs {
 	_Atomic uint64_t inode_count;
 	_Atomic uint64_t open_files;
 	_Atomic uint64_t requests[FS_REQ_COUNT];
-	/* One bit per hash of an inode number: the file's allocated pages
-	 * changed since fs_blocks_moved_take last looked (file.c). */
-	_Atomic uint64_t blocks_moved[64];
 	uint64_t mounts;
 };
 
@@ -103,7 +101,7 @@ void fs_locks_init(struct fs *fs);
 void fs_locks_destroy(struct fs *fs);
 void fs_ino_rdlock(struct fs *fs, uint64_t ino);
 void fs_ino_wrlock(struct fs *fs, uint64_t ino);
-void fs_blocks_moved_note(struct fs *fs, uint64_t ino); /* file.c */
+void fs_blocks_moved_note(struct fs *fs, uint64_t ino); /* inode.c */
 void fs_ino_unlock(struct fs *fs, uint64_t ino);
 
 /* Up to four inodes locked exclusively in stripe order. */

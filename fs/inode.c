@@ -619,6 +619,32 @@ bool fs_node_close(struct fs *fs, uint64_t ino)
 	return free_now;
 }
 
+void fs_blocks_moved_note(struct fs *fs, uint64_t ino)
+{
+	struct fs_node_stripe *s = node_stripe(fs, ino);
+
+	pthread_mutex_lock(&s->mu);
+	struct fs_node *node = node_find(s, ino);
+	if (node)
+		node->blocks_moved = true;
+	pthread_mutex_unlock(&s->mu);
+}
+
+bool fs_blocks_moved_take(struct fs *fs, uint64_t ino)
+{
+	struct fs_node_stripe *s = node_stripe(fs, ino);
+	bool moved = true; /* an inode the kernel does not know: no record */
+
+	pthread_mutex_lock(&s->mu);
+	struct fs_node *node = node_find(s, ino);
+	if (node) {
+		moved = node->blocks_moved;
+		node->blocks_moved = false;
+	}
+	pthread_mutex_unlock(&s->mu);
+	return moved;
+}
+
 bool fs_node_unlinked(struct fs *fs, uint64_t ino)
 {
 	struct fs_node_stripe *s = node_stripe(fs, ino);

@@ -383,7 +383,7 @@ static void test_journal_found_home(void **st)
 
 	/* Again, but the home writes are lost (the sync of the home pages
 	 * fails, then the power goes: seed 1 undoes some of them). */
-	bm_close(bm);
+	assert_int_equal(bm_close(bm), 0);
 	bm_fault_init(&f);
 	f.record = true;
 	bm = jopen(&f, 1 << 20);
