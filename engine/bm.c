@@ -1406,6 +1406,7 @@ int bm_open(const struct bm_config *cfg, struct bm **ret_bm)
 	pthread_mutex_init(&bm->flush_mu, NULL);
 	pthread_mutex_init(&bm->dl_mu, NULL);
 	pthread_mutex_init(&bm->ckpt_mu, NULL);
+	pthread_cond_init(&bm->ckpt_cv, NULL);
 	pthread_mutex_init(&bm->ckpt_wait_mu, NULL);
 	pthread_cond_init(&bm->ckpt_wait_cv, NULL);
 	pthread_rwlockattr_t ra;

@@ -142,11 +142,16 @@ void bm_txn_end(struct bm *bm);
 
 /* Make every transaction that ended before this call durable. Concurrent
  * callers share checkpoints (group commit): a caller that arrives while one
- * runs waits for the next and returns with it. Without a journal: bm_flush.
+ * runs waits for the next; the one that runs it returns when it is home,
+ * the others as soon as its journal is synced. Without a journal: bm_flush.
  * Must not be called inside a transaction (-EDEADLK).
  * Errors: -EIO (and the first write error) when a write or sync failed; the
- * image is then as of the previous checkpoint. */
+ * image is then as of the previous checkpoint, or, when only the home
+ * writes failed, the journal holds this one and recovery brings it home. */
 int bm_checkpoint(struct bm *bm);
+
+/* Callers of bm_checkpoint waiting for a running checkpoint to end. */
+unsigned bm_checkpoint_waiters(struct bm *bm);
 
 /* Journal mode: were pages replayed from the journal when the image was
  * opened? (The image had been left in the middle of a checkpoint.) */

@@ -38,6 +38,10 @@ struct bm_fault {
 				 * writes since the last good sync may or may not
 				 * have reached it (bm_fault_power_loss decides) */
 	bool record;            /* keep undo records for bm_fault_power_loss */
+	/* Called before each sync with its number (1-based), with no lock
+	 * held: a test may block in it to hold a checkpoint at that point.
+	 * The failure settings are read after it returns. */
+	void (*on_sync)(struct bm_fault *f, uint64_t n);
 	/* counters and records, maintained by the buffer manager */
 	pthread_mutex_t mu;
 	uint64_t writes, syncs;

@@ -146,17 +146,21 @@ struct bm {
 	uint64_t jr_start, jr_pages;
 	uint64_t dirty_limit;        /* dirty pages that trigger a checkpoint */
 	pthread_rwlock_t txn_lock;   /* transactions shared, checkpoint exclusive */
-	pthread_mutex_t ckpt_mu;     /* one checkpoint at a time */
+	pthread_mutex_t ckpt_mu;     /* guards ckpt_busy and the waits */
+	pthread_cond_t ckpt_cv;      /* ckpt_busy cleared or ckpt_durable moved */
+	bool ckpt_busy;              /* a checkpoint runs: one at a time */
+	_Atomic unsigned ckpt_waiters; /* callers waiting for it (ckpt_lead) */
 	_Atomic uint64_t ckpt_seq;   /* last checkpoint started */
-	_Atomic uint64_t ckpt_done;  /* last checkpoint completed */
-	int ckpt_err;                /* error of the last checkpoint, under ckpt_mu */
+	_Atomic uint64_t ckpt_durable; /* last checkpoint committed (journal synced) */
+	_Atomic uint64_t ckpt_done;  /* last checkpoint completed (home synced) */
 	uint64_t jr_room;            /* dirty pages a checkpoint can take */
 	_Atomic uint64_t room_held;  /* room held by running transactions */
 	_Atomic unsigned room_waiters;
 	pthread_mutex_t room_mu;     /* waiting for room (bm_txn_begin) */
 	pthread_cond_t room_cv;
 	bool jr_unapplied;           /* the journal holds a committed checkpoint whose
-				      * home writes failed; under ckpt_mu */
+				      * home writes failed; the running
+				      * checkpoint's (ckpt_busy) */
 	uint64_t jr_unapplied_seq;
 	uint64_t jr_home_seq;        /* open: the journal found already home, or 0 */
 	unsigned ckpt_ms;

@@ -21,7 +21,8 @@
  *        each image's home pid and checksum; sync;             <- commit point
  *     3. write the same images home, the superblock among them, but with
  *        an older checkpoint as the last applied; sync (two syncs in all:
- *        an fsync waits for both). At close, the superblock goes home last,
+ *        the fsync that runs the checkpoint waits for both, those it
+ *        covers only for the first). At close, the superblock goes home last,
  *        after a sync of the rest, recording this checkpoint as applied,
  *        and a third sync follows, so that the next open replays nothing;
  *     4. clear the dirty bits.
@@ -57,8 +58,12 @@
  *   operation fails whole before it changed anything. Reads go on; the
  *   first checkpoint that succeeds lifts the refusal.
  *
- *   Group commit. bm_checkpoint returns as soon as a checkpoint that started
- *   after the call has finished, so concurrent fsyncs share one.
+ *   Group commit. bm_checkpoint returns as soon as a checkpoint that took
+ *   its snapshot after the call has committed (its journal synced), so
+ *   concurrent fsyncs share one: while one runs, the fsyncs that arrive
+ *   queue for the next (ckpt_lead), the first of them runs it for all, and
+ *   the others go as soon as its journal is synced, so that they are back
+ *   with their next change while its home writes are still under way.
  *
  *   Triggers. A checkpoint runs when a caller asks (fsync), every
  *   checkpoint_ms when anything changed (a background thread), when dirty
@@ -241,9 +246,14 @@ int bm_io_sync(struct bm *bm)
 		struct bm_fault *f = bm->fault;
 		int r = 0;
 		pthread_mutex_lock(&f->mu);
-		f->syncs++;
-		if (f->fail_sync_at && (f->syncs == f->fail_sync_at ||
-					(f->fail_syncs_after && f->syncs > f->fail_sync_at))) {
+		uint64_t n = ++f->syncs;
+		if (f->on_sync) {
+			pthread_mutex_unlock(&f->mu);
+			f->on_sync(f, n);
+			pthread_mutex_lock(&f->mu);
+		}
+		if (f->fail_sync_at && (n == f->fail_sync_at ||
+					(f->fail_syncs_after && n > f->fail_sync_at))) {
 			r = -(f->fail_sync_err ? f->fail_sync_err : EIO);
 		} else {
 			for (uint64_t i = 0; i < f->nundo; i++)
@@ -625,6 +635,50 @@ static int write_run(struct bm *bm, struct bm_thread *t, void *const *bufs,
  * fsyncs that will follow them, proceed while it writes, and the next
  * checkpoint takes them all at once (group commit). A page changed again
  * meanwhile keeps its dirty bit: the version tells. */
+/* Leadership of the checkpoint (ckpt_busy): wait until the running one is
+ * over. With a target (target > 0), give up as soon as a checkpoint at or
+ * past it has committed: a caller covered by another's checkpoint returns
+ * when that one is durable, without waiting for its home writes. True when
+ * the caller leads. */
+static bool ckpt_lead(struct bm *bm, uint64_t target)
+{
+	pthread_mutex_lock(&bm->ckpt_mu);
+	for (;;) {
+		if (target > 0 && atomic_load(&bm->ckpt_durable) >= target) {
+			pthread_mutex_unlock(&bm->ckpt_mu);
+			return false;
+		}
+		if (!bm->ckpt_busy)
+			break;
+		atomic_fetch_add(&bm->ckpt_waiters, 1);
+		pthread_cond_wait(&bm->ckpt_cv, &bm->ckpt_mu);
+		atomic_fetch_sub(&bm->ckpt_waiters, 1);
+	}
+	bm->ckpt_busy = true;
+	pthread_mutex_unlock(&bm->ckpt_mu);
+	return true;
+}
+
+/* The journal of checkpoint seq is synced: whoever waits for it may go. */
+static void ckpt_publish(struct bm *bm, uint64_t seq)
+{
+	pthread_mutex_lock(&bm->ckpt_mu);
+	atomic_store(&bm->ckpt_durable, seq);
+	pthread_cond_broadcast(&bm->ckpt_cv);
+	pthread_mutex_unlock(&bm->ckpt_mu);
+}
+
+/* The checkpoint is over, home writes and all (r == 0) or failed. */
+static void ckpt_resign(struct bm *bm, int r)
+{
+	pthread_mutex_lock(&bm->ckpt_mu);
+	if (r == 0)
+		atomic_store(&bm->ckpt_done, atomic_load(&bm->ckpt_seq));
+	bm->ckpt_busy = false;
+	pthread_cond_broadcast(&bm->ckpt_cv);
+	pthread_mutex_unlock(&bm->ckpt_mu);
+}
+
 static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 {
 	struct bm_thread *t = bm_thread_get(bm);
@@ -818,6 +872,7 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 	if (r < 0)
 		goto out;
 	committed = true;
+	ckpt_publish(bm, seq);
 	atomic_fetch_add(&bm->log_bytes, (dp + nj) * BM_PAGE_SIZE);
 	BM_COUNT(t, write_bytes, (dp + nj + nh) * BM_PAGE_SIZE); /* journal and new pages */
 
@@ -922,36 +977,32 @@ int bm_checkpoint(struct bm *bm)
 		vs_log(VS_LOG_ERR, "internal: checkpoint requested inside a transaction");
 		return -EDEADLK; /* it would wait for our own reader lock */
 	}
-	/* Any checkpoint that starts after this point covers every
-	 * transaction that ended before the call. */
+	/* Any checkpoint that takes its snapshot after this point covers
+	 * every transaction that ended before the call; once its journal is
+	 * synced they are durable (recovery writes it home if its home writes
+	 * do not get there), so the caller need not wait for the rest. */
 	uint64_t target = atomic_load(&bm->ckpt_seq) + 1;
-	pthread_mutex_lock(&bm->ckpt_mu);
-	if (atomic_load(&bm->ckpt_done) >= target && bm->ckpt_err == 0) {
-		pthread_mutex_unlock(&bm->ckpt_mu);
-		return 0; /* another caller's checkpoint covered us */
-	}
+	if (!ckpt_lead(bm, target))
+		return 0;
 	bool locked = true;
 	pthread_rwlock_wrlock(&bm->txn_lock);
 	r = checkpoint_locked(bm, false, &locked);
 	if (locked)
 		pthread_rwlock_unlock(&bm->txn_lock);
-	bm->ckpt_err = r;
-	if (r == 0)
-		atomic_store(&bm->ckpt_done, atomic_load(&bm->ckpt_seq));
-	pthread_mutex_unlock(&bm->ckpt_mu);
+	ckpt_resign(bm, r);
 	return r;
 }
 
 int bm_checkpoint_final(struct bm *bm)
 {
 	int r;
-	pthread_mutex_lock(&bm->ckpt_mu);
+	ckpt_lead(bm, 0);
 	bool locked = true;
 	pthread_rwlock_wrlock(&bm->txn_lock);
 	r = checkpoint_locked(bm, true, &locked);
 	if (locked)
 		pthread_rwlock_unlock(&bm->txn_lock);
-	pthread_mutex_unlock(&bm->ckpt_mu);
+	ckpt_resign(bm, r);
 	return r;
 }
 
@@ -1043,6 +1094,11 @@ void bm_journal_pressure(struct bm *bm)
 uint64_t bm_recovered_pages(const struct bm *bm)
 {
 	return bm->recovered_pages;
+}
+
+unsigned bm_checkpoint_waiters(struct bm *bm)
+{
+	return atomic_load(&bm->ckpt_waiters);
 }
 
 /* ------------------------------------------------------------------ */

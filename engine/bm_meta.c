@@ -308,6 +308,7 @@ int bm_meta_load(struct bm *bm)
 	if (bm->jr_home_seq > applied)
 		applied = bm->jr_home_seq;
 	atomic_store(&bm->ckpt_seq, applied);
+	atomic_store(&bm->ckpt_durable, applied);
 	atomic_store(&bm->ckpt_done, applied);
 	bm->was_clean = (get_u32(sb, SB_OFF_FLAGS) & SB_FLAG_CLEAN) != 0;
 

@@ -228,6 +228,114 @@ static void test_group_commit(void **st)
 	assert_int_equal(bm_close(bm), 0);
 }
 
+/* A gate at one sync (bm_fault.on_sync): the thread that reaches sync
+ * number `at` waits there until the test opens it. */
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	uint64_t at;
+	bool held, open;
+} gate = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, false, false };
+
+static void gate_on_sync(struct bm_fault *f, uint64_t n)
+{
+	(void)f;
+	pthread_mutex_lock(&gate.mu);
+	if (n == gate.at) {
+		gate.held = true;
+		pthread_cond_broadcast(&gate.cv);
+		while (!gate.open)
+			pthread_cond_wait(&gate.cv, &gate.mu);
+	}
+	pthread_mutex_unlock(&gate.mu);
+}
+
+struct committer {
+	struct bm *bm;
+	uint64_t pid, val;
+	int r;
+};
+
+static void *committer_main(void *arg)
+{
+	struct committer *c = arg;
+	bm_txn_begin(c->bm);
+	set_page(c->bm, c->pid, c->val);
+	bm_txn_end(c->bm);
+	c->r = bm_checkpoint(c->bm);
+	return NULL;
+}
+
+/* Group commit releases the callers a checkpoint covers when its journal is
+ * synced, not when its home writes are: held at the commit sync of one
+ * checkpoint, two callers queue for the next; it commits, then its home
+ * sync fails with the disk gone. The caller that ran it gets the error, the
+ * other one success, and after a power cut both changes are there (the
+ * journal is replayed). Before, the second waited for the home sync too,
+ * found the checkpoint failed, ran its own and failed. */
+static void test_follower_durable_at_commit(void **st)
+{
+	uint64_t first;
+	struct bm_fault f;
+	struct committer c[3];
+	pthread_t th[3];
+
+	bm_fault_init(&f);
+	f.record = true;
+	f.on_sync = gate_on_sync;
+	assert_int_equal(bm_format(img, 8 << 20, true), 0);
+	struct bm *bm = jopen(&f, 1 << 20);
+	bm_txn_begin(bm);
+	assert_int_equal(bm_alloc(bm, 3, BM_PID_NONE, &first), 0);
+	for (uint64_t i = 0; i < 3; i++)
+		set_page(bm, first + i, 1);
+	bm_txn_end(bm);
+	assert_int_equal(bm_checkpoint(bm), 0);
+
+	pthread_mutex_lock(&f.mu);
+	uint64_t s0 = f.syncs;
+	pthread_mutex_unlock(&f.mu);
+	gate.at = s0 + 1; /* checkpoint X's commit */
+	c[0] = (struct committer){ bm, first, 10, 1 };
+	pthread_create(&th[0], NULL, committer_main, &c[0]);
+	pthread_mutex_lock(&gate.mu);
+	while (!gate.held)
+		pthread_cond_wait(&gate.cv, &gate.mu);
+	pthread_mutex_unlock(&gate.mu);
+
+	for (int i = 1; i < 3; i++) {
+		c[i] = (struct committer){ bm, first + (uint64_t)i, 10 + (uint64_t)i, 1 };
+		pthread_create(&th[i], NULL, committer_main, &c[i]);
+	}
+	while (bm_checkpoint_waiters(bm) < 2)
+		usleep(1000);
+
+	/* X: commit s0+1, home s0+2; Y: commit s0+3, home s0+4: the disk
+	 * goes away there. */
+	pthread_mutex_lock(&f.mu);
+	f.fail_sync_at = s0 + 4;
+	f.fail_sync_err = EIO;
+	f.fail_syncs_after = true;
+	pthread_mutex_unlock(&f.mu);
+	pthread_mutex_lock(&gate.mu);
+	gate.open = true;
+	pthread_cond_broadcast(&gate.cv);
+	pthread_mutex_unlock(&gate.mu);
+	for (int i = 0; i < 3; i++)
+		pthread_join(th[i], NULL);
+	assert_int_equal(c[0].r, 0);
+	assert_true((c[1].r == 0 && c[2].r == -EIO) || (c[1].r == -EIO && c[2].r == 0));
+
+	bm_abandon(bm);
+	assert_true(bm_fault_power_loss(&f, img, 77, true) >= 0);
+	bm_fault_fini(&f);
+	bm = jopen(NULL, 1 << 20);
+	assert_true(bm_recovered_pages(bm) > 0);
+	for (uint64_t i = 0; i < 3; i++)
+		assert_int_equal(get_page(bm, first + i), 10 + i);
+	assert_int_equal(bm_close(bm), 0);
+}
+
 static void test_write_error_keeps_image(void **st)
 {
 	uint64_t first;
@@ -415,6 +523,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_no_steal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dirty_limit_triggers_checkpoint, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_follower_durable_at_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_error_keeps_image, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_power_loss, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_journal_found_home, setup, teardown),
