@@ -21,6 +21,18 @@ int fs_getattr(struct fs *fs, uint64_t ino, struct stat *ret)
 	return 0;
 }
 
+/* The security.capability attribute of a regular file goes with its
+ * set-ID bits (FS_SET_KILL_PRIVS). */
+static int kill_caps(struct fs *fs, uint64_t ino)
+{
+	struct fs_inode in;
+	int r = fs_inode_get(fs, ino, &in);
+	if (r < 0 || !S_ISREG(in.mode))
+		return r;
+	r = fs_removexattr(fs, ino, "security.capability");
+	return r == -ENODATA ? 0 : r;
+}
+
 int fs_setattr(struct fs *fs, uint64_t ino, const struct fs_setattr *sa, struct stat *ret)
 {
 	struct fs_inode in;
@@ -35,11 +47,17 @@ int fs_setattr(struct fs *fs, uint64_t ino, const struct fs_setattr *sa, struct 
 	}
 	if (fs->read_only)
 		return -EROFS;
+	if (sa->valid & FS_SET_KILL_PRIVS) {
+		r = kill_caps(fs, ino);
+		if (r < 0)
+			return r;
+	}
 
 	fs_ino_wrlock(fs, ino);
 	r = fs_inode_get(fs, ino, &in);
 	if (r < 0)
 		goto out;
+	mode_t old_mode = in.mode;
 	fs_now(&now);
 	if (sa->valid & FS_SET_SIZE) {
 		if (S_ISDIR(in.mode)) {
@@ -76,6 +94,15 @@ int fs_setattr(struct fs *fs, uint64_t ino, const struct fs_setattr *sa, struct 
 				in.mode &= ~(mode_t)S_ISGID;
 		}
 	}
+	if ((sa->valid & FS_SET_KILL_PRIVS) && !S_ISDIR(in.mode)) {
+		in.mode &= ~(mode_t)S_ISUID;
+		if (in.mode & S_IXGRP)
+			in.mode &= ~(mode_t)S_ISGID;
+		if (sa->valid == FS_SET_KILL_PRIVS && in.mode == old_mode) {
+			fs_inode_to_stat(&in, ret); /* nothing to strip: no change */
+			goto out;
+		}
+	}
 	if (sa->valid & FS_SET_ATIME_NOW)
 		in.atime = now;
 	else if (sa->valid & FS_SET_ATIME)
@@ -91,6 +118,13 @@ int fs_setattr(struct fs *fs, uint64_t ino, const struct fs_setattr *sa, struct 
 out:
 	fs_ino_unlock(fs, ino);
 	return r;
+}
+
+int fs_kill_privs(struct fs *fs, uint64_t ino)
+{
+	struct fs_setattr sa = { .valid = FS_SET_KILL_PRIVS };
+	struct stat st;
+	return fs_setattr(fs, ino, &sa, &st);
 }
 
 void fs_forget(struct fs *fs, uint64_t ino, uint64_t n)

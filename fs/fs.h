@@ -135,6 +135,10 @@ enum {
 	FS_SET_ATIME_NOW = 1 << 6,
 	FS_SET_MTIME_NOW = 1 << 7,
 	FS_SET_CTIME = 1 << 8, /* to @ctime (writeback cache flushes it) */
+	/* Strip a non-directory's powers, as a write or truncate by a caller
+	 * without CAP_FSETID does: S_ISUID, S_ISGID when group-executable, and
+	 * the security.capability attribute. */
+	FS_SET_KILL_PRIVS = 1 << 9,
 };
 
 struct fs_setattr {
@@ -152,6 +156,10 @@ struct fs_setattr {
  * Errors: -ENOENT, -EISDIR / -EINVAL (size of a non-regular file), -EFBIG,
  * -ENOSPC, -EROFS. */
 int fs_setattr(struct fs *fs, uint64_t ino, const struct fs_setattr *sa, struct stat *ret);
+
+/* FS_SET_KILL_PRIVS alone, for a write or an open with O_TRUNC; writes
+ * nothing when there is nothing to strip. */
+int fs_kill_privs(struct fs *fs, uint64_t ino);
 
 /* Create a regular file, directory, fifo, socket or device named @name in
  * @parent with @mode (type and permissions) and @rdev (devices). A new

@@ -174,6 +174,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		sa.valid |= FS_SET_CTIME;
 		sa.ctime = attr->st_ctim;
 	}
+	if (fs_wire_kill_privs())
+		sa.valid |= FS_SET_KILL_PRIVS;
 	int r = fs_setattr(fs_of(req, FS_REQ_SETATTR), ino, &sa, &st);
 	if (r < 0)
 		reply_err(req, r);
@@ -293,7 +295,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			fuse_reply_open(req, fi);
 		return;
 	}
-	r = fs_open(fs, ino, fi->flags);
+	r = 0;
+	if ((fi->flags & O_TRUNC) && fs_wire_kill_privs())
+		r = fs_kill_privs(fs, ino);
+	if (r == 0)
+		r = fs_open(fs, ino, fi->flags);
 	if (r < 0) {
 		reply_err(req, r);
 		return;
@@ -410,6 +416,13 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	if (fs_is_ctl_ino(ino)) {
 		reply_err(req, -EBADF);
 		return;
+	}
+	if (fs_wire_kill_privs()) {
+		int r = fs_kill_privs(fs, ino);
+		if (r < 0) {
+			reply_err(req, r);
+			return;
+		}
 	}
 	n = fs_write(fs, ino, (uint64_t)off, buf, size);
 	/* A short write is how write(2) says "the disk is full", but the

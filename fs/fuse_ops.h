@@ -31,4 +31,14 @@ struct fs_fuse {
 /* The operation table to give fuse_session_new with a struct fs_fuse. */
 extern const struct fuse_lowlevel_ops fs_fuse_ops;
 
+/* wire.c: read and write the session's requests and replies through our
+ * own functions, which negotiate FUSE_HANDLE_KILLPRIV_V2 (libfuse 3.14
+ * cannot); call after fuse_session_mount. Returns fuse_session_custom_io's
+ * result. */
+int fs_wire_attach(struct fuse_session *se);
+
+/* Does the request this thread is serving ask the daemon to strip the
+ * file's set-ID bits and capabilities (the caller lacks CAP_FSETID)? */
+bool fs_wire_kill_privs(void);
+
 #endif

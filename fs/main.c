@@ -689,6 +689,10 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "virtuscale: cannot mount on %s\n", o.mountpoint);
 		goto out_signals;
 	}
+	if (fs_wire_attach(se) != 0) {
+		fprintf(stderr, "virtuscale: cannot set up the FUSE session's io\n");
+		goto out_unmount;
+	}
 	daemon_ready(0);
 	if (!o.have_readahead || o.readahead_kib > 0)
 		readahead_start(o.mountpoint, o.have_readahead ? o.readahead_kib
@@ -696,6 +700,7 @@ int main(int argc, char *argv[])
 	/* A signal ends the loop as well as an unmount does: both are fine. */
 	ret = serve(se, &o) < 0 ? 1 : 0;
 
+out_unmount:
 	fuse_session_unmount(se);
 out_signals:
 	fuse_remove_signal_handlers(se);

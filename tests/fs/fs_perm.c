@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -248,6 +249,56 @@ static void t_suid_cleared_on_write(void **state)
 	assert_int_equal(lstat_of(P("rootwrite")).st_mode & 07777, 06755);
 }
 
+static int child_strip_paths(void *arg)
+{
+	int fd;
+
+	/* open(O_TRUNC): FUSE_OPEN_KILL_SUIDGID */
+	fd = C_OK(open(P("otrunc"), O_WRONLY | O_TRUNC));
+	close(fd);
+	/* the capability goes with a write */
+	fd = C_OK(open(P("capped"), O_WRONLY));
+	VT_CHILD_CHECK(pwrite(fd, "w", 1, 0) == 1);
+	close(fd);
+	/* and with an O_DIRECT write, with the set-ID bits */
+	void *blk = NULL;
+	VT_CHILD_CHECK(posix_memalign(&blk, 4096, 4096) == 0);
+	memset(blk, 'd', 4096);
+	fd = C_OK(open(P("direct"), O_WRONLY | O_DIRECT));
+	VT_CHILD_CHECK(pwrite(fd, blk, 4096, 0) == 4096);
+	close(fd);
+	free(blk);
+	return 0;
+}
+
+/* The daemon strips powers itself when the kernel says so (it negotiates
+ * FUSE_HANDLE_KILLPRIV_V2, fs/wire.c): each path that carries the request
+ * ends with the bits and the capability gone; root (CAP_FSETID) keeps the
+ * bits on O_TRUNC. */
+static void t_privs_stripped_by_daemon(void **state)
+{
+	/* struct vfs_cap_data, revision 2: CAP_NET_BIND_SERVICE permitted
+	 * and effective */
+	static const uint32_t cap[5] = { 0x02000001, 1u << 10, 0, 0, 0 };
+	char v[32];
+
+	setup_dir("strip");
+	mkfile("otrunc", NOBODY, NOGROUP, 06755);
+	mkfile("capped", NOBODY, NOGROUP, 0755);
+	VT_OK(setxattr(P("capped"), "security.capability", cap, sizeof(cap), 0));
+	VT_EQ(getxattr(P("capped"), "security.capability", v, sizeof(v)), (ssize_t)sizeof(cap));
+	mkfile("direct", NOBODY, NOGROUP, 06755);
+	mkfile("roototrunc", NOBODY, NOGROUP, 06755);
+	as_nobody(child_strip_paths, "strip as nobody");
+	assert_int_equal(lstat_of(P("otrunc")).st_mode & 07777, 0755);
+	assert_int_equal(lstat_of(P("otrunc")).st_size, 0);
+	VT_ERR(getxattr(P("capped"), "security.capability", v, sizeof(v)), ENODATA);
+	assert_int_equal(lstat_of(P("direct")).st_mode & 07777, 0755);
+	int fd = VT_OK(open(P("roototrunc"), O_WRONLY | O_TRUNC));
+	VT_OK(close(fd));
+	assert_int_equal(lstat_of(P("roototrunc")).st_mode & 07777, 06755);
+}
+
 static void t_suid_cleared_on_chown(void **state)
 {
 	setup_dir("suidc");
@@ -307,6 +358,7 @@ int main(void)
 	    cmocka_unit_test(t_sticky_and_owner),
 	    cmocka_unit_test(t_suid_cleared_on_write),
 	    cmocka_unit_test(t_suid_cleared_on_chown),
+	    cmocka_unit_test(t_privs_stripped_by_daemon),
 	    cmocka_unit_test(t_sgid_directory),
 	};
 	int r;
