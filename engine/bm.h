@@ -150,6 +150,22 @@ void bm_txn_end(struct bm *bm);
  * writes failed, the journal holds this one and recovery brings it home. */
 int bm_checkpoint(struct bm *bm);
 
+/* A caller of bm_checkpoint_notify, told once when its changes are
+ * durable (@fn gets 0) or cannot be made so (a negative errno). */
+struct bm_durable {
+	void (*fn)(struct bm_durable *d, int r);
+	bool told; /* false before the call; the engine sets it */
+};
+
+/* bm_checkpoint that tells @d as soon as the caller's changes are durable:
+ * when the caller runs the checkpoint itself, at its commit sync, before
+ * its home writes and the second sync; then returns when the checkpoint is
+ * over, with its result. @d is told exactly once before the return, so a
+ * request can be answered from @d->fn while the thread goes on with the
+ * home writes. An error after the commit reaches only the return value
+ * (the changes are durable: the journal holds them). */
+int bm_checkpoint_notify(struct bm *bm, struct bm_durable *d);
+
 /* Callers of bm_checkpoint waiting for a running checkpoint to end. */
 unsigned bm_checkpoint_waiters(struct bm *bm);
 

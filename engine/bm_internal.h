@@ -150,6 +150,8 @@ struct bm {
 	pthread_cond_t ckpt_cv;      /* ckpt_busy cleared or ckpt_durable moved */
 	bool ckpt_busy;              /* a checkpoint runs: one at a time */
 	_Atomic unsigned ckpt_waiters; /* callers waiting for it (ckpt_lead) */
+	struct bm_durable *ckpt_durable_cb; /* the running one's caller, told at
+					     * the commit; ckpt_busy's holder's */
 	_Atomic uint64_t ckpt_seq;   /* last checkpoint started */
 	_Atomic uint64_t ckpt_durable; /* last checkpoint committed (journal synced) */
 	_Atomic uint64_t ckpt_done;  /* last checkpoint completed (home synced) */

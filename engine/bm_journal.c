@@ -21,8 +21,9 @@
  *        each image's home pid and checksum; sync;             <- commit point
  *     3. write the same images home, the superblock among them, but with
  *        an older checkpoint as the last applied; sync (two syncs in all:
- *        the fsync that runs the checkpoint waits for both, those it
- *        covers only for the first). At close, the superblock goes home last,
+ *        bm_checkpoint returns after both, but bm_checkpoint_notify
+ *        tells its caller at the first, and those it covers return then).
+ *        At close, the superblock goes home last,
  *        after a sync of the rest, recording this checkpoint as applied,
  *        and a third sync follows, so that the next open replays nothing;
  *     4. clear the dirty bits.
@@ -63,7 +64,10 @@
  *   concurrent fsyncs share one: while one runs, the fsyncs that arrive
  *   queue for the next (ckpt_lead), the first of them runs it for all, and
  *   the others go as soon as its journal is synced, so that they are back
- *   with their next change while its home writes are still under way.
+ *   with their next change while its home writes are still under way. The
+ *   one that runs it is told then too when it asked (bm_checkpoint_notify:
+ *   the daemon answers its fsync from there and goes on with the home
+ *   writes), so that all of them are back for the next one.
  *
  *   Triggers. A checkpoint runs when a caller asks (fsync), every
  *   checkpoint_ms when anything changed (a background thread), when dirty
@@ -659,13 +663,17 @@ static bool ckpt_lead(struct bm *bm, uint64_t target)
 	return true;
 }
 
-/* The journal of checkpoint seq is synced: whoever waits for it may go. */
+static void durable_tell(struct bm_durable *d, int r);
+
+/* The journal of checkpoint seq is synced: whoever waits for it may go,
+ * and the caller that runs it is told (bm_checkpoint_notify). */
 static void ckpt_publish(struct bm *bm, uint64_t seq)
 {
 	pthread_mutex_lock(&bm->ckpt_mu);
 	atomic_store(&bm->ckpt_durable, seq);
 	pthread_cond_broadcast(&bm->ckpt_cv);
 	pthread_mutex_unlock(&bm->ckpt_mu);
+	durable_tell(bm->ckpt_durable_cb, 0);
 }
 
 /* The checkpoint is over, home writes and all (r == 0) or failed. */
@@ -965,16 +973,30 @@ out:
 	return r;
 }
 
-int bm_checkpoint(struct bm *bm)
+static void durable_tell(struct bm_durable *d, int r)
+{
+	if (d && !d->told) {
+		d->told = true;
+		d->fn(d, r);
+	}
+}
+
+int bm_checkpoint_notify(struct bm *bm, struct bm_durable *d)
 {
 	int r;
 
-	if (bm->read_only)
+	if (bm->read_only) {
+		durable_tell(d, 0);
 		return 0;
-	if (!bm->journal)
-		return bm_flush(bm);
+	}
+	if (!bm->journal) {
+		r = bm_flush(bm);
+		durable_tell(d, r);
+		return r;
+	}
 	if (txn_depth > 0 && txn_bm == bm) {
 		vs_log(VS_LOG_ERR, "internal: checkpoint requested inside a transaction");
+		durable_tell(d, -EDEADLK);
 		return -EDEADLK; /* it would wait for our own reader lock */
 	}
 	/* Any checkpoint that takes its snapshot after this point covers
@@ -982,15 +1004,26 @@ int bm_checkpoint(struct bm *bm)
 	 * synced they are durable (recovery writes it home if its home writes
 	 * do not get there), so the caller need not wait for the rest. */
 	uint64_t target = atomic_load(&bm->ckpt_seq) + 1;
-	if (!ckpt_lead(bm, target))
+	if (!ckpt_lead(bm, target)) {
+		durable_tell(d, 0);
 		return 0;
+	}
+	bm->ckpt_durable_cb = d; /* told at the commit (ckpt_publish) */
 	bool locked = true;
 	pthread_rwlock_wrlock(&bm->txn_lock);
 	r = checkpoint_locked(bm, false, &locked);
 	if (locked)
 		pthread_rwlock_unlock(&bm->txn_lock);
+	bm->ckpt_durable_cb = NULL;
+	/* Not told yet: nothing to write, or it failed before its commit. */
+	durable_tell(d, r);
 	ckpt_resign(bm, r);
 	return r;
+}
+
+int bm_checkpoint(struct bm *bm)
+{
+	return bm_checkpoint_notify(bm, NULL);
 }
 
 int bm_checkpoint_final(struct bm *bm)

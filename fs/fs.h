@@ -100,6 +100,10 @@ struct bm *fs_bm(struct fs *fs);
 /* Write back everything (bm_flush). The fsync of any file or directory. */
 int fs_sync(struct fs *fs);
 
+/* fs_sync that tells @d as soon as everything is durable, which can be
+ * before it returns (bm_checkpoint_notify): an fsync is answered then. */
+int fs_sync_notify(struct fs *fs, struct bm_durable *d);
+
 /* Did the pages allocated to @ino change (a write or fallocate that took
  * new ones) since the last call for it? Clears the answer. Kept with the
  * inode's lookup count, so for an inode the kernel does not hold the answer

@@ -454,10 +454,20 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	fuse_reply_err(req, 0);
 }
 
-static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+/* An fsync is answered as soon as the data is durable: when this thread
+ * runs the checkpoint, at its commit, while the thread goes on with the
+ * checkpoint's home writes (bm_checkpoint_notify). */
+struct fsync_req {
+	struct bm_durable d; /* first: fsync_told gets it */
+	fuse_req_t req;
+	fuse_ino_t ino;
+	bool file; /* fsync, not fsyncdir */
+};
+
+static void fsync_told(struct bm_durable *d, int r)
 {
-	struct fs_fuse *f = ctx_of(req);
-	int r = fs_sync(fs_of(req, FS_REQ_FSYNC));
+	struct fsync_req *q = (struct fsync_req *)d;
+	struct fs_fuse *f = ctx_of(q->req);
 
 	/* With the writeback cache the kernel keeps st_blocks from before the
 	 * pages it just wrote back; it refreshes them after a flush (close)
@@ -466,10 +476,16 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 	 * fstat after fsync sees the space the data took; but only when that
 	 * changed: otherwise the next write would first fetch them again (a
 	 * GETATTR round trip per write+fsync of a database's pages). */
-	if (r == 0 && f->opts.writeback_cache && f->se && !fs_is_ctl_ino(ino) &&
-	    fs_blocks_moved_take(f->fs, ino))
-		fuse_lowlevel_notify_inval_inode(f->se, ino, -1, 0);
-	reply_err(req, r);
+	if (r == 0 && q->file && f->opts.writeback_cache && f->se && !fs_is_ctl_ino(q->ino) &&
+	    fs_blocks_moved_take(f->fs, q->ino))
+		fuse_lowlevel_notify_inval_inode(f->se, q->ino, -1, 0);
+	reply_err(q->req, r);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct fsync_req q = { .d = { .fn = fsync_told }, .req = req, .ino = ino, .file = true };
+	fs_sync_notify(fs_of(req, FS_REQ_FSYNC), &q.d);
 }
 
 static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
@@ -613,7 +629,8 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 
 static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	reply_err(req, fs_sync(fs_of(req, FS_REQ_FSYNCDIR)));
+	struct fsync_req q = { .d = { .fn = fsync_told }, .req = req, .ino = ino };
+	fs_sync_notify(fs_of(req, FS_REQ_FSYNCDIR), &q.d);
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)

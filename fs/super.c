@@ -198,12 +198,22 @@ struct bm *fs_bm(struct fs *fs)
 	return fs->bm;
 }
 
+int fs_sync_notify(struct fs *fs, struct bm_durable *d)
+{
+	if (fs->read_only) {
+		if (d && !d->told) {
+			d->told = true;
+			d->fn(d, 0);
+		}
+		return 0;
+	}
+	store_counters(fs);
+	return bm_checkpoint_notify(fs->bm, d);
+}
+
 int fs_sync(struct fs *fs)
 {
-	if (fs->read_only)
-		return 0;
-	store_counters(fs);
-	return bm_flush(fs->bm);
+	return fs_sync_notify(fs, NULL);
 }
 
 int fs_statfs(struct fs *fs, struct statvfs *ret)

@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -336,6 +337,91 @@ static void test_follower_durable_at_commit(void **st)
 	assert_int_equal(bm_close(bm), 0);
 }
 
+struct told {
+	struct bm_durable d; /* first */
+	_Atomic int r;
+	atomic_bool told;
+};
+
+static void told_fn(struct bm_durable *d, int r)
+{
+	struct told *t = (struct told *)d;
+	atomic_store(&t->r, r);
+	atomic_store(&t->told, true);
+}
+
+struct notifier {
+	struct bm *bm;
+	struct told t;
+	int r;
+};
+
+static void *notifier_main(void *arg)
+{
+	struct notifier *n = arg;
+	n->r = bm_checkpoint_notify(n->bm, &n->t.d);
+	return NULL;
+}
+
+/* bm_checkpoint_notify tells its caller at the commit sync, before the home
+ * sync: held at the home sync, the caller has been told already; a covered
+ * caller and one with nothing to write are told too, once, before the
+ * return. */
+static void test_notify_at_commit(void **st)
+{
+	uint64_t first;
+	struct bm_fault f;
+	struct notifier n = { 0 };
+	pthread_t th;
+
+	bm_fault_init(&f);
+	f.on_sync = gate_on_sync;
+	assert_int_equal(bm_format(img, 8 << 20, true), 0);
+	struct bm *bm = jopen(&f, 1 << 20);
+	bm_txn_begin(bm);
+	assert_int_equal(bm_alloc(bm, 1, BM_PID_NONE, &first), 0);
+	set_page(bm, first, 1);
+	bm_txn_end(bm);
+	assert_int_equal(bm_checkpoint(bm), 0);
+
+	bm_txn_begin(bm);
+	set_page(bm, first, 2);
+	bm_txn_end(bm);
+	pthread_mutex_lock(&f.mu);
+	uint64_t s0 = f.syncs;
+	pthread_mutex_unlock(&f.mu);
+	pthread_mutex_lock(&gate.mu);
+	gate.at = s0 + 2; /* the home sync */
+	gate.held = gate.open = false;
+	pthread_mutex_unlock(&gate.mu);
+	n.bm = bm;
+	n.t.d.fn = told_fn;
+	pthread_create(&th, NULL, notifier_main, &n);
+	pthread_mutex_lock(&gate.mu);
+	while (!gate.held)
+		pthread_cond_wait(&gate.cv, &gate.mu);
+	pthread_mutex_unlock(&gate.mu);
+	assert_true(atomic_load(&n.t.told)); /* before the home sync */
+	assert_int_equal(atomic_load(&n.t.r), 0);
+	assert_true(n.t.d.told);
+	pthread_mutex_lock(&gate.mu);
+	gate.open = true;
+	pthread_cond_broadcast(&gate.cv);
+	pthread_mutex_unlock(&gate.mu);
+	pthread_join(th, NULL);
+	assert_int_equal(n.r, 0);
+
+	/* nothing changed since: told 0 all the same */
+	struct told t2 = { .d = { .fn = told_fn } };
+	assert_int_equal(bm_checkpoint_notify(bm, &t2.d), 0);
+	assert_true(atomic_load(&t2.told));
+	assert_int_equal(bm_close(bm), 0);
+	bm_fault_fini(&f);
+	bm = jopen(NULL, 1 << 20);
+	assert_int_equal(get_page(bm, first), 2);
+	assert_int_equal(bm_close(bm), 0);
+}
+
 static void test_write_error_keeps_image(void **st)
 {
 	uint64_t first;
@@ -524,6 +610,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_dirty_limit_triggers_checkpoint, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_follower_durable_at_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_notify_at_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_error_keeps_image, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_power_loss, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_journal_found_home, setup, teardown),
