@@ -65,6 +65,11 @@ uint64_t bm_page_count(const struct bm *bm)
 	return bm->page_count;
 }
 
+uint64_t bm_pool_pages(const struct bm *bm)
+{
+	return bm->capacity;
+}
+
 uint64_t bm_first_data_pid(const struct bm *bm)
 {
 	return bm->first_data;
@@ -152,6 +157,7 @@ static void counters_add(struct bm_counters *dst, const struct bm_counters *src)
 {
 #define ADD(f) atomic_fetch_add_explicit(&dst->f, atomic_load(&src->f), memory_order_relaxed)
 	ADD(hits); ADD(loads); ADD(zero_loads); ADD(evictions); ADD(evict_batches);
+	ADD(read_through);
 	ADD(writebacks); ADD(read_bytes); ADD(write_bytes); ADD(csum_errors); ADD(io_errors);
 	ADD(restarts); ADD(segv_restarts);
 #undef ADD
@@ -733,6 +739,83 @@ void bm_prefetch(struct bm *bm, const uint64_t *pids, unsigned n, bool fresh)
 	}
 	if (m > 0)
 		prefetch_locked(bm, t, got, m, fresh);
+}
+
+/* Is @pid evicted with the state word @w still, and in the data area? */
+static bool through_ok(struct bm *bm, uint64_t pid, uint64_t w)
+{
+	return ps_load(state_of(bm, pid)) == w;
+}
+
+int bm_read_through(struct bm *bm, const uint64_t *pids, unsigned n, uint8_t *buf, bool *got)
+{
+	struct bm_thread *t = bm_thread_get(bm);
+	uint64_t words[BM_READ_THROUGH_MAX];
+	int r = 0;
+
+	if (n > BM_READ_THROUGH_MAX)
+		return -EINVAL;
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t pid = pids[i];
+		got[i] = false;
+		if (pid < bm->first_data || pid >= bm->page_count)
+			continue;
+		words[i] = ps_load(state_of(bm, pid));
+		got[i] = ps_state(words[i]) == PS_EVICTED;
+	}
+	/* Runs of consecutive evicted pids, one read each. */
+	for (unsigned i = 0; i < n && r == 0;) {
+		if (!got[i]) {
+			i++;
+			continue;
+		}
+		unsigned j = i + 1;
+		while (j < n && got[j] && pids[j] == pids[j - 1] + 1)
+			j++;
+		uint64_t t0 = lh_now_ns();
+		r = bm_pread_all(bm->fd, buf + (size_t)i * BM_PAGE_SIZE,
+				 (size_t)(j - i) * BM_PAGE_SIZE, pids[i] << BM_PAGE_SHIFT);
+		if (r < 0) {
+			BM_COUNT(t, io_errors, 1);
+			vs_log(VS_LOG_ERR, "%s: cannot read pages %llu+%u: %s", bm->path,
+			       (unsigned long long)pids[i], j - i, strerror(-r));
+			r = -EIO;
+			break;
+		}
+		uint64_t dt = (lh_now_ns() - t0) / (j - i);
+		for (unsigned k = i; k < j; k++) {
+			uint8_t *page = buf + (size_t)k * BM_PAGE_SIZE;
+			uint64_t want = atomic_load_explicit(&bm->csum[pids[k]], memory_order_relaxed);
+			if (want == 0) {
+				/* never written: its content is zeros, whatever the
+				 * image holds there */
+				memset(page, 0, BM_PAGE_SIZE);
+			} else {
+				uint64_t have = bm_page_csum(page);
+				BM_COUNT(t, loads, 1);
+				BM_COUNT(t, read_bytes, BM_PAGE_SIZE);
+				if (have != want && through_ok(bm, pids[k], words[k])) {
+					BM_COUNT(t, csum_errors, 1);
+					vs_log(VS_LOG_ERR,
+					       "%s: checksum mismatch on page %llu (image offset "
+					       "%llu): expected %016llx, found %016llx",
+					       bm->path, (unsigned long long)pids[k],
+					       (unsigned long long)(pids[k] << BM_PAGE_SHIFT),
+					       (unsigned long long)want, (unsigned long long)have);
+					r = -EUCLEAN;
+					break;
+				}
+				lh_record(&bm->fault_lat, dt);
+			}
+			/* Loaded (and perhaps changed) meanwhile: the pool has it. */
+			if (!through_ok(bm, pids[k], words[k]))
+				got[k] = false;
+			else
+				BM_COUNT(t, read_through, 1);
+		}
+		i = j;
+	}
+	return r;
 }
 
 void bm_upgrade_x(struct bm_op *op, struct bm_guard *g)
@@ -1324,6 +1407,7 @@ void bm_stats_get(struct bm *bm, struct bm_stats *ret)
 	ret->hits = sum.hits;
 	ret->loads = sum.loads;
 	ret->zero_loads = sum.zero_loads;
+	ret->read_through = sum.read_through;
 	ret->evictions = sum.evictions;
 	ret->evict_batches = sum.evict_batches;
 	ret->writebacks = sum.writebacks;

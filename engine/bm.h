@@ -173,6 +173,22 @@ unsigned bm_checkpoint_waiters(struct bm *bm);
  * opened? (The image had been left in the middle of a checkpoint.) */
 uint64_t bm_recovered_pages(const struct bm *bm);
 
+/* Read past the pool. Of the @n pages @pids, each one that is evicted
+ * (not resident, in the data area) is read from the image into
+ * @buf + i * BM_PAGE_SIZE and checked against its checksum, and got[i] set;
+ * the others (resident, or loaded while this read) are left to the caller,
+ * to be fixed as usual. Nothing enters the pool: this is for streaming
+ * reads of more data than the pool holds, which would otherwise evict a
+ * page for every page they load. Runs of consecutive pids take one read.
+ * Counted as loads (and read_through). @n <= BM_READ_THROUGH_MAX; @buf
+ * page-aligned. Returns 0, -EIO (a read failed) or -EUCLEAN (a checksum
+ * mismatch, logged with the pid and offset). */
+#define BM_READ_THROUGH_MAX 512
+int bm_read_through(struct bm *bm, const uint64_t *pids, unsigned n, uint8_t *buf, bool *got);
+
+/* Pages the pool holds at most. */
+uint64_t bm_pool_pages(const struct bm *bm);
+
 /* Drop every clean, unlocked resident page (dirty ones are written first when
  * @write_dirty). Returns the number of pages dropped. */
 int64_t bm_evict_all(struct bm *bm, bool write_dirty);
@@ -298,6 +314,7 @@ struct bm_stats {
 	uint64_t hits;           /* fixes that found the page resident */
 	uint64_t loads;          /* fixes that read the page from the image */
 	uint64_t zero_loads;     /* fixes of never-written pages (no read) */
+	uint64_t read_through;   /* pages read past the pool (bm_read_through) */
 	uint64_t evictions;      /* pages dropped from the pool */
 	uint64_t evict_batches;
 	uint64_t writebacks;     /* pages written back */

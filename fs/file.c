@@ -26,6 +26,7 @@
 #include "fs/fs_internal.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
@@ -590,6 +591,8 @@ struct read_req {
 	const uint64_t *pids; /* per page, BM_PID_NONE for a hole */
 	const unsigned *from; /* per page */
 	const unsigned *len;  /* per page */
+	const uint8_t *through; /* pages read past the pool, or NULL */
+	const bool *got;        /* per page: in @through (not fixed) */
 	const uint8_t *inl;   /* inline bytes instead of pages, or NULL */
 	unsigned inl_len;
 	struct iovec *iov;
@@ -640,6 +643,8 @@ static int read_level_op(struct bm_op *op, void *arg)
 	for (unsigned i = lv->first; i < end; i++) {
 		if (rq->pids[i] == BM_PID_NONE)
 			addr[i] = zero_page;
+		else if (rq->got && rq->got[i])
+			addr[i] = rq->through + (size_t)i * BM_PAGE_SIZE;
 		else
 			addr[i] = bm_fix_s(op, rq->pids[i], &g[i - lv->first]);
 	}
@@ -651,9 +656,45 @@ static int read_level_op(struct bm_op *op, void *arg)
 		r = 0;
 	}
 	for (unsigned i = lv->first; i < end; i++)
-		if (rq->pids[i] != BM_PID_NONE)
+		if (rq->pids[i] != BM_PID_NONE && !(rq->got && rq->got[i]))
 			bm_unfix(op, &g[i - lv->first]);
 	return r;
+}
+
+/* Streaming reads past the pool. A read of at least FS_STREAM_MIN_PAGES of
+ * a file larger than half the pool takes the pages that are not in the
+ * pool straight from the image into a buffer of the thread
+ * (bm_read_through) rather than loading them: one pass over such a file
+ * would otherwise evict a page for every page it reads, pushing out what
+ * the pool holds for everything else, and on a virtual machine, where
+ * mapping and unmapping a frame is dear, spend most of its time doing so.
+ * (The kernel's page cache keeps what a buffered reader read; the pages
+ * already in the pool are read from there as always.) Large reads come
+ * from sequential readers: the kernel's read-ahead, O_DIRECT streams. */
+#define FS_STREAM_MIN_PAGES 32
+
+static _Thread_local uint8_t *through_buf; /* FS_READ_IOV_MAX + 1 pages */
+static pthread_key_t through_key;            /* frees it at thread exit */
+static pthread_once_t through_once = PTHREAD_ONCE_INIT;
+
+static void through_key_init(void)
+{
+	if (pthread_key_create(&through_key, free) != 0)
+		abort();
+}
+
+static uint8_t *through_buffer(void)
+{
+	if (through_buf)
+		return through_buf;
+	pthread_once(&through_once, through_key_init);
+	if (posix_memalign((void **)&through_buf, BM_PAGE_SIZE,
+			   (size_t)(FS_READ_IOV_MAX + 1) * BM_PAGE_SIZE) != 0) {
+		through_buf = NULL;
+		return NULL;
+	}
+	pthread_setspecific(through_key, through_buf);
+	return through_buf;
 }
 
 /* Read [off, off + len) (within the file, spanning at most FS_READ_IOV_MAX
@@ -723,9 +764,30 @@ static int read_window(struct fs *fs, const struct fs_inode *in, uint64_t off, s
 	    .ctx = ctx,
 	};
 	struct read_level lv = {.rq = &rq, .first = 0};
+	bool got[MAXP];
+	uint64_t rest[MAXP];
+	unsigned nrest = 0;
+	uint8_t *tb = NULL;
+	if (npages >= FS_STREAM_MIN_PAGES && in->pages > bm_pool_pages(fs->bm) / 2)
+		tb = through_buffer();
+	if (tb) {
+		r = bm_read_through(fs->bm, pids, npages, tb, got);
+		if (r < 0) {
+			free(iov);
+			return r;
+		}
+		rq.through = tb;
+		rq.got = got;
+		for (unsigned i = 0; i < npages; i++)
+			if (!got[i])
+				rest[nrest++] = pids[i];
+	}
 	/* Read-ahead: the evicted pages of the window in as few reads as
 	 * their layout allows, before the fixes, which would load one each. */
-	bm_prefetch(fs->bm, pids, npages, false);
+	if (tb)
+		bm_prefetch(fs->bm, rest, nrest, false);
+	else
+		bm_prefetch(fs->bm, pids, npages, false);
 	r = bm_run(fs->bm, read_level_op, &lv);
 	free(iov);
 	return r < 0 ? r : rq.sink_ret;

@@ -222,6 +222,9 @@ ssize_t fs_stats_render(struct fs *fs, char *buf, size_t cap)
 	       s.loads);
 	metric(&o, "pool_zero_loads_total", "counter",
 	       "Never-written pages brought in without a read.", s.zero_loads);
+	metric(&o, "pool_read_through_pages_total", "counter",
+	       "Pages a streaming read took from the image without loading them "
+	       "(counted in loads too).", s.read_through);
 	metric(&o, "pool_hits_total", "counter", "Page fixes that found the page resident.",
 	       s.hits);
 	metric(&o, "pool_evictions_total", "counter", "Pages dropped from the pool.", s.evictions);

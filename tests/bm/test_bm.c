@@ -517,6 +517,70 @@ static void test_corrupt_page_detected(void **st)
 /* ------------------------------------------------------------------ */
 /* Space                                                              */
 
+/* bm_read_through: evicted pages come from the image, checked, and stay
+ * out of the pool; resident ones are left to the caller; a never-written
+ * page reads as zeros; a corrupt one fails with -EUCLEAN and is counted. */
+static void test_read_through(void **st)
+{
+	struct bm *bm = fresh_pool(8 << 20, 1 << 20);
+	struct fill f = { .n = 12, .seed = 11 };
+	struct bm_stats s0, s1;
+	uint64_t pids[16], blank;
+	bool got[16];
+	uint8_t *buf = NULL;
+
+	assert_int_equal(bm_alloc(bm, f.n, BM_PID_NONE, &f.first), 0);
+	assert_int_equal(bm_run(bm, op_fill, &f), 0);
+	assert_int_equal(bm_alloc(bm, 1, BM_PID_NONE, &blank), 0); /* never written */
+	assert_int_equal(bm_flush(bm), 0);
+	bm_evict_all(bm, false);
+	struct fill one = { .first = f.first + 5, .n = 1, .seed = 11 };
+	assert_int_equal(bm_run(bm, op_verify, &one), 0); /* page 5 resident again */
+	assert_true(bm_is_resident(bm, f.first + 5));
+
+	unsigned n = 0;
+	for (uint64_t i = 0; i < f.n; i++)
+		pids[n++] = f.first + i;
+	pids[n++] = blank;
+	pids[n++] = BM_PID_NONE; /* a hole: not the engine's */
+	assert_int_equal(posix_memalign((void **)&buf, 4096, n * 4096), 0);
+	bm_stats_get(bm, &s0);
+	assert_int_equal(bm_read_through(bm, pids, n, buf, got), 0);
+	bm_stats_get(bm, &s1);
+	for (unsigned k = 0; k < f.n; k++) {
+		assert_int_equal(got[k], k != 5);
+		assert_false(k != 5 && bm_is_resident(bm, pids[k])); /* not loaded */
+		if (!got[k])
+			continue;
+		const uint64_t *d = (const uint64_t *)(buf + (size_t)k * 4096);
+		for (unsigned i = 0; i < 512; i++)
+			assert_int_equal(d[i], pattern(pids[k], 11, i));
+	}
+	assert_true(got[f.n]);
+	for (unsigned i = 0; i < 4096; i++)
+		assert_int_equal(buf[(size_t)f.n * 4096 + i], 0);
+	assert_false(got[f.n + 1]);
+	assert_int_equal(s1.read_through - s0.read_through, f.n); /* 11 + the blank */
+	assert_int_equal(s1.loads - s0.loads, f.n - 1);           /* the blank: no read */
+	assert_int_equal(s1.resident_pages, s0.resident_pages);
+	assert_int_equal(bm_close(bm), 0);
+
+	/* flip a byte of page 2 on disk */
+	int fd = open(img, O_RDWR);
+	uint8_t b;
+	off_t off = (off_t)(f.first + 2) * 4096 + 77;
+	assert_int_equal(pread(fd, &b, 1, off), 1);
+	b ^= 0x01;
+	assert_int_equal(pwrite(fd, &b, 1, off), 1);
+	close(fd);
+	bm = open_pool(1 << 20);
+	assert_int_equal(bm_read_through(bm, pids, 4, buf, got), -EUCLEAN);
+	bm_stats_get(bm, &s1);
+	assert_int_equal(s1.csum_errors, 1);
+	assert_int_equal(bm_close(bm), 0);
+	free(buf);
+}
+
 static void test_alloc_free_reuse_persist(void **st)
 {
 	struct bm *bm = fresh_pool(4 << 20, 1 << 20); /* 1024 pages */
@@ -663,6 +727,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_evict_reload_keeps_bytes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_flush_cleans, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_page_detected, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_through, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_alloc_free_reuse_persist, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_threads_under_eviction, setup, teardown),
 	};

@@ -341,6 +341,61 @@ static void t_evict_then_cold_read(void **state)
 		fail_msg("after reading it all, %lu of %lu pages resident", res, total);
 }
 
+/* A file larger than half the pool, read in large pieces, streams past the
+ * pool: right bytes, counted as loads and read-through pages, and its pages
+ * do not displace the pool's (README "Streaming reads"). Small reads of it
+ * still go through the pool. */
+static void t_streaming_read(void **state)
+{
+	const char *d;
+	uint64_t cap = stat_or_fail(ST_CAPACITY);
+	const size_t size = (size_t)(cap / 2 + cap / 4) * VT_PAGE; /* 3/4 of the pool */
+	const uint64_t pages = size / VT_PAGE;
+	uint64_t res, total;
+	void *abuf = NULL;
+	int fd;
+
+	need_mount();
+	d = vt_fresh_dir(&g_fs, "stream");
+	assert_non_null(d);
+	write_pattern_file(P(d, "big"), 31, 0, size);
+	assert_int_equal(vt_control(&g_fs, "flush"), 0);
+	assert_int_equal(vt_control(&g_fs, "evict"), 0);
+
+	uint64_t rt0 = stat_or_fail("pool_read_through_pages_total");
+	uint64_t loads0 = stat_or_fail(ST_LOADS);
+	assert_int_equal(posix_memalign(&abuf, VT_PAGE, MiB), 0);
+	fd = VT_OK(open(P(d, "big"), O_RDONLY | O_DIRECT));
+	for (size_t off = 0; off < size; off += MiB) {
+		size_t n = size - off < MiB ? size - off : MiB;
+		VT_OK(vt_pread_all(fd, abuf, n, (off_t)off));
+		if (vt_pattern_check(abuf, n, 31, off) >= 0)
+			fail_msg("streamed data differs in the MiB at %zu", off);
+	}
+	uint64_t rt1 = stat_or_fail("pool_read_through_pages_total");
+	uint64_t loads1 = stat_or_fail(ST_LOADS);
+	if (rt1 - rt0 < pages * 9 / 10)
+		fail_msg("a %lu-page stream read %lu pages past the pool", pages, rt1 - rt0);
+	if (loads1 - loads0 < pages)
+		fail_msg("a %lu-page stream counted %lu loads", pages, loads1 - loads0);
+	residency(P(d, "big"), &res, &total);
+	if (res > pages / 10)
+		fail_msg("after streaming, %lu of %lu pages are in the pool", res, total);
+
+	/* 4 KiB reads: through the pool */
+	for (size_t off = 0; off < 64 * (size_t)VT_PAGE; off += VT_PAGE) {
+		VT_OK(vt_pread_all(fd, abuf, VT_PAGE, (off_t)off));
+		if (vt_pattern_check(abuf, VT_PAGE, 31, off) >= 0)
+			fail_msg("4 KiB read differs at %zu", off);
+	}
+	residency(P(d, "big"), &res, &total);
+	if (res < 64)
+		fail_msg("after 64 small reads, %lu pages are in the pool", res);
+	VT_OK(close(fd));
+	free(abuf);
+	VT_OK(unlink(P(d, "big")));
+}
+
 static void t_flush_clears_dirty(void **state)
 {
 	const char *d;
@@ -502,7 +557,7 @@ int main(void)
 	    cmocka_unit_test(t_remount_persistence),  cmocka_unit_test(t_stats_file),
 	    cmocka_unit_test(t_evict_then_cold_read), cmocka_unit_test(t_flush_clears_dirty),
 	    cmocka_unit_test(t_pool_stays_bounded),   cmocka_unit_test(t_residency_xattr),
-	    cmocka_unit_test(t_quiet_requests),
+	    cmocka_unit_test(t_quiet_requests),       cmocka_unit_test(t_streaming_read),
 	};
 	int r = vt_fs_start(&g_fs, "512M", "pool=64M");
 
