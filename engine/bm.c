@@ -157,7 +157,7 @@ static void counters_add(struct bm_counters *dst, const struct bm_counters *src)
 {
 #define ADD(f) atomic_fetch_add_explicit(&dst->f, atomic_load(&src->f), memory_order_relaxed)
 	ADD(hits); ADD(loads); ADD(zero_loads); ADD(evictions); ADD(evict_batches);
-	ADD(read_through);
+	ADD(read_through); ADD(write_through);
 	ADD(writebacks); ADD(read_bytes); ADD(write_bytes); ADD(csum_errors); ADD(io_errors);
 	ADD(restarts); ADD(segv_restarts);
 #undef ADD
@@ -818,6 +818,65 @@ int bm_read_through(struct bm *bm, const uint64_t *pids, unsigned n, uint8_t *bu
 	return r;
 }
 
+int bm_write_through(struct bm *bm, const uint64_t *pids, unsigned n, const uint8_t *buf,
+		     bool *done)
+{
+	struct bm_thread *t = bm_thread_get(bm);
+	bool locked[BM_READ_THROUGH_MAX];
+	int r = 0;
+
+	if (n > BM_READ_THROUGH_MAX)
+		return -EINVAL;
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t pid = pids[i];
+		done[i] = locked[i] = false;
+		if (pid < bm->first_data || pid >= bm->page_count || bm->read_only)
+			continue;
+		/* never written, and nothing a crash can bring back (bm_journal.c) */
+		if (atomic_load_explicit(&bm->csum[pid], memory_order_relaxed) != 0 ||
+		    (bm->journal && !bm_home_free(bm, pid)))
+			continue;
+		ps_word *ps = state_of(bm, pid);
+		uint64_t w = ps_load(ps);
+		locked[i] = ps_state(w) == PS_EVICTED && ps_try_lock_x(ps, w);
+	}
+	/* Runs of consecutive locked pids, one write each. */
+	for (unsigned i = 0; i < n;) {
+		if (!locked[i]) {
+			i++;
+			continue;
+		}
+		unsigned j = i + 1;
+		while (j < n && locked[j] && pids[j] == pids[j - 1] + 1)
+			j++;
+		int w = r < 0 ? r
+			      : bm_io_write(bm, buf + (size_t)i * BM_PAGE_SIZE,
+					    (size_t)(j - i) * BM_PAGE_SIZE, pids[i] << BM_PAGE_SHIFT);
+		for (unsigned k = i; k < j; k++) {
+			if (w == 0) {
+				bm_csum_set(bm, pids[k],
+					    bm_page_csum(buf + (size_t)k * BM_PAGE_SIZE));
+				done[k] = true;
+			}
+			/* (a failed write leaves the checksum 0: the page reads
+			 * as never written, zeros) */
+			ps_unlock_evicted(state_of(bm, pids[k]));
+		}
+		if (w == 0) {
+			BM_COUNT(t, writebacks, j - i);
+			BM_COUNT(t, write_bytes, (uint64_t)(j - i) * BM_PAGE_SIZE);
+			BM_COUNT(t, write_through, j - i);
+		} else if (r == 0) {
+			BM_COUNT(t, io_errors, 1);
+			vs_log(VS_LOG_ERR, "%s: cannot write pages %llu+%u: %s", bm->path,
+			       (unsigned long long)pids[i], j - i, strerror(-w));
+			r = w;
+		}
+		i = j;
+	}
+	return r;
+}
+
 void bm_upgrade_x(struct bm_op *op, struct bm_guard *g)
 {
 	ps_word *ps = state_of(op->bm, g->pid);
@@ -1408,6 +1467,7 @@ void bm_stats_get(struct bm *bm, struct bm_stats *ret)
 	ret->loads = sum.loads;
 	ret->zero_loads = sum.zero_loads;
 	ret->read_through = sum.read_through;
+	ret->write_through = sum.write_through;
 	ret->evictions = sum.evictions;
 	ret->evict_batches = sum.evict_batches;
 	ret->writebacks = sum.writebacks;

@@ -186,6 +186,21 @@ uint64_t bm_recovered_pages(const struct bm *bm);
 #define BM_READ_THROUGH_MAX 512
 int bm_read_through(struct bm *bm, const uint64_t *pids, unsigned n, uint8_t *buf, bool *got);
 
+/* Write past the pool: of the @n pages @pids, each one that was never
+ * written (no checksum), is not resident and, with the journal, holds
+ * nothing a crash can bring back (free in the last checkpoint) gets the
+ * whole page at @buf + i * BM_PAGE_SIZE written to its home address and
+ * its checksum set, and done[i] set; it stays out of the pool (what
+ * eviction would have done with it anyway, after mapping a frame for it).
+ * The others are left to the caller. Runs of consecutive pids take one
+ * write. For streaming writes of new data larger than the pool. @buf
+ * page-aligned, @n <= BM_READ_THROUGH_MAX. Returns 0, or the first write
+ * error: the pages of that run and those after it are not done (they keep
+ * no checksum and read as zeros), so the caller can write them the usual
+ * way. */
+int bm_write_through(struct bm *bm, const uint64_t *pids, unsigned n, const uint8_t *buf,
+		     bool *done);
+
 /* Pages the pool holds at most. */
 uint64_t bm_pool_pages(const struct bm *bm);
 
@@ -315,6 +330,7 @@ struct bm_stats {
 	uint64_t loads;          /* fixes that read the page from the image */
 	uint64_t zero_loads;     /* fixes of never-written pages (no read) */
 	uint64_t read_through;   /* pages read past the pool (bm_read_through) */
+	uint64_t write_through;  /* pages written past the pool (bm_write_through) */
 	uint64_t evictions;      /* pages dropped from the pool */
 	uint64_t evict_batches;
 	uint64_t writebacks;     /* pages written back */

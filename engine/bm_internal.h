@@ -70,7 +70,7 @@
  * bm_stats_get from any thread: relaxed atomics, no lock prefix needed. */
 struct bm_counters {
 	_Atomic uint64_t hits, loads, zero_loads, evictions, evict_batches, writebacks;
-	_Atomic uint64_t read_through;
+	_Atomic uint64_t read_through, write_through;
 	_Atomic uint64_t read_bytes, write_bytes, csum_errors, io_errors, restarts,
 		segv_restarts;
 };

@@ -401,6 +401,52 @@ static struct ext *ext_ending_at(struct ext_list *l, uint64_t fpage)
 
 /* One window: file pages [first, first + n), bytes [off, off + len) of which
  * come from @src (or are only allocated when @alloc_only). */
+/* Streaming past the pool. A read or write of at least FS_STREAM_MIN_PAGES
+ * of a file larger than half the pool goes between the image and a buffer
+ * of the thread for the pages that are not in the pool (bm_read_through,
+ * bm_write_through: for writes, only new pages written whole) rather than
+ * loading them or giving them frames: one pass over such a file would
+ * otherwise evict a page for every page it touches, pushing out what the
+ * pool holds for everything else, and on a virtual machine, where mapping
+ * and unmapping a frame is dear, spend most of its time doing so. (The
+ * kernel's page cache keeps what a buffered reader read; pages already in
+ * the pool are used from there as always.) Large requests come from
+ * sequential readers and writers: the kernel's read-ahead and write-back,
+ * O_DIRECT streams. The buffer serves one window at a time: a read or a
+ * write window, never both at once. */
+#define FS_STREAM_MIN_PAGES 32
+#define THROUGH_PAGES (FS_READ_IOV_MAX + 1 > FS_WINDOW ? FS_READ_IOV_MAX + 1 : FS_WINDOW)
+
+/* Is a request of @npages pages of @in one to stream past the pool? */
+static bool streaming(struct fs *fs, const struct fs_inode *in, unsigned npages)
+{
+	return npages >= FS_STREAM_MIN_PAGES && in->pages > bm_pool_pages(fs->bm) / 2;
+}
+
+static _Thread_local uint8_t *through_buf; /* THROUGH_PAGES */
+static pthread_key_t through_key;            /* frees it at thread exit */
+static pthread_once_t through_once = PTHREAD_ONCE_INIT;
+
+static void through_key_init(void)
+{
+	if (pthread_key_create(&through_key, free) != 0)
+		abort();
+}
+
+static uint8_t *through_buffer(void)
+{
+	if (through_buf)
+		return through_buf;
+	pthread_once(&through_once, through_key_init);
+	if (posix_memalign((void **)&through_buf, BM_PAGE_SIZE,
+			   (size_t)THROUGH_PAGES * BM_PAGE_SIZE) != 0) {
+		through_buf = NULL;
+		return NULL;
+	}
+	pthread_setspecific(through_key, through_buf);
+	return through_buf;
+}
+
 static int write_window(struct fs *fs, struct fs_inode *in, uint64_t first, unsigned n,
 			uint64_t off, const uint8_t *src, size_t len, bool alloc_only,
 			size_t *ret_done)
@@ -455,11 +501,29 @@ static int write_window(struct fs *fs, struct fs_inode *in, uint64_t first, unsi
 		*ret_done = stop - off;
 		return 0;
 	}
+	/* Whole new pages of a stream go to the image directly. */
+	bool done[FS_WINDOW];
+	memset(done, 0, sizeof(done));
+	uint8_t *tb = streaming(fs, in, mapped) ? through_buffer() : NULL;
+	if (tb) {
+		unsigned k0 = off > base ? (unsigned)((off - base + BM_PAGE_SIZE - 1) >> BM_PAGE_SHIFT) : 0;
+		unsigned k1 = (unsigned)((stop - base) >> BM_PAGE_SHIFT); /* whole pages [k0, k1) */
+		if (k1 > k0 + FS_STREAM_MIN_PAGES / 2) {
+			memcpy(tb, src + ((base + ((uint64_t)k0 << BM_PAGE_SHIFT)) - off),
+			       (size_t)(k1 - k0) << BM_PAGE_SHIFT);
+			/* A page it could not write (a failing disk) goes
+			 * through the pool as any other: the error reaches
+			 * the next checkpoint, not this write. */
+			(void)bm_write_through(fs->bm, pids + k0, k1 - k0, tb, done + k0);
+		}
+	}
 	/* Frames for the pages never written in one go rather than a fault
 	 * each: those just allocated, and those an fallocate left (the engine
 	 * tells them by their missing checksum and skips the others). */
 	bm_prefetch(fs->bm, pids, mapped, true);
 	for (unsigned i = 0; i < mapped; i++) {
+		if (done[i])
+			continue;
 		uint64_t pstart = base + ((uint64_t)i << BM_PAGE_SHIFT);
 		uint64_t a = off > pstart ? off : pstart;
 		uint64_t e = stop < pstart + BM_PAGE_SIZE ? stop : pstart + BM_PAGE_SIZE;
@@ -661,41 +725,6 @@ static int read_level_op(struct bm_op *op, void *arg)
 	return r;
 }
 
-/* Streaming reads past the pool. A read of at least FS_STREAM_MIN_PAGES of
- * a file larger than half the pool takes the pages that are not in the
- * pool straight from the image into a buffer of the thread
- * (bm_read_through) rather than loading them: one pass over such a file
- * would otherwise evict a page for every page it reads, pushing out what
- * the pool holds for everything else, and on a virtual machine, where
- * mapping and unmapping a frame is dear, spend most of its time doing so.
- * (The kernel's page cache keeps what a buffered reader read; the pages
- * already in the pool are read from there as always.) Large reads come
- * from sequential readers: the kernel's read-ahead, O_DIRECT streams. */
-#define FS_STREAM_MIN_PAGES 32
-
-static _Thread_local uint8_t *through_buf; /* FS_READ_IOV_MAX + 1 pages */
-static pthread_key_t through_key;            /* frees it at thread exit */
-static pthread_once_t through_once = PTHREAD_ONCE_INIT;
-
-static void through_key_init(void)
-{
-	if (pthread_key_create(&through_key, free) != 0)
-		abort();
-}
-
-static uint8_t *through_buffer(void)
-{
-	if (through_buf)
-		return through_buf;
-	pthread_once(&through_once, through_key_init);
-	if (posix_memalign((void **)&through_buf, BM_PAGE_SIZE,
-			   (size_t)(FS_READ_IOV_MAX + 1) * BM_PAGE_SIZE) != 0) {
-		through_buf = NULL;
-		return NULL;
-	}
-	pthread_setspecific(through_key, through_buf);
-	return through_buf;
-}
 
 /* Read [off, off + len) (within the file, spanning at most FS_READ_IOV_MAX
  * + 1 pages) of @in into @sink. */
@@ -768,7 +797,7 @@ static int read_window(struct fs *fs, const struct fs_inode *in, uint64_t off, s
 	uint64_t rest[MAXP];
 	unsigned nrest = 0;
 	uint8_t *tb = NULL;
-	if (npages >= FS_STREAM_MIN_PAGES && in->pages > bm_pool_pages(fs->bm) / 2)
+	if (streaming(fs, in, npages))
 		tb = through_buffer();
 	if (tb) {
 		r = bm_read_through(fs->bm, pids, npages, tb, got);

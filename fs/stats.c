@@ -225,6 +225,9 @@ ssize_t fs_stats_render(struct fs *fs, char *buf, size_t cap)
 	metric(&o, "pool_read_through_pages_total", "counter",
 	       "Pages a streaming read took from the image without loading them "
 	       "(counted in loads too).", s.read_through);
+	metric(&o, "pool_write_through_pages_total", "counter",
+	       "New pages a streaming write put straight into the image without a frame "
+	       "(counted in write-backs too).", s.write_through);
 	metric(&o, "pool_hits_total", "counter", "Page fixes that found the page resident.",
 	       s.hits);
 	metric(&o, "pool_evictions_total", "counter", "Pages dropped from the pool.", s.evictions);

@@ -581,6 +581,54 @@ static void test_read_through(void **st)
 	free(buf);
 }
 
+/* bm_write_through: never-written, evicted pages go home with their
+ * checksums and stay out of the pool; a page written before or resident is
+ * left to the caller; they read back right after a reopen. */
+static void test_write_through(void **st)
+{
+	struct bm *bm = fresh_pool(8 << 20, 1 << 20);
+	uint64_t first, pids[8];
+	bool done[8];
+	uint8_t *buf = NULL;
+	struct bm_stats s0, s1;
+
+	assert_int_equal(bm_alloc(bm, 8, BM_PID_NONE, &first), 0);
+	struct fill pre = { .first = first + 6, .n = 2, .seed = 5 }; /* written: left */
+	assert_int_equal(bm_run(bm, op_fill, &pre), 0);
+	assert_int_equal(posix_memalign((void **)&buf, 4096, 8 * 4096), 0);
+	for (unsigned k = 0; k < 8; k++) {
+		pids[k] = first + k;
+		uint64_t *d = (uint64_t *)(buf + (size_t)k * 4096);
+		for (unsigned i = 0; i < 512; i++)
+			d[i] = pattern(pids[k], 9, i);
+	}
+	bm_stats_get(bm, &s0);
+	assert_int_equal(bm_write_through(bm, pids, 8, buf, done), 0);
+	bm_stats_get(bm, &s1);
+	for (unsigned k = 0; k < 8; k++) {
+		assert_int_equal(done[k], k < 6);
+		if (k < 6)
+			assert_false(bm_is_resident(bm, pids[k]));
+	}
+	assert_int_equal(s1.write_through - s0.write_through, 6);
+	assert_int_equal(s1.resident_pages, s0.resident_pages);
+	/* a second time: they have checksums now, so they are left */
+	assert_int_equal(bm_write_through(bm, pids, 2, buf, done), 0);
+	assert_false(done[0] || done[1]);
+	struct fill got = { .first = first, .n = 6, .seed = 9 };
+	assert_int_equal(bm_run(bm, op_verify, &got), 0);
+	assert_int_equal(got.bad, 0);
+	assert_int_equal(bm_close(bm), 0);
+	bm = open_pool(1 << 20);
+	assert_int_equal(bm_run(bm, op_verify, &got), 0);
+	assert_int_equal(got.bad, 0);
+	struct fill kept = { .first = first + 6, .n = 2, .seed = 5 };
+	assert_int_equal(bm_run(bm, op_verify, &kept), 0);
+	assert_int_equal(kept.bad, 0);
+	assert_int_equal(bm_close(bm), 0);
+	free(buf);
+}
+
 static void test_alloc_free_reuse_persist(void **st)
 {
 	struct bm *bm = fresh_pool(4 << 20, 1 << 20); /* 1024 pages */
@@ -728,6 +776,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_flush_cleans, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_page_detected, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_through, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_write_through, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_alloc_free_reuse_persist, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_threads_under_eviction, setup, teardown),
 	};

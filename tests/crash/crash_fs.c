@@ -61,6 +61,9 @@
 #define MAX_ENT	    40		/* names in the model */
 #define MAX_INO	    48		/* file inodes in the model (open orphans too) */
 #define MAX_FILE    (192 * KiB) /* largest file the workload makes */
+#define STREAM_FILE (1536 * KiB) /* ... in heavy rounds: past half the pool, so
+				    * that large writes stream to the image
+				    * (bm_write_through) and reads of it too */
 #define MAX_TOTAL   (6 * MiB)	/* bytes of all files: never ENOSPC */
 #define PATH_MAX_   24
 
@@ -618,14 +621,15 @@ static bool op_write(struct run *w)
 	struct mino *mi = pick_file(w, true);
 	if (!mi)
 		return false;
+	size_t max = w->heavy ? STREAM_FILE : MAX_FILE;
 	size_t off = rnd(w->rng, (unsigned)mi->c->len + 8 * KiB);
-	if (off >= MAX_FILE)
+	if (off >= max)
 		return false;
-	size_t len = w->heavy	      ? MAX_FILE - off
+	size_t len = w->heavy	      ? max - off
 		     : rnd(w->rng, 4) ? 1 + rnd(w->rng, 16 * KiB)
 				      : 1 + rnd(w->rng, 96 * KiB);
-	if (off + len > MAX_FILE)
-		len = MAX_FILE - off;
+	if (off + len > max)
+		len = max - off;
 	size_t newlen = off + len > mi->c->len ? off + len : mi->c->len;
 	if (w->m->total + newlen - mi->c->len > MAX_TOTAL)
 		return false;
@@ -651,7 +655,8 @@ static bool op_truncate(struct run *w)
 		return false;
 	size_t size = rnd(w->rng, 3) ? rnd(w->rng, (unsigned)mi->c->len + 1)
 				     : mi->c->len + rnd(w->rng, 40 * KiB);
-	if (size > MAX_FILE || w->m->total + size > MAX_TOTAL + mi->c->len)
+	if (size > (w->heavy ? STREAM_FILE : MAX_FILE) ||
+	    w->m->total + size > MAX_TOTAL + mi->c->len)
 		return false;
 	struct fs_setattr sa = {.valid = FS_SET_SIZE, .size = size};
 	struct stat st;
@@ -957,6 +962,7 @@ static void t_power_loss(void **state)
 	struct cands cands = {0};
 	unsigned acks = 0, failed = 0, errs[2] = {0, 0}, deaths[3] = {0, 0, 0}, newer = 0;
 	unsigned replays = 0, ops = 0, refusals = 0, recovery_crashes = 0;
+	uint64_t streamed = 0; /* pages moved past the pool */
 	struct timespec t0, t1;
 
 	assert_non_null(m);
@@ -987,6 +993,9 @@ static void t_power_loss(void **state)
 			step(&w);
 			ops++;
 		}
+		struct bm_stats bs;
+		bm_stats_get(fs_bm(fs), &bs);
+		streamed += bs.write_through + bs.read_through;
 		/* the crash: nothing more reaches the image */
 		fs_abandon(fs);
 		int undone = bm_fault_power_loss(&f, image, rng, true);
@@ -1037,12 +1046,15 @@ static void t_power_loss(void **state)
 	model_clear(m);
 	free(m);
 	free(cands.s);
+	if (rounds >= 50)
+		assert_true(streamed > 0); /* the heavy rounds streamed */
 	print_message("power loss: %u rounds, %u requests, %u acknowledged fsyncs, %u failed "
 		      "(%u EIO, %u ENOSPC); deaths: %u none, %u at a sync, %u at a write; "
 		      "%u requests refused; %u journal replays, %u mounts failed by a new "
-		      "power loss; %u rounds came back newer than the last ack; %.1f s\n",
+		      "power loss; %u rounds came back newer than the last ack; %llu pages "
+		      "streamed past the pool; %.1f s\n",
 		      rounds, ops, acks, failed, errs[0], errs[1], deaths[0], deaths[1], deaths[2],
-		      refusals, replays, recovery_crashes, newer,
+		      refusals, replays, recovery_crashes, newer, (unsigned long long)streamed,
 		      (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 }
 

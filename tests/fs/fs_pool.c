@@ -396,6 +396,60 @@ static void t_streaming_read(void **state)
 	VT_OK(unlink(P(d, "big")));
 }
 
+/* Writing a new file larger than half the pool in large pieces streams
+ * its whole new pages to the image: they are counted, stay out of the
+ * pool, and read back right, after an evict and after a remount. */
+static void t_streaming_write(void **state)
+{
+	const char *d;
+	uint64_t cap = stat_or_fail(ST_CAPACITY);
+	const size_t size = (size_t)(cap + cap / 2) * VT_PAGE; /* 1.5 pools */
+	const uint64_t pages = size / VT_PAGE;
+	uint64_t res, total;
+	void *abuf = NULL;
+	int fd;
+
+	need_mount();
+	d = vt_fresh_dir(&g_fs, "wstream");
+	assert_non_null(d);
+	uint64_t wt0 = stat_or_fail("pool_write_through_pages_total");
+	assert_int_equal(posix_memalign(&abuf, VT_PAGE, MiB), 0);
+	fd = VT_OK(open(P(d, "big"), O_CREAT | O_WRONLY | O_DIRECT, 0644));
+	for (size_t off = 0; off < size; off += MiB) {
+		size_t n = size - off < MiB ? size - off : MiB;
+		vt_pattern_fill(abuf, n, 41, off);
+		VT_OK(vt_pwrite_all(fd, abuf, n, (off_t)off));
+	}
+	VT_OK(fsync(fd));
+	VT_OK(close(fd));
+	uint64_t wt1 = stat_or_fail("pool_write_through_pages_total");
+	/* the first half pool of the file goes through it, the rest past it */
+	if (wt1 - wt0 < pages / 2)
+		fail_msg("a %lu-page stream wrote %lu pages past the pool", pages, wt1 - wt0);
+	residency(P(d, "big"), &res, &total);
+	assert_int_equal(total, pages);
+	if (res > cap)
+		fail_msg("after streaming, %lu pages of the file are in a %lu-page pool", res, cap);
+
+	for (int round = 0; round < 2; round++) {
+		if (round == 0)
+			assert_int_equal(vt_control(&g_fs, "evict"), 0);
+		else
+			assert_int_equal(vt_fs_remount(&g_fs), 0);
+		fd = VT_OK(open(P(d, "big"), O_RDONLY | O_DIRECT));
+		for (size_t off = 0; off < size; off += MiB) {
+			size_t n = size - off < MiB ? size - off : MiB;
+			VT_OK(vt_pread_all(fd, abuf, n, (off_t)off));
+			if (vt_pattern_check(abuf, n, 41, off) >= 0)
+				fail_msg("streamed write reads back wrong in the MiB at %zu (%s)",
+					 off, round ? "after a remount" : "after evict");
+		}
+		VT_OK(close(fd));
+	}
+	free(abuf);
+	VT_OK(unlink(P(d, "big")));
+}
+
 static void t_flush_clears_dirty(void **state)
 {
 	const char *d;
@@ -558,6 +612,7 @@ int main(void)
 	    cmocka_unit_test(t_evict_then_cold_read), cmocka_unit_test(t_flush_clears_dirty),
 	    cmocka_unit_test(t_pool_stays_bounded),   cmocka_unit_test(t_residency_xattr),
 	    cmocka_unit_test(t_quiet_requests),       cmocka_unit_test(t_streaming_read),
+	    cmocka_unit_test(t_streaming_write),
 	};
 	int r = vt_fs_start(&g_fs, "512M", "pool=64M");
 
