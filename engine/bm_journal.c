@@ -586,7 +586,8 @@ static int collect_listed(struct bm *bm, struct ckpt *c)
 	if (lost) {
 		bm_rset_each(bm, collect_dirty, c);
 	} else {
-		qsort(dl, n, sizeof(*dl), cmp_u64);
+		if (n > 1)
+			qsort(dl, n, sizeof(*dl), cmp_u64);
 		for (size_t i = 0; i < n && c->err == 0; i++)
 			if (i == 0 || dl[i] != dl[i - 1])
 				collect_dirty(bm, dl[i], c);

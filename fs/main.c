@@ -74,6 +74,8 @@ struct options {
 	unsigned max_write;
 	unsigned readahead_kib;
 	int have_readahead;
+	char *dirty_cache;
+	uint64_t dirty_bytes; /* parsed dirty_cache */
 	double timeout;
 	int foreground;
 	int debug;
@@ -114,6 +116,7 @@ static const struct fuse_opt opt_table[] = {
     OPT("max_write=%u", max_write),
     OPT("readahead=%u", readahead_kib),
     OPT("readahead=", have_readahead),
+    OPT("dirty_cache=%s", dirty_cache),
     OPT("fault_write_at=%lu", fault_write_at),
     OPT("fault_sync_at=%lu", fault_sync_at),
     OPT("fault_err=%s", fault_err),
@@ -257,6 +260,10 @@ static void usage(FILE *f)
 		"  -o max_write=BYTES     largest write request (default 1048576)\n"
 		"  -o readahead=KIB       the kernel's read-ahead on this mount (default 1024;\n"
 		"                         0 keeps the kernel's 128; needs root)\n"
+		"  -o dirty_cache=SIZE    written data the kernel may hold for this mount\n"
+		"                         before writers wait for the daemon (default: the\n"
+		"                         pool size; 0 keeps the kernel's 1%% of its limit;\n"
+		"                         needs root)\n"
 		"Generic mount options (rw, dev, suid, noatime, _netdev, nofail, x-*, ...)\n"
 		"are accepted as mount.fuse3 passes them.\n"
 		"\n"
@@ -509,6 +516,12 @@ static int check_options(struct options *o, struct fs_config *cfg, struct fs_fus
 	} else {
 		cfg->pool_bytes = default_pool(o->image);
 	}
+	if (o->dirty_cache && strcmp(o->dirty_cache, "0") != 0 &&
+	    (bm_parse_size(o->dirty_cache, &o->dirty_bytes) < 0 || o->dirty_bytes < MiB)) {
+		fprintf(stderr, "virtuscale: dirty_cache=%s: not 0 or a size of at least 1M "
+				"(e.g. 256M, 1G)\n", o->dirty_cache);
+		return -1;
+	}
 	if (!o->exmap || strcmp(o->exmap, "auto") == 0) {
 		cfg->backend = BM_BACKEND_AUTO;
 	} else if (strcmp(o->exmap, "on") == 0) {
@@ -559,57 +572,86 @@ static int check_options(struct options *o, struct fs_config *cfg, struct fs_fus
 }
 
 /*
+ * The mount's backing-device knobs (root only; a user mount keeps the
+ * kernel's, and a failure changes nothing but speed). Both must be set
+ * after the kernel has applied our INIT reply, which would undo them: a
+ * statfs of the mount waits for exactly that. So a thread does the statfs,
+ * then writes them.
+ *
  * Read-ahead. The kernel gives a FUSE mount 128 KiB of read-ahead and lets
  * the daemon only lower it, so a sequential read arrives as 128 KiB
  * requests: eight round trips per MiB where one would do (measured: a cold
  * 400 MiB read took half the daemon CPU and 1.3-1.4x the speed at 1 MiB).
- * Root can raise it through the mount's backing-device knob, and that must
- * happen after the kernel has applied our INIT reply, which would lower it
- * again: a statfs of the mount waits for exactly that. So a thread does the
- * statfs, then writes the knob. Best effort: a user mount cannot, and a
- * failure changes nothing but speed.
+ *
+ * Written data the kernel may hold. A FUSE mount gets a strict 1% of the
+ * kernel's dirty-memory limit (45 MB here), lest a stuck daemon pin memory:
+ * a writer then waits for the daemon after every few MiB, and buffered
+ * writes run at the daemon's speed even when they fit the pool. This
+ * daemon is trusted (root mounted it), so it lifts the strict limit and
+ * allows dirty_cache bytes (default: the pool's size), under the kernel's
+ * global limits as any local filesystem: rewriting a 256 MiB file went
+ * from 252 to 2,549-2,710 MB/s. fsync is unchanged: it writes the
+ * file's dirty pages to the daemon, then checkpoints.
  */
-struct readahead_job {
+struct bdi_job {
 	char *mountpoint;
-	unsigned kib;
+	unsigned readahead_kib; /* 0: leave it */
+	uint64_t dirty_bytes;   /* 0: leave it */
 };
 
-static void *readahead_main(void *arg)
+static int bdi_write(const struct stat *st, const char *knob, unsigned long long v)
 {
-	struct readahead_job *j = arg;
+	char path[96];
+	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/%s", major(st->st_dev),
+		 minor(st->st_dev), knob);
+	FILE *f = fopen(path, "w");
+	if (!f || fprintf(f, "%llu\n", v) < 0 || fclose(f) != 0) {
+		int e = errno;
+		if (f)
+			fclose(f);
+		vs_log(VS_LOG_DEBUG, "%s stays at the kernel's: %s", path, strerror(e));
+		return -e;
+	}
+	return 0;
+}
+
+static void *bdi_main(void *arg)
+{
+	struct bdi_job *j = arg;
 	struct statfs sf;
 	struct stat st;
-	char path[96];
 
 	if (statfs(j->mountpoint, &sf) == 0 && stat(j->mountpoint, &st) == 0) {
-		snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb",
-			 major(st.st_dev), minor(st.st_dev));
-		FILE *f = fopen(path, "w");
-		if (!f || fprintf(f, "%u\n", j->kib) < 0 || fclose(f) != 0) {
-			if (f)
-				fclose(f);
-			vs_log(VS_LOG_DEBUG, "read-ahead stays at the kernel's: %s: %s", path,
-			       strerror(errno));
-		}
+		if (j->readahead_kib)
+			bdi_write(&st, "read_ahead_kb", j->readahead_kib);
+		/* max_bytes first: with strict_limit off and the old 1% in
+		 * place the mount would briefly share the global limit. */
+		if (j->dirty_bytes && bdi_write(&st, "max_bytes", j->dirty_bytes) == 0)
+			bdi_write(&st, "strict_limit", 0);
 	}
 	free(j->mountpoint);
 	free(j);
 	return NULL;
 }
 
-static void readahead_start(const char *mountpoint, unsigned kib)
+static void bdi_start(const char *mountpoint, unsigned readahead_kib, uint64_t dirty_bytes)
 {
-	struct readahead_job *j = malloc(sizeof(*j));
+	struct bdi_job *j = malloc(sizeof(*j));
 	pthread_attr_t attr;
 	pthread_t tid;
 
 	if (!j)
 		return;
+	if (readahead_kib == 0 && dirty_bytes == 0) {
+		free(j);
+		return;
+	}
 	j->mountpoint = strdup(mountpoint);
-	j->kib = kib;
+	j->readahead_kib = readahead_kib;
+	j->dirty_bytes = dirty_bytes;
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	if (!j->mountpoint || pthread_create(&tid, &attr, readahead_main, j) != 0) {
+	if (!j->mountpoint || pthread_create(&tid, &attr, bdi_main, j) != 0) {
 		free(j->mountpoint);
 		free(j);
 	}
@@ -694,9 +736,8 @@ int main(int argc, char *argv[])
 		goto out_unmount;
 	}
 	daemon_ready(0);
-	if (!o.have_readahead || o.readahead_kib > 0)
-		readahead_start(o.mountpoint, o.have_readahead ? o.readahead_kib
-							       : DEFAULT_READAHEAD_KIB);
+	bdi_start(o.mountpoint, o.have_readahead ? o.readahead_kib : DEFAULT_READAHEAD_KIB,
+		  o.dirty_cache ? o.dirty_bytes : bm_pool_pages(fs_bm(ctx.fs)) * BM_PAGE_SIZE);
 	/* A signal ends the loop as well as an unmount does: both are fine. */
 	ret = serve(se, &o) < 0 ? 1 : 0;
 

@@ -13,6 +13,8 @@ asan)  dir=build-asan; opts=(-Db_sanitize=address,undefined -Db_lundef=false) ;;
 tsan)  dir=build-tsan; opts=(-Db_sanitize=thread -Db_lundef=false) ;;
 *) echo "usage: $0 [plain|asan|tsan]" >&2; exit 2 ;;
 esac
+# UBSan reports but goes on by default: make a finding fail the test.
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 if [ ! -d "$dir" ]; then
 	meson setup "$dir" "${opts[@]}"
 fi

@@ -94,6 +94,10 @@ grep -q 'bogus_option_xyz' "$VT_BASE/err" ||
 	vt_fail "unknown option: the message does not name it: $(cat "$VT_BASE/err")"
 expect_refusal "pool=banana" "$VT_MNT" \
 	"$VS_VIRTUSCALE" "$VT_IMAGE" "$VT_MNT" -f -o pool=banana
+expect_refusal "dirty_cache=lots" "$VT_MNT" \
+	"$VS_VIRTUSCALE" "$VT_IMAGE" "$VT_MNT" -f -o "$OPTS,dirty_cache=lots"
+grep -q 'dirty_cache=lots' "$VT_BASE/err" ||
+	vt_fail "dirty_cache=lots: the message does not name it: $(cat "$VT_BASE/err")"
 expect_refusal "missing mountpoint" "$VT_BASE/nowhere" \
 	"$VS_VIRTUSCALE" "$VT_IMAGE" "$VT_BASE/nowhere" -f -o "$OPTS"
 expect_refusal "no arguments" "$VT_MNT" "$VS_VIRTUSCALE"
@@ -177,6 +181,41 @@ if [ "$(id -u)" = 0 ]; then
 	vt_note "read-ahead: 1024 by default, 4096 and 0 as asked"
 else
 	vt_note "read-ahead: not checked (needs root)"
+fi
+
+# ---- written data the kernel may hold: the pool's size by default ----------
+# The strict 1% a FUSE mount gets is lifted and max_bytes set (fs/main.c).
+bdi_of() { cat "/sys/class/bdi/$(mountpoint -d "$VT_MNT")/$1"; }
+wait_bdi() { # wait_bdi KNOB VALUE
+	for _ in $(seq 100); do [ "$(bdi_of "$1")" = "$2" ] && return 0; sleep 0.1; done
+	return 1
+}
+if [ "$(id -u)" = 0 ] && ls /sys/class/bdi/*/max_bytes >/dev/null 2>&1; then
+	vt_mount "$OPTS"
+	wait_bdi strict_limit 0 || vt_fail "strict_limit is $(bdi_of strict_limit), not lifted"
+	mb=$(bdi_of max_bytes)
+	# the kernel rounds max_bytes to its ratio steps: within 1% of 64 MiB
+	[ "$mb" -ge $((64 * 1048576 * 99 / 100)) ] && [ "$mb" -le $((64 * 1048576 * 101 / 100)) ] ||
+		vt_fail "max_bytes is $mb, not about the 64M pool"
+	# and buffered writes still land: rewrite, fsync, remount, compare
+	head -c 8M /dev/urandom >"$VT_BASE/dirty"
+	for _ in 1 2 3; do cp "$VT_BASE/dirty" "$VT_MNT/dirty"; done
+	sync "$VT_MNT/dirty"
+	vt_umount
+	vt_mount "$OPTS,dirty_cache=16M"
+	cmp "$VT_BASE/dirty" "$VT_MNT/dirty" || vt_fail "dirty data lost across the remount"
+	wait_bdi strict_limit 0 || vt_fail "dirty_cache=16M: strict_limit is $(bdi_of strict_limit)"
+	mb=$(bdi_of max_bytes)
+	[ "$mb" -ge $((16 * 1048576 * 95 / 100)) ] && [ "$mb" -le $((16 * 1048576 * 105 / 100)) ] ||
+		vt_fail "dirty_cache=16M: max_bytes is $mb"
+	vt_umount
+	vt_mount "$OPTS,dirty_cache=0"
+	sleep 1
+	[ "$(bdi_of strict_limit)" = 1 ] || vt_fail "dirty_cache=0 should keep the strict limit"
+	vt_umount
+	vt_note "dirty cache: the pool's size by default, 16M and 0 as asked"
+else
+	vt_note "dirty cache: not checked (needs root and a kernel with max_bytes)"
 fi
 
 # ---- mkfs --force really starts over ----------------------------------------

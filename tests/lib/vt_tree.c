@@ -200,7 +200,8 @@ static int walk(struct vt_snap *s, const char *rel, dev_t dev, const char *skip)
 	}
 	closedir(d);
 	/* Sorted by name, so two snapshots line up entry by entry. */
-	qsort(names, n, sizeof(*names), cmp_str);
+	if (n > 1)
+		qsort(names, n, sizeof(*names), cmp_str);
 	for (size_t i = 0; i < n; i++) {
 		char sub[PATH_MAX];
 
