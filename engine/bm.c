@@ -830,7 +830,9 @@ int bm_write_through(struct bm *bm, const uint64_t *pids, unsigned n, const uint
 	for (unsigned i = 0; i < n; i++) {
 		uint64_t pid = pids[i];
 		done[i] = locked[i] = false;
-		if (pid < bm->first_data || pid >= bm->page_count || bm->read_only)
+		/* (a refused transaction may change nothing: bm_txn_begin) */
+		if (pid < bm->first_data || pid >= bm->page_count || bm->read_only ||
+		    bm_txn_refused)
 			continue;
 		/* never written, and nothing a crash can bring back (bm_journal.c) */
 		if (atomic_load_explicit(&bm->csum[pid], memory_order_relaxed) != 0 ||

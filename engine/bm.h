@@ -140,10 +140,10 @@ int bm_flush(struct bm *bm);
 void bm_txn_begin(struct bm *bm);
 void bm_txn_end(struct bm *bm);
 
-/* Make every transaction that ended before this call durable. Concurrent
- * callers share checkpoints (group commit): a caller that arrives while one
- * runs waits for the next; the one that runs it returns when it is home,
- * the others as soon as its journal is synced. Without a journal: bm_flush.
+/* Make every transaction that ended before this call durable, and its
+ * pages clean (written home). Concurrent callers share checkpoints (group
+ * commit): a caller that arrives while one runs waits for the next, and
+ * returns when that one is over. Without a journal: bm_flush.
  * Must not be called inside a transaction (-EDEADLK).
  * Errors: -EIO (and the first write error) when a write or sync failed; the
  * image is then as of the previous checkpoint, or, when only the home
@@ -158,9 +158,10 @@ struct bm_durable {
 };
 
 /* bm_checkpoint that tells @d as soon as the caller's changes are durable:
- * when the caller runs the checkpoint itself, at its commit sync, before
- * its home writes and the second sync; then returns when the checkpoint is
- * over, with its result. @d is told exactly once before the return, so a
+ * at the commit sync of the checkpoint that covers them, before its home
+ * writes and the second sync. When another caller runs it, this one
+ * returns then; when this one runs it, it returns when it is over, with
+ * its result. @d is told exactly once before the return, so a
  * request can be answered from @d->fn while the thread goes on with the
  * home writes. An error after the commit reaches only the return value
  * (the changes are durable: the journal holds them). */

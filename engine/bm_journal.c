@@ -63,11 +63,13 @@
  *   its snapshot after the call has committed (its journal synced), so
  *   concurrent fsyncs share one: while one runs, the fsyncs that arrive
  *   queue for the next (ckpt_lead), the first of them runs it for all, and
- *   the others go as soon as its journal is synced, so that they are back
- *   with their next change while its home writes are still under way. The
- *   one that runs it is told then too when it asked (bm_checkpoint_notify:
- *   the daemon answers its fsync from there and goes on with the home
- *   writes), so that all of them are back for the next one.
+ *   the others that asked through bm_checkpoint_notify (fsync) go as soon as
+ *   its journal is synced, so that they are back with their next change
+ *   while its home writes are still under way, and the one that runs it is
+ *   told then too (the daemon answers its fsync from there and goes on with
+ *   the home writes): all of them are back for the next one. Plain
+ *   bm_checkpoint callers (eviction under pressure, a full journal, evict
+ *   and flush commands) wait until it is over: they want the pages clean.
  *
  *   Triggers. A checkpoint runs when a caller asks (fsync), every
  *   checkpoint_ms when anything changed (a background thread), when dirty
@@ -642,14 +644,17 @@ static int write_run(struct bm *bm, struct bm_thread *t, void *const *bufs,
  * meanwhile keeps its dirty bit: the version tells. */
 /* Leadership of the checkpoint (ckpt_busy): wait until the running one is
  * over. With a target (target > 0), give up as soon as a checkpoint at or
- * past it has committed: a caller covered by another's checkpoint returns
- * when that one is durable, without waiting for its home writes. True when
- * the caller leads. */
-static bool ckpt_lead(struct bm *bm, uint64_t target)
+ * past it has committed (!until_home: a caller covered by another's
+ * checkpoint returns when that one is durable, without waiting for its
+ * home writes) or is over (until_home: for callers that want the pages
+ * clean, to evict them or to know the disk took them). True when the
+ * caller leads. */
+static bool ckpt_lead(struct bm *bm, uint64_t target, bool until_home)
 {
+	_Atomic uint64_t *reached = until_home ? &bm->ckpt_done : &bm->ckpt_durable;
 	pthread_mutex_lock(&bm->ckpt_mu);
 	for (;;) {
-		if (target > 0 && atomic_load(&bm->ckpt_durable) >= target) {
+		if (target > 0 && atomic_load(reached) >= target) {
 			pthread_mutex_unlock(&bm->ckpt_mu);
 			return false;
 		}
@@ -696,6 +701,7 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 	uint64_t *vers = NULL, *sums = NULL, *bmp_idx = NULL;
 	uint64_t seq = atomic_load(&bm->ckpt_seq) + 1;
 	uint64_t ncs = 0, nbmp = 0, ndata = 0, dp, nj = 0, nh = 0;
+	uint64_t *cs_idx = NULL, cs_cap = 0; /* checksum-table pages taken */
 	struct ckpt io = {0}; /* the journaled images, then the new pages */
 	uint64_t *io_sums = NULL, *wr_pids = NULL;
 	void **wr_bufs = NULL;
@@ -735,9 +741,29 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 	for (uint64_t i = 0; i < ndata; i++)
 		fresh[i] = bm_home_free(bm, c.pids[i]);
 
-	/* 2. the changed metadata pages, copied so that they hold still */
-	for (uint64_t i = 0; i < bm->cs_pages; i++)
-		ncs += atomic_load_explicit(&bm->cs_dirty[i], memory_order_relaxed) != 0;
+	/* 2. the changed metadata pages, copied so that they hold still.
+	 * The checksum-table pages to write are taken (their marks cleared)
+	 * before anything is sized: eviction may mark more meanwhile (a
+	 * steal sets a checksum without the transaction lock), and those must
+	 * not push out one that holds a checksum of this checkpoint's pages;
+	 * they wait for the next. */
+	for (uint64_t i = 0; i < bm->cs_pages; i++) {
+		if (!atomic_load_explicit(&bm->cs_dirty[i], memory_order_relaxed) ||
+		    !atomic_exchange_explicit(&bm->cs_dirty[i], 0, memory_order_relaxed))
+			continue;
+		if (ncs == cs_cap) {
+			uint64_t cap = cs_cap ? 2 * cs_cap : 64;
+			uint64_t *p = realloc(cs_idx, cap * sizeof(*p));
+			if (!p) {
+				atomic_store(&bm->cs_dirty[i], 1);
+				r = -ENOMEM;
+				goto out;
+			}
+			cs_idx = p;
+			cs_cap = cap;
+		}
+		cs_idx[ncs++] = i;
+	}
 	pthread_mutex_lock(&bm->alloc_mu);
 	for (uint64_t i = 0; i < bm->bmp_pages; i++)
 		nbmp += bm->bmp_dirty[i] != 0;
@@ -751,14 +777,10 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 		r = -ENOMEM;
 		goto out;
 	}
-	/* Eviction sets checksums (and may mark more table pages) meanwhile:
-	 * what does not fit the pages counted above waits for the next. */
 	uint8_t *m = meta;
-	uint64_t cs_room = ncs, bmp_room = nbmp;
-	for (uint64_t i = 0; i < bm->cs_pages && r == 0 && cs_room > 0; i++) {
-		if (!atomic_exchange_explicit(&bm->cs_dirty[i], 0, memory_order_relaxed))
-			continue;
-		cs_room--;
+	uint64_t bmp_room = nbmp;
+	for (uint64_t k = 0; k < ncs && r == 0; k++) {
+		uint64_t i = cs_idx[k];
 		for (unsigned j = 0; j < BM_PIDS_PER_CS; j++) {
 			uint64_t v = atomic_load_explicit(&bm->csum[i * BM_PIDS_PER_CS + j],
 							  memory_order_relaxed);
@@ -940,7 +962,11 @@ out:
 	atomic_store(&bm->ckpt_pool_io, false);
 	relist_dirty(bm, &c, ndata);
 	if (r < 0) {
-		/* The metadata pages must go into the next attempt again. */
+		/* The metadata pages must go into the next attempt again:
+		 * every checksum-table page taken, whether it got into the
+		 * checkpoint or not, and the bitmap pages in it. */
+		for (uint64_t k = 0; k < ncs; k++)
+			atomic_store(&bm->cs_dirty[cs_idx[k]], 1);
 		for (uint64_t i = ndata; i < c.n; i++) {
 			uint64_t pid = c.pids[i];
 			if (pid >= bm->cs_start && pid < bm->cs_start + bm->cs_pages)
@@ -966,6 +992,7 @@ out:
 	free(sums);
 	free(fresh);
 	free(bmp_idx);
+	free(cs_idx);
 	free(io.pids);
 	free(io.bufs);
 	free(io_sums);
@@ -1003,9 +1030,10 @@ int bm_checkpoint_notify(struct bm *bm, struct bm_durable *d)
 	/* Any checkpoint that takes its snapshot after this point covers
 	 * every transaction that ended before the call; once its journal is
 	 * synced they are durable (recovery writes it home if its home writes
-	 * do not get there), so the caller need not wait for the rest. */
+	 * do not get there), so a caller that only needs that (it gave @d)
+	 * need not wait for the rest. */
 	uint64_t target = atomic_load(&bm->ckpt_seq) + 1;
-	if (!ckpt_lead(bm, target)) {
+	if (!ckpt_lead(bm, target, d == NULL)) {
 		durable_tell(d, 0);
 		return 0;
 	}
@@ -1030,7 +1058,7 @@ int bm_checkpoint(struct bm *bm)
 int bm_checkpoint_final(struct bm *bm)
 {
 	int r;
-	ckpt_lead(bm, 0);
+	ckpt_lead(bm, 0, true);
 	bool locked = true;
 	pthread_rwlock_wrlock(&bm->txn_lock);
 	r = checkpoint_locked(bm, true, &locked);

@@ -601,18 +601,20 @@ struct bdi_job {
 
 static int bdi_write(const struct stat *st, const char *knob, unsigned long long v)
 {
-	char path[96];
+	char path[96], val[32];
+	int n = snprintf(val, sizeof(val), "%llu\n", v);
+	int r = 0;
+
 	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/%s", major(st->st_dev),
 		 minor(st->st_dev), knob);
-	FILE *f = fopen(path, "w");
-	if (!f || fprintf(f, "%llu\n", v) < 0 || fclose(f) != 0) {
-		int e = errno;
-		if (f)
-			fclose(f);
-		vs_log(VS_LOG_DEBUG, "%s stays at the kernel's: %s", path, strerror(e));
-		return -e;
-	}
-	return 0;
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, val, (size_t)n) != n)
+		r = -errno;
+	if (fd >= 0 && close(fd) != 0 && r == 0)
+		r = -errno;
+	if (r < 0)
+		vs_log(VS_LOG_DEBUG, "%s stays at the kernel's: %s", path, strerror(-r));
+	return r;
 }
 
 static void *bdi_main(void *arg)
@@ -625,9 +627,16 @@ static void *bdi_main(void *arg)
 		if (j->readahead_kib)
 			bdi_write(&st, "read_ahead_kb", j->readahead_kib);
 		/* max_bytes first: with strict_limit off and the old 1% in
-		 * place the mount would briefly share the global limit. */
-		if (j->dirty_bytes && bdi_write(&st, "max_bytes", j->dirty_bytes) == 0)
-			bdi_write(&st, "strict_limit", 0);
+		 * place the mount would briefly share the global limit. More
+		 * than the kernel's whole dirty limit is refused (EINVAL): the
+		 * mount may then use all of it, as a local filesystem does. */
+		if (j->dirty_bytes) {
+			int r = bdi_write(&st, "max_bytes", j->dirty_bytes);
+			if (r == -EINVAL)
+				r = bdi_write(&st, "max_ratio", 100);
+			if (r == 0)
+				bdi_write(&st, "strict_limit", 0);
+		}
 	}
 	free(j->mountpoint);
 	free(j);

@@ -209,6 +209,13 @@ if [ "$(id -u)" = 0 ] && ls /sys/class/bdi/*/max_bytes >/dev/null 2>&1; then
 	[ "$mb" -ge $((16 * 1048576 * 95 / 100)) ] && [ "$mb" -le $((16 * 1048576 * 105 / 100)) ] ||
 		vt_fail "dirty_cache=16M: max_bytes is $mb"
 	vt_umount
+	# more than the kernel's whole dirty limit: all of it, and no crash
+	vt_mount "$OPTS,dirty_cache=64T"
+	wait_bdi strict_limit 0 || vt_fail "dirty_cache=64T: strict_limit is $(bdi_of strict_limit)"
+	[ "$(bdi_of max_ratio)" = 100 ] || vt_fail "dirty_cache=64T: max_ratio is $(bdi_of max_ratio)"
+	echo alive >"$VT_MNT/alive" && [ "$(cat "$VT_MNT/alive")" = alive ] ||
+		vt_fail "dirty_cache=64T: the mount does not work"
+	vt_umount
 	vt_mount "$OPTS,dirty_cache=0"
 	sleep 1
 	[ "$(bdi_of strict_limit)" = 1 ] || vt_fail "dirty_cache=0 should keep the strict limit"
