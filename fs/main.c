@@ -768,6 +768,7 @@ out_args:
 	free(o.pool);
 	free(o.exmap);
 	free(o.writeback);
+	free(o.dirty_cache);
 	free(o.fault_err);
 	if (cfg.fault)
 		bm_fault_fini(cfg.fault);
