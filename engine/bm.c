@@ -444,6 +444,18 @@ static bool load_verify(struct bm *bm, struct bm_thread *t, uint64_t pid, uint64
 	return got == want;
 }
 
+/* A page read from the image does not match its checksum: count and log
+ * it (with its pid and offset); the caller fails the access. */
+static void csum_mismatch(struct bm *bm, struct bm_thread *t, uint64_t pid, uint64_t want,
+			  uint64_t got)
+{
+	BM_COUNT(t, csum_errors, 1);
+	vs_log(VS_LOG_ERR, "%s: checksum mismatch on page %llu (image offset %llu): "
+			   "expected %016llx, found %016llx", bm->path, (unsigned long long)pid,
+	       (unsigned long long)(pid << BM_PAGE_SHIFT), (unsigned long long)want,
+	       (unsigned long long)got);
+}
+
 /* Undo the loads of @n pages the caller locked from EVICTED and gave a
  * frame (and a count in bm->resident), not yet in the resident set: the
  * frames go back, the pages are evicted again. */
@@ -490,12 +502,7 @@ static void page_load(struct bm_op *op, uint64_t pid, bool fresh)
 	uint64_t got;
 	if (r == 0 && from_image) {
 		if (!load_verify(bm, t, pid, want, t0, &got)) {
-			BM_COUNT(t, csum_errors, 1);
-			vs_log(VS_LOG_ERR, "%s: checksum mismatch on page %llu (image offset %llu): "
-					   "expected %016llx, found %016llx", bm->path,
-			       (unsigned long long)pid,
-			       (unsigned long long)(pid << BM_PAGE_SHIFT),
-			       (unsigned long long)want, (unsigned long long)got);
+			csum_mismatch(bm, t, pid, want, got);
 			r = -EUCLEAN;
 		}
 	} else if (r == 0) {
@@ -741,10 +748,20 @@ void bm_prefetch(struct bm *bm, const uint64_t *pids, unsigned n, bool fresh)
 		prefetch_locked(bm, t, got, m, fresh);
 }
 
-/* Is @pid evicted with the state word @w still, and in the data area? */
+/* Is @pid's state word still @w (evicted, and not loaded since)? */
 static bool through_ok(struct bm *bm, uint64_t pid, uint64_t w)
 {
 	return ps_load(state_of(bm, pid)) == w;
+}
+
+/* The end of the run that starts at the selected page @i: the selected
+ * pages after it whose pids follow on, one I/O for all. */
+static unsigned run_end(const uint64_t *pids, const bool *sel, unsigned n, unsigned i)
+{
+	unsigned j = i + 1;
+	while (j < n && sel[j] && pids[j] == pids[j - 1] + 1)
+		j++;
+	return j;
 }
 
 int bm_read_through(struct bm *bm, const uint64_t *pids, unsigned n, uint8_t *buf, bool *got)
@@ -769,9 +786,7 @@ int bm_read_through(struct bm *bm, const uint64_t *pids, unsigned n, uint8_t *bu
 			i++;
 			continue;
 		}
-		unsigned j = i + 1;
-		while (j < n && got[j] && pids[j] == pids[j - 1] + 1)
-			j++;
+		unsigned j = run_end(pids, got, n, i);
 		uint64_t t0 = lh_now_ns();
 		r = bm_pread_all(bm->fd, buf + (size_t)i * BM_PAGE_SIZE,
 				 (size_t)(j - i) * BM_PAGE_SIZE, pids[i] << BM_PAGE_SHIFT);
@@ -795,13 +810,7 @@ int bm_read_through(struct bm *bm, const uint64_t *pids, unsigned n, uint8_t *bu
 				BM_COUNT(t, loads, 1);
 				BM_COUNT(t, read_bytes, BM_PAGE_SIZE);
 				if (have != want && through_ok(bm, pids[k], words[k])) {
-					BM_COUNT(t, csum_errors, 1);
-					vs_log(VS_LOG_ERR,
-					       "%s: checksum mismatch on page %llu (image offset "
-					       "%llu): expected %016llx, found %016llx",
-					       bm->path, (unsigned long long)pids[k],
-					       (unsigned long long)(pids[k] << BM_PAGE_SHIFT),
-					       (unsigned long long)want, (unsigned long long)have);
+					csum_mismatch(bm, t, pids[k], want, have);
 					r = -EUCLEAN;
 					break;
 				}
@@ -848,9 +857,7 @@ int bm_write_through(struct bm *bm, const uint64_t *pids, unsigned n, const uint
 			i++;
 			continue;
 		}
-		unsigned j = i + 1;
-		while (j < n && locked[j] && pids[j] == pids[j - 1] + 1)
-			j++;
+		unsigned j = run_end(pids, locked, n, i);
 		int w = r < 0 ? r
 			      : bm_io_write(bm, buf + (size_t)i * BM_PAGE_SIZE,
 					    (size_t)(j - i) * BM_PAGE_SIZE, pids[i] << BM_PAGE_SHIFT);

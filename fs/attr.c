@@ -21,15 +21,11 @@ int fs_getattr(struct fs *fs, uint64_t ino, struct stat *ret)
 	return 0;
 }
 
-/* The security.capability attribute of a regular file goes with its
- * set-ID bits (FS_SET_KILL_PRIVS). */
+/* The security.capability attribute goes with the set-ID bits
+ * (FS_SET_KILL_PRIVS; the kernel asks it only for non-directories). */
 static int kill_caps(struct fs *fs, uint64_t ino)
 {
-	struct fs_inode in;
-	int r = fs_inode_get(fs, ino, &in);
-	if (r < 0 || !S_ISREG(in.mode))
-		return r;
-	r = fs_removexattr(fs, ino, "security.capability");
+	int r = fs_removexattr(fs, ino, "security.capability");
 	return r == -ENODATA ? 0 : r;
 }
 

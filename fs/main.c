@@ -645,16 +645,14 @@ static void *bdi_main(void *arg)
 
 static void bdi_start(const char *mountpoint, unsigned readahead_kib, uint64_t dirty_bytes)
 {
-	struct bdi_job *j = malloc(sizeof(*j));
 	pthread_attr_t attr;
 	pthread_t tid;
 
+	if (readahead_kib == 0 && dirty_bytes == 0)
+		return;
+	struct bdi_job *j = malloc(sizeof(*j));
 	if (!j)
 		return;
-	if (readahead_kib == 0 && dirty_bytes == 0) {
-		free(j);
-		return;
-	}
 	j->mountpoint = strdup(mountpoint);
 	j->readahead_kib = readahead_kib;
 	j->dirty_bytes = dirty_bytes;

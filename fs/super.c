@@ -200,15 +200,9 @@ struct bm *fs_bm(struct fs *fs)
 
 int fs_sync_notify(struct fs *fs, struct bm_durable *d)
 {
-	if (fs->read_only) {
-		if (d && !d->told) {
-			d->told = true;
-			d->fn(d, 0);
-		}
-		return 0;
-	}
-	store_counters(fs);
-	return bm_checkpoint_notify(fs->bm, d);
+	if (!fs->read_only)
+		store_counters(fs);
+	return bm_checkpoint_notify(fs->bm, d); /* (read-only too: tells d) */
 }
 
 int fs_sync(struct fs *fs)

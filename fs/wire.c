@@ -44,37 +44,30 @@ bool fs_wire_kill_privs(void)
 	return req_kill;
 }
 
+/* Is @flag set in the 32-bit field at @off of the argument of the request
+ * in @buf (@n bytes)? False when the request is too short to hold it. */
+static bool arg_flag(const uint8_t *buf, size_t n, size_t off, uint32_t flag)
+{
+	uint32_t v;
+	if (n < sizeof(struct fuse_in_header) + off + sizeof(v))
+		return false;
+	memcpy(&v, buf + sizeof(struct fuse_in_header) + off, sizeof(v));
+	return (v & flag) != 0;
+}
+
 /* Does the request in @buf (@n bytes) ask the daemon to strip powers? */
 static bool wants_kill(const uint8_t *buf, size_t n)
 {
-	const struct fuse_in_header *h = (const void *)buf;
-	const uint8_t *arg = buf + sizeof(*h);
-	size_t argn = n - sizeof(*h);
-
-	switch (h->opcode) {
-	case FUSE_WRITE: {
-		struct fuse_write_in w;
-		if (argn < offsetof(struct fuse_write_in, write_flags) + sizeof(w.write_flags))
-			return false;
-		memcpy(&w.write_flags, arg + offsetof(struct fuse_write_in, write_flags),
-		       sizeof(w.write_flags));
-		return (w.write_flags & FUSE_WRITE_KILL_SUIDGID) != 0;
-	}
-	case FUSE_SETATTR: {
-		struct fuse_setattr_in s;
-		if (argn < sizeof(s.valid))
-			return false;
-		memcpy(&s.valid, arg + offsetof(struct fuse_setattr_in, valid), sizeof(s.valid));
-		return (s.valid & FATTR_KILL_SUIDGID) != 0;
-	}
-	case FUSE_OPEN: {
-		struct fuse_open_in o;
-		if (argn < offsetof(struct fuse_open_in, open_flags) + sizeof(o.open_flags))
-			return false;
-		memcpy(&o.open_flags, arg + offsetof(struct fuse_open_in, open_flags),
-		       sizeof(o.open_flags));
-		return (o.open_flags & FUSE_OPEN_KILL_SUIDGID) != 0;
-	}
+	switch (((const struct fuse_in_header *)buf)->opcode) {
+	case FUSE_WRITE:
+		return arg_flag(buf, n, offsetof(struct fuse_write_in, write_flags),
+				FUSE_WRITE_KILL_SUIDGID);
+	case FUSE_SETATTR:
+		return arg_flag(buf, n, offsetof(struct fuse_setattr_in, valid),
+				FATTR_KILL_SUIDGID);
+	case FUSE_OPEN:
+		return arg_flag(buf, n, offsetof(struct fuse_open_in, open_flags),
+				FUSE_OPEN_KILL_SUIDGID);
 	default:
 		return false;
 	}
@@ -89,12 +82,10 @@ static ssize_t wire_read(int fd, void *buf, size_t len, void *userdata)
 	if (n < (ssize_t)sizeof(struct fuse_in_header))
 		return n;
 	const struct fuse_in_header *h = buf;
-	if (h->opcode == FUSE_INIT &&
-	    (size_t)n >= sizeof(*h) + offsetof(struct fuse_init_in, flags) + sizeof(uint32_t)) {
-		uint32_t flags;
-		memcpy(&flags, (const uint8_t *)buf + sizeof(*h) + offsetof(struct fuse_init_in, flags),
-		       sizeof(flags));
-		atomic_store(&init_offered, (flags & FUSE_HANDLE_KILLPRIV_V2) != 0);
+	if (h->opcode == FUSE_INIT) {
+		atomic_store(&init_offered,
+			     arg_flag(buf, (size_t)n, offsetof(struct fuse_init_in, flags),
+				      FUSE_HANDLE_KILLPRIV_V2));
 		atomic_store(&init_unique, h->unique);
 	} else {
 		req_kill = wants_kill(buf, (size_t)n);
