@@ -11,6 +11,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "engine/lat_hist.h"
 #include "engine/log.h"
 
 int mem_open(const struct mem_config *cfg, struct mem **ret_mem)
@@ -125,8 +126,13 @@ int mem_free(struct mem *m, int iface, const uint64_t *pids, unsigned n)
 
 struct plain {
 	int pidfd;	       /* our own process, for process_madvise; -1 when unusable */
+	_Atomic bool vector_ok; /* process_madvise takes MADV_DONTNEED here; the
+				 * first refusal clears it */
 	_Atomic bool populate; /* MADV_POPULATE_WRITE works (plain_alloc_many);
 				* every thread reads it, the first refusal clears it */
+	_Atomic uint32_t free_ns[FREE_WAYS];  /* ns per page dropped, lately */
+	_Atomic uint32_t batches;	      /* batches timed, for the probes */
+	_Atomic uint64_t freed_by[FREE_WAYS]; /* batches dropped each way */
 };
 
 static int plain_open(struct mem *m, const struct mem_config *cfg)
@@ -151,6 +157,7 @@ static int plain_open(struct mem *m, const struct mem_config *cfg)
 	}
 	pl->pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
 	pl->populate = true;
+	pl->vector_ok = pl->pidfd >= 0;
 	m->priv = pl;
 	m->base = p;
 	return 0;
@@ -238,61 +245,108 @@ static int plain_alloc_many(struct mem *m, int iface, const uint64_t *pids, unsi
 }
 
 /*
- * Dropping a frame costs a TLB shootdown: an interrupt to every other CPU the
- * process runs on (a FUSE daemon runs on all of them). madvise() pays it per
- * call, so per page; process_madvise() on our own pidfd takes the whole
- * batch as one vector and, on kernels that batch its flushes (6.16 on), pays
- * it once. Measured here (2 CPUs, busy): about a third of the per-page cost.
- * Kernels that refuse MADV_DONTNEED through process_madvise get the loop.
+ * Dropping frames: two ways, and neither is cheaper everywhere. madvise()
+ * flushes the TLB once per call, so once per page, and when another thread
+ * of the process runs on another CPU each flush is an interrupt to it.
+ * process_madvise() on our own pidfd takes the batch as one vector and, on
+ * kernels that batch its flushes (6.16 on), flushes once, but costs more per
+ * page when nothing else runs. Measured on these VMs (2 CPUs, 64 scattered
+ * pages per batch): with a second thread busy, 82 us a page by the loop
+ * against 42 us by the vector; alone, 8 us against 34 us. A FUSE daemon
+ * runs on every CPU, a one-thread benchmark on one.
+ *
+ * So each batch is timed and goes the way that has cost less per page
+ * lately (plain_free_pick), and one batch in FREE_PROBE goes the other way,
+ * so that a change in how the threads are spread is noticed. Kernels that
+ * refuse MADV_DONTNEED through process_madvise get the loop only.
  */
+static int free_vector(struct plain *pl, char *base, const uint64_t *pids, unsigned n)
+{
+	struct iovec iov[MEM_FREE_MAX];
+	unsigned k = 0, done = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		char *addr = base + pids[i] * MEM_PAGE_SIZE;
+		if (k > 0 && (char *)iov[k - 1].iov_base + iov[k - 1].iov_len == addr) {
+			iov[k - 1].iov_len += MEM_PAGE_SIZE; /* neighbours: one range */
+			continue;
+		}
+		iov[k].iov_base = addr;
+		iov[k].iov_len = MEM_PAGE_SIZE;
+		k++;
+	}
+	while (done < k) {
+		long r = syscall(SYS_process_madvise, pl->pidfd, iov + done, k - done,
+				 MADV_DONTNEED, 0);
+		if (r <= 0)
+			break;
+		/* r bytes were advised: skip the ranges they cover */
+		size_t bytes = (size_t)r;
+		while (done < k && bytes >= iov[done].iov_len)
+			bytes -= iov[done++].iov_len;
+		if (done < k && bytes > 0) {
+			iov[done].iov_base = (char *)iov[done].iov_base + bytes;
+			iov[done].iov_len -= bytes;
+		}
+	}
+	if (done == k)
+		return 0;
+	if (errno == EINVAL || errno == ENOSYS || errno == EPERM)
+		atomic_store(&pl->vector_ok, false); /* not on this kernel: the loop from now on */
+	return -EAGAIN; /* the loop finishes (or redoes) it: madvise is idempotent */
+}
+
+static int free_loop(char *base, const uint64_t *pids, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (madvise(base + pids[i] * MEM_PAGE_SIZE, MEM_PAGE_SIZE, MADV_DONTNEED) < 0)
+			return -errno;
+	return 0;
+}
+
 static int plain_free(struct mem *m, int iface, const uint64_t *pids, unsigned n)
 {
 	struct plain *pl = m->priv;
-	struct iovec iov[MEM_FREE_MAX];
-	unsigned k = 0;
+	char *base = m->base;
 
-	if (pl->pidfd >= 0 && n <= MEM_FREE_MAX) {
-		for (unsigned i = 0; i < n; i++) {
-			char *addr = (char *)m->base + pids[i] * MEM_PAGE_SIZE;
-			if (k > 0 && (char *)iov[k - 1].iov_base + iov[k - 1].iov_len == addr) {
-				iov[k - 1].iov_len += MEM_PAGE_SIZE; /* neighbours: one range */
-				continue;
-			}
-			iov[k].iov_base = addr;
-			iov[k].iov_len = MEM_PAGE_SIZE;
-			k++;
-		}
-		unsigned done = 0;
-		while (done < k) {
-			long r = syscall(SYS_process_madvise, pl->pidfd, iov + done, k - done,
-					 MADV_DONTNEED, 0);
-			if (r < 0)
-				break;
-			/* r bytes were advised: skip the ranges they cover */
-			size_t bytes = (size_t)r;
-			while (done < k && bytes >= iov[done].iov_len)
-				bytes -= iov[done++].iov_len;
-			if (done < k && bytes > 0) {
-				iov[done].iov_base = (char *)iov[done].iov_base + bytes;
-				iov[done].iov_len -= bytes;
-			}
-			if (r == 0)
-				break;
-		}
-		if (done == k)
-			return 0;
-		if (errno == EINVAL || errno == ENOSYS || errno == EPERM) {
-			close(pl->pidfd); /* not on this kernel: the loop from now on */
-			pl->pidfd = -1;
-		}
-		/* fall through: finish (or redo) with madvise, which is idempotent */
+	for (unsigned i = 0; i < n; i++)
+		if (pids[i] >= m->cfg.virt_pages)
+			return -EINVAL; /* never advise memory that is not the pool's */
+	if (n < 2 || n > MEM_FREE_MAX || !atomic_load_explicit(&pl->vector_ok, memory_order_relaxed)) {
+		atomic_fetch_add_explicit(&pl->freed_by[FREE_LOOP], 1, memory_order_relaxed);
+		return free_loop(base, pids, n);
 	}
-	for (unsigned i = 0; i < n; i++) {
-		char *addr = (char *)m->base + pids[i] * MEM_PAGE_SIZE;
-		if (madvise(addr, MEM_PAGE_SIZE, MADV_DONTNEED) < 0)
-			return -errno;
+	uint32_t ns[FREE_WAYS];
+	for (unsigned w = 0; w < FREE_WAYS; w++)
+		ns[w] = atomic_load_explicit(&pl->free_ns[w], memory_order_relaxed);
+	uint32_t batch = atomic_fetch_add_explicit(&pl->batches, 1, memory_order_relaxed);
+	unsigned way = plain_free_pick(ns, batch);
+	uint64_t t0 = lh_now_ns();
+	int r = way == FREE_VECTOR ? free_vector(pl, base, pids, n) : free_loop(base, pids, n);
+	if (r == -EAGAIN) {
+		/* The vector failed: count it as very slow, so that only the
+		 * probes try it again. */
+		atomic_store_explicit(&pl->free_ns[FREE_VECTOR], UINT32_MAX / 2, memory_order_relaxed);
+		way = FREE_LOOP;
+		r = free_loop(base, pids, n);
+	} else if (r == 0) {
+		/* Racing updates may lose one sample: it is an estimate. */
+		uint64_t per = (lh_now_ns() - t0) / n;
+		uint32_t sample = per == 0 ? 1 : per > UINT32_MAX ? UINT32_MAX : (uint32_t)per;
+		atomic_store_explicit(&pl->free_ns[way], plain_free_ewma(ns[way], sample),
+				      memory_order_relaxed);
 	}
-	return 0;
+	atomic_fetch_add_explicit(&pl->freed_by[way], 1, memory_order_relaxed);
+	return r;
+}
+
+void mem_free_ways(const struct mem *m, uint64_t batches[FREE_WAYS], uint32_t ns[FREE_WAYS])
+{
+	const struct plain *pl = m->ops == &mem_plain_ops ? m->priv : NULL;
+	for (unsigned w = 0; w < FREE_WAYS; w++) {
+		batches[w] = pl ? atomic_load(&pl->freed_by[w]) : 0;
+		ns[w] = pl ? atomic_load(&pl->free_ns[w]) : 0;
+	}
 }
 
 const struct mem_ops mem_plain_ops = {

@@ -8,8 +8,9 @@
  *
  *   plain  anonymous MAP_NORESERVE reservation; read = pread into the page;
  *          alloc = nothing (an untouched or dropped page reads as zeros);
- *          free = madvise(MADV_DONTNEED) per page. An evicted page reads as
- *          zeros, it does not fault.
+ *          free = MADV_DONTNEED, page by page or the batch at once through
+ *          process_madvise, whichever has lately cost less (mem.c). An
+ *          evicted page reads as zeros, it does not fault.
  *   exmap  /dev/exmap (see exmap.h): read = pread on the exmap fd, alloc and
  *          free = batched EXMAP_OP_ALLOC / EXMAP_OP_FREE on the calling
  *          thread's interface page. An evicted page faults (SIGSEGV).

@@ -1,6 +1,7 @@
 /*
  * mem_internal.h: the backend contract behind mem.h. Each backend fills in a
- * struct mem_ops; mem.c dispatches. Nothing outside exmap/ includes this.
+ * struct mem_ops; mem.c dispatches. Nothing outside exmap/ and its tests
+ * includes this.
  */
 #ifndef VS_EXMAP_MEM_INTERNAL_H
 #define VS_EXMAP_MEM_INTERNAL_H
@@ -33,6 +34,33 @@ struct mem {
 };
 
 extern const struct mem_ops mem_plain_ops;
+
+/* The plain backend's choice of how to drop a batch of frames (mem.c says
+ * why): here so that its tests can drive it with made-up costs. */
+enum { FREE_VECTOR, FREE_LOOP, FREE_WAYS };
+#define FREE_PROBE 256 /* one batch in FREE_PROBE tries the other way */
+
+/* @ns: ns per page each way has cost lately, 0 when not measured yet;
+ * @batch: a running count of batches. */
+static inline unsigned plain_free_pick(const uint32_t ns[FREE_WAYS], uint32_t batch)
+{
+	if (ns[FREE_VECTOR] == 0)
+		return FREE_VECTOR;
+	if (ns[FREE_LOOP] == 0)
+		return FREE_LOOP;
+	unsigned best = ns[FREE_LOOP] < ns[FREE_VECTOR] ? FREE_LOOP : FREE_VECTOR;
+	return batch % FREE_PROBE == 0 ? FREE_WAYS - 1 - best : best;
+}
+
+/* An average that gives the last sample a quarter of the weight. */
+static inline uint32_t plain_free_ewma(uint32_t avg, uint32_t sample)
+{
+	return avg == 0 ? sample : (uint32_t)(((uint64_t)avg * 3 + sample) / 4);
+}
+
+/* Batches dropped each way and their cost per page (plain backend; zeros
+ * for exmap). */
+void mem_free_ways(const struct mem *m, uint64_t batches[FREE_WAYS], uint32_t ns[FREE_WAYS]);
 extern const struct mem_ops mem_exmap_ops;
 
 #endif
