@@ -86,6 +86,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
 	if (f->opts.max_write)
 		conn->max_write = f->opts.max_write;
+	if (f->opts.max_read)
+		conn->max_read = f->opts.max_read; /* libfuse checks it matches */
 	if (f->opts.max_readahead && f->opts.max_readahead < conn->max_readahead)
 		conn->max_readahead = f->opts.max_readahead;
 	conn->time_gran = 1;

@@ -19,6 +19,7 @@ struct fs_fuse_opts {
 	bool writeback_cache; /* the kernel caches writes (FUSE_CAP_WRITEBACK_CACHE) */
 	double timeout;	      /* seconds the kernel may trust attributes and names */
 	unsigned max_write;   /* bytes per write request */
+	unsigned max_read;    /* the max_read mount option, 0 when not given */
 	unsigned max_readahead;
 };
 

@@ -72,6 +72,7 @@ struct options {
 	char *writeback;
 	unsigned threads;
 	unsigned max_write;
+	unsigned max_read; /* 0: not given */
 	unsigned readahead_kib;
 	int have_readahead;
 	char *dirty_cache;
@@ -211,6 +212,21 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 			o->have_fsname = 1;
 		if (strncmp(arg, "subtype=", 8) == 0)
 			o->have_subtype = 1;
+		if (strncmp(arg, "max_read=", 9) == 0) {
+			/* The kernel takes it at mount; libfuse then wants
+			 * init() to ask for the same (op_init) or it ends the
+			 * session at FUSE_INIT. */
+			char *end;
+			errno = 0;
+			unsigned long v = strtoul(arg + 9, &end, 10);
+			if (errno || *end || end == arg + 9 || v < 4096 || v > UINT32_MAX) {
+				fprintf(stderr, "virtuscale: %s: use a byte count of at least 4096\n",
+					arg);
+				o->bad = 1;
+				return 0;
+			}
+			o->max_read = (unsigned)v;
+		}
 		if (in_list(arg, kernel_opts, false) || in_list(arg, kernel_prefixes, true))
 			return 1;
 		if (in_list(arg, ignored_opts, false) || in_list(arg, ignored_prefixes, true))
@@ -258,6 +274,7 @@ static void usage(FILE *f)
 		"  -o timeout=SECONDS     how long the kernel trusts attributes and names\n"
 		"                         (default 3600: this daemon is the only writer)\n"
 		"  -o max_write=BYTES     largest write request (default 1048576)\n"
+		"  -o max_read=BYTES      largest read request (default: as max_write)\n"
 		"  -o readahead=KIB       the kernel's read-ahead on this mount (default 1024;\n"
 		"                         0 keeps the kernel's 128; needs root)\n"
 		"  -o dirty_cache=SIZE    written data the kernel may hold for this mount\n"
@@ -552,6 +569,7 @@ static int check_options(struct options *o, struct fs_config *cfg, struct fs_fus
 	}
 	fo->timeout = o->timeout;
 	fo->max_write = o->max_write ? o->max_write : (unsigned)MiB;
+	fo->max_read = o->max_read;
 	if (check_fault_options(o, cfg) < 0)
 		return -1;
 	if (stat(o->mountpoint, &st) < 0) {

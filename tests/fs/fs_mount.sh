@@ -225,6 +225,28 @@ else
 	vt_note "dirty cache: not checked (needs root and a kernel with max_bytes)"
 fi
 
+# ---- max_read: the kernel's option, which libfuse also wants from init() ----
+# Before op_init passed it on, libfuse ended the session at FUSE_INIT
+# ("init() and fuse_session_new() requested different maximum read size"):
+# the mount was left with no daemon behind it.
+vt_mount "$OPTS,max_read=131072"
+head -c 3M /dev/urandom >"$VT_BASE/mr"
+cp "$VT_BASE/mr" "$VT_MNT/mr" && sync "$VT_MNT/mr" || vt_fail "max_read=131072: cannot write"
+vt_umount
+vt_mount "$OPTS,max_read=131072"
+dd if="$VT_MNT/mr" bs=1M iflag=direct 2>/dev/null | cmp - "$VT_BASE/mr" ||
+	vt_fail "max_read=131072: O_DIRECT reads differ"
+cmp "$VT_MNT/mr" "$VT_BASE/mr" || vt_fail "max_read=131072: buffered reads differ"
+vt_umount
+for bad in max_read=12 max_read=x max_read=; do
+	if "$VS_VIRTUSCALE" "$VT_IMAGE" "$VT_MNT" -f -o "$OPTS,$bad" >"$VT_BASE/mr.err" 2>&1; then
+		vt_fail "$bad was accepted"
+	fi
+	grep -q "$bad: use a byte count" "$VT_BASE/mr.err" || vt_fail "$bad: no clear message"
+	vt_is_mounted "$VT_MNT" && vt_fail "$bad: something got mounted"
+done
+vt_note "max_read: honoured, bad values refused"
+
 # ---- mkfs --force really starts over ----------------------------------------
 "$VS_MKFS" "$VT_IMAGE" --size 256M --force >>"$VT_LOG" 2>&1 || vt_fail "mkfs --force failed"
 vt_mount "$OPTS"
