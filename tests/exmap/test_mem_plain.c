@@ -123,13 +123,18 @@ static void test_free_drops_exactly_the_batch(void **state)
 		}
 	}
 	mem_free_ways(m, batches, ns);
-	/* A kernel without MADV_DONTNEED through process_madvise uses the
-	 * loop alone; every other one goes both ways. */
 	assert_int_equal(batches[FREE_VECTOR] + batches[FREE_LOOP], rounds);
-	assert_true(batches[FREE_LOOP] >= 2);
-	assert_true(ns[FREE_LOOP] > 0);
-	if (batches[FREE_VECTOR] > 1)
+	if (batches[FREE_VECTOR] == 0) {
+		/* No process_madvise here (an old kernel, or valgrind, which
+		 * lacks pidfd_open): the loop alone, untimed. */
+		assert_int_equal(batches[FREE_LOOP], rounds);
+	} else {
+		/* Both ways tried first, then the loser at every probe. */
+		assert_true(batches[FREE_VECTOR] >= 2);
+		assert_true(batches[FREE_LOOP] >= 2);
 		assert_true(ns[FREE_VECTOR] > 0);
+		assert_true(ns[FREE_LOOP] > 0);
+	}
 	mem_thread_detach(m, iface);
 	mem_close(m);
 }
