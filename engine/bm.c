@@ -486,6 +486,8 @@ static void page_load(struct bm_op *op, uint64_t pid, bool fresh)
 	 * count while other threads' FREE batches are in flight): evict and
 	 * retry. Upstream exmap also reports a failed read as a short read,
 	 * which looks the same, so the retries are bounded. */
+	if (from_image)
+		bm_about_to_wait();
 	for (unsigned tries = 0;; tries++) {
 		if (!from_image)
 			r = mem_alloc(bm->mem, t->iface, pid);
@@ -687,6 +689,7 @@ static void prefetch_locked(struct bm *bm, struct bm_thread *t, const uint64_t *
 			       atomic_load_explicit(&bm->csum[pids[j]], memory_order_relaxed) != 0)
 				j++;
 			/* each page's fault time is the run's, to its check */
+			bm_about_to_wait();
 			uint64_t t0 = lh_now_ns(), got;
 			r = mem_read_run(bm->mem, t->iface, pids[i], j - i);
 			for (unsigned k = i; k < j; k++) {
@@ -787,6 +790,7 @@ int bm_read_through(struct bm *bm, const uint64_t *pids, unsigned n, uint8_t *bu
 			continue;
 		}
 		unsigned j = run_end(pids, got, n, i);
+		bm_about_to_wait();
 		uint64_t t0 = lh_now_ns();
 		r = bm_pread_all(bm->fd, buf + (size_t)i * BM_PAGE_SIZE,
 				 (size_t)(j - i) * BM_PAGE_SIZE, pids[i] << BM_PAGE_SHIFT);
@@ -1020,6 +1024,7 @@ void bm_io_write_batch(struct bm *bm, struct bm_thread *t, void *const *bufs,
 					     pids[base + order[run_at[r]]] << BM_PAGE_SHIFT);
 			io_uring_sqe_set_data64(sqe, r);
 		}
+		bm_about_to_wait();
 		int rr = io_uring_submit_and_wait(&t->ring, nruns);
 		for (unsigned done = 0; rr >= 0 && done < nruns; done++) {
 			struct io_uring_cqe *cqe;
@@ -1527,6 +1532,13 @@ static void bm_destroy(struct bm *bm)
 		close(bm->fault_fd);
 	free(bm->path);
 	free(bm);
+}
+
+_Atomic(void (*)(void)) bm_wait_hook;
+
+void bm_set_wait_hook(void (*fn)(void))
+{
+	atomic_store(&bm_wait_hook, fn);
 }
 
 int bm_open(const struct bm_config *cfg, struct bm **ret_bm)

@@ -115,6 +115,13 @@ int bm_format(const char *path, uint64_t size_bytes, bool force);
  * -ENOMEM (pool or reservation). A message saying which is logged. */
 int bm_open(const struct bm_config *cfg, struct bm **ret_bm);
 
+/* The embedder's hook for "the calling thread is about to wait": called
+ * before a synchronous read or write of the image, before a checkpoint,
+ * and before waiting for journal room or for the transaction lock. A FUSE
+ * daemon hands the reading of requests to another thread there
+ * (fs/wire.c). NULL, the default: nothing. Process-wide. */
+void bm_set_wait_hook(void (*fn)(void));
+
 /* Write every dirty page, the allocator bitmap, the checksum table and the
  * superblock (marked clean), then release everything. Accepts NULL.
  * Returns the first write error, after releasing everything anyway. */

@@ -200,6 +200,15 @@ struct bm {
 
 /* May page @pid be written home before the next checkpoint commits? (It is
  * free in the committed state and in the one being committed.) */
+/* bm_set_wait_hook's function: call before anything that may block. */
+extern _Atomic(void (*)(void)) bm_wait_hook;
+static inline void bm_about_to_wait(void)
+{
+	void (*fn)(void) = atomic_load_explicit(&bm_wait_hook, memory_order_relaxed);
+	if (fn)
+		fn();
+}
+
 static inline bool bm_home_free(struct bm *bm, uint64_t pid)
 {
 	uint64_t w = atomic_load_explicit(&bm->cbitmap[pid / 64], memory_order_relaxed);

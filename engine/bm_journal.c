@@ -243,6 +243,7 @@ int bm_io_write(struct bm *bm, const void *buf, size_t len, uint64_t off)
 		if (r < 0)
 			return r;
 	}
+	bm_about_to_wait();
 	return bm_pwrite_all(bm->fd, buf, len, off);
 }
 
@@ -271,6 +272,7 @@ int bm_io_sync(struct bm *bm)
 			return r;
 	}
 	atomic_fetch_add_explicit(&bm->log_flushes, 1, memory_order_relaxed);
+	bm_about_to_wait();
 	return fdatasync(bm->fd) < 0 ? -errno : 0;
 }
 
@@ -1017,6 +1019,7 @@ int bm_checkpoint_notify(struct bm *bm, struct bm_durable *d)
 		durable_tell(d, 0);
 		return 0;
 	}
+	bm_about_to_wait(); /* it writes and syncs, or waits for one that does */
 	if (!bm->journal) {
 		r = bm_flush(bm);
 		durable_tell(d, r);
@@ -1084,6 +1087,7 @@ static void room_take(struct bm *bm)
 {
 	if (room_try(bm))
 		return;
+	bm_about_to_wait();
 	pthread_mutex_lock(&bm->room_mu);
 	atomic_fetch_add(&bm->room_waiters, 1); /* before the test: room_give looks */
 	while (!room_try(bm))
@@ -1121,7 +1125,10 @@ void bm_txn_begin(struct bm *bm)
 		room_take(bm); /* outside the lock: a checkpoint may be waiting */
 		txn_room = true;
 	}
-	pthread_rwlock_rdlock(&bm->txn_lock);
+	if (pthread_rwlock_tryrdlock(&bm->txn_lock) != 0) {
+		bm_about_to_wait(); /* a checkpoint holds it */
+		pthread_rwlock_rdlock(&bm->txn_lock);
+	}
 	txn_bm = bm;
 	txn_depth = 1;
 }

@@ -34,9 +34,12 @@ extern const struct fuse_lowlevel_ops fs_fuse_ops;
 
 /* wire.c: read and write the session's requests and replies through our
  * own functions, which negotiate FUSE_HANDLE_KILLPRIV_V2 (libfuse 3.14
- * cannot); call after fuse_session_mount. Returns fuse_session_custom_io's
- * result. */
-int fs_wire_attach(struct fuse_session *se);
+ * cannot) and, with @poll_us > 0, keep one thread polling for requests for
+ * that long after each one; call after fuse_session_mount. Returns 0, or
+ * -1 when the session could not be set up. fs_wire_detach stops the
+ * polling's watchdog after the session loop has ended. */
+int fs_wire_attach(struct fuse_session *se, unsigned poll_us);
+void fs_wire_detach(void);
 
 /* Does the request this thread is serving ask the daemon to strip the
  * file's set-ID bits and capabilities (the caller lacks CAP_FSETID)? */

@@ -63,6 +63,8 @@
 #define DEFAULT_TIMEOUT 3600.0 /* we are the only writer */
 #define MIN_POOL	(64 * MiB)
 #define DEFAULT_READAHEAD_KIB 1024 /* one max_write: one read request */
+#define DEFAULT_POLL_US 100	   /* fs/wire.c: polling for requests */
+#define MAX_POLL_US 10000
 
 struct options {
 	char *image;
@@ -75,6 +77,8 @@ struct options {
 	unsigned max_read; /* 0: not given */
 	unsigned readahead_kib;
 	int have_readahead;
+	unsigned poll_us;
+	int have_poll;
 	char *dirty_cache;
 	uint64_t dirty_bytes; /* parsed dirty_cache */
 	double timeout;
@@ -117,6 +121,8 @@ static const struct fuse_opt opt_table[] = {
     OPT("max_write=%u", max_write),
     OPT("readahead=%u", readahead_kib),
     OPT("readahead=", have_readahead),
+    OPT("poll=%u", poll_us),
+    OPT("poll=", have_poll),
     OPT("dirty_cache=%s", dirty_cache),
     OPT("fault_write_at=%lu", fault_write_at),
     OPT("fault_sync_at=%lu", fault_sync_at),
@@ -275,6 +281,8 @@ static void usage(FILE *f)
 		"                         (default 3600: this daemon is the only writer)\n"
 		"  -o max_write=BYTES     largest write request (default 1048576)\n"
 		"  -o max_read=BYTES      largest read request (default: as max_write)\n"
+		"  -o poll=USEC           keep one thread reading requests this long after\n"
+		"                         each one instead of sleeping (default 100; 0: off)\n"
 		"  -o readahead=KIB       the kernel's read-ahead on this mount (default 1024;\n"
 		"                         0 keeps the kernel's 128; needs root)\n"
 		"  -o dirty_cache=SIZE    written data the kernel may hold for this mount\n"
@@ -519,6 +527,11 @@ static int check_options(struct options *o, struct fs_config *cfg, struct fs_fus
 		usage(stderr);
 		return -1;
 	}
+	if (o->have_poll && o->poll_us > MAX_POLL_US) {
+		fprintf(stderr, "virtuscale: poll=%u: at most %u microseconds (0 turns polling off)\n",
+			o->poll_us, MAX_POLL_US);
+		return -1;
+	}
 	cfg->image = o->image;
 	cfg->read_only = o->read_only;
 	if (o->pool) {
@@ -756,7 +769,7 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "virtuscale: cannot mount on %s\n", o.mountpoint);
 		goto out_signals;
 	}
-	if (fs_wire_attach(se) != 0) {
+	if (fs_wire_attach(se, o.have_poll ? o.poll_us : DEFAULT_POLL_US) != 0) {
 		fprintf(stderr, "virtuscale: cannot set up the FUSE session's io\n");
 		goto out_unmount;
 	}
@@ -765,6 +778,7 @@ int main(int argc, char *argv[])
 		  o.dirty_cache ? o.dirty_bytes : bm_pool_pages(fs_bm(ctx.fs)) * BM_PAGE_SIZE);
 	/* A signal ends the loop as well as an unmount does: both are fine. */
 	ret = serve(se, &o) < 0 ? 1 : 0;
+	fs_wire_detach();
 
 out_unmount:
 	fuse_session_unmount(se);

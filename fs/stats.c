@@ -274,6 +274,24 @@ ssize_t fs_stats_render(struct fs *fs, char *buf, size_t cap)
 	    "# TYPE virtuscale_backend_info gauge\n"
 	    "virtuscale_backend_info{backend=\"%s\"} 1\n",
 	    s.backend ? s.backend : "unknown");
+	struct fs_wire_counters w;
+	fs_wire_counters_get(&w);
+	put(&o,
+	    "# HELP virtuscale_fuse_reads_total Requests the daemon read from the kernel while "
+	    "polling (mount option poll), by whether the reading thread was still spinning "
+	    "or had gone to sleep.\n"
+	    "# TYPE virtuscale_fuse_reads_total counter\n"
+	    "virtuscale_fuse_reads_total{thread=\"spinning\"} %llu\n"
+	    "virtuscale_fuse_reads_total{thread=\"woken\"} %llu\n",
+	    (unsigned long long)w.reads_spinning, (unsigned long long)w.reads_woken);
+	put(&o,
+	    "# HELP virtuscale_fuse_reader_handoffs_total Times the polling thread passed "
+	    "the reading of requests to another before a wait: one the engine announced "
+	    "(disk, checkpoint), or one the watchdog found.\n"
+	    "# TYPE virtuscale_fuse_reader_handoffs_total counter\n"
+	    "virtuscale_fuse_reader_handoffs_total{why=\"wait\"} %llu\n"
+	    "virtuscale_fuse_reader_handoffs_total{why=\"watchdog\"} %llu\n",
+	    (unsigned long long)w.handoffs_wait, (unsigned long long)w.handoffs_watchdog);
 	put(&o, "# HELP virtuscale_fuse_requests_total FUSE requests served, by operation.\n"
 		"# TYPE virtuscale_fuse_requests_total counter\n");
 	for (unsigned i = 0; i < FS_REQ_COUNT; i++)

@@ -275,7 +275,7 @@ trap 'exit 129' HUP
 
 log "mkfs ${img_mib} MiB image, pool ${pool} MiB, fit ${fit} MiB, big ${big} MiB, runtime ${runtime}s"
 "$mkfs" "$img" --size "${img_mib}M" --force >"$work/mkfs.log" 2>&1 || { cat "$work/mkfs.log" >&2; die "mkfs failed"; }
-opts=pool=${pool}M${threads:+,threads=$threads}
+opts=pool=${pool}M${threads:+,threads=$threads}${VS_BENCH_OPTS:+,$VS_BENCH_OPTS}
 "$daemon" "$img" "$vsmnt" -f -o "$opts" >"$work/daemon.log" 2>&1 &
 vspid=$!
 i=0

@@ -247,6 +247,25 @@ for bad in max_read=12 max_read=x max_read=; do
 done
 vt_note "max_read: honoured, bad values refused"
 
+# ---- poll: on by default (t_polling in fs_pool), off with poll=0 ----------
+vt_mount "$OPTS,poll=0"
+dd if=/dev/zero of="$VT_MNT/p" bs=4k count=64 oflag=direct 2>/dev/null || vt_fail "poll=0: cannot write"
+dd if="$VT_MNT/p" of=/dev/null bs=4k iflag=direct 2>/dev/null || vt_fail "poll=0: cannot read"
+for c in 'reads_total{thread="spinning"}' 'reads_total{thread="woken"}' \
+	'reader_handoffs_total{why="wait"}'; do
+	v=$(awk -v k="virtuscale_fuse_$c" '$1 == k {print $2}' "$VT_MNT/.virtuscale/stats")
+	[ "$v" = 0 ] || vt_fail "poll=0: virtuscale_fuse_$c is '$v', not 0"
+done
+vt_umount
+for bad in poll=20000 poll=x; do
+	if "$VS_VIRTUSCALE" "$VT_IMAGE" "$VT_MNT" -f -o "$OPTS,$bad" >"$VT_BASE/poll.err" 2>&1; then
+		vt_fail "$bad was accepted"
+	fi
+	grep -q "poll" "$VT_BASE/poll.err" || vt_fail "$bad: no message naming the option"
+	vt_is_mounted "$VT_MNT" && vt_fail "$bad: something got mounted"
+done
+vt_note "poll=0: no polling; bad values refused"
+
 # ---- mkfs --force really starts over ----------------------------------------
 "$VS_MKFS" "$VT_IMAGE" --size 256M --force >>"$VT_LOG" 2>&1 || vt_fail "mkfs --force failed"
 vt_mount "$OPTS"
