@@ -162,11 +162,12 @@ static inline bool fs_name_bad(const char *name, size_t *ret_len)
 }
 
 /* wire.c's polling for requests (zeros when it is off): requests read by
- * a thread still spinning after the last one, and by one that had gone to
- * sleep in poll(2); times the reading role was given up before a wait the
- * engine announced, and by the watchdog. The stats file shows them. */
+ * a thread that had not slept since its last one (spinning, or taking the
+ * role over with requests waiting), and by one that had gone to sleep in
+ * poll(2); times the reading role was given up before a wait the engine
+ * announced, and by the watchdog. The stats file shows them. */
 struct fs_wire_counters {
-	uint64_t reads_spinning, reads_woken;
+	uint64_t reads_awake, reads_woken;
 	uint64_t handoffs_wait, handoffs_watchdog;
 };
 void fs_wire_counters_get(struct fs_wire_counters *c);

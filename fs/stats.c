@@ -278,12 +278,12 @@ ssize_t fs_stats_render(struct fs *fs, char *buf, size_t cap)
 	fs_wire_counters_get(&w);
 	put(&o,
 	    "# HELP virtuscale_fuse_reads_total Requests the daemon read from the kernel while "
-	    "polling (mount option poll), by whether the reading thread was still spinning "
-	    "or had gone to sleep.\n"
+	    "polling (mount option poll), by whether the reading thread was awake (it had "
+	    "not slept since its last request) or had to be woken.\n"
 	    "# TYPE virtuscale_fuse_reads_total counter\n"
-	    "virtuscale_fuse_reads_total{thread=\"spinning\"} %llu\n"
+	    "virtuscale_fuse_reads_total{thread=\"awake\"} %llu\n"
 	    "virtuscale_fuse_reads_total{thread=\"woken\"} %llu\n",
-	    (unsigned long long)w.reads_spinning, (unsigned long long)w.reads_woken);
+	    (unsigned long long)w.reads_awake, (unsigned long long)w.reads_woken);
 	put(&o,
 	    "# HELP virtuscale_fuse_reader_handoffs_total Times the polling thread passed "
 	    "the reading of requests to another before a wait: one the engine announced "

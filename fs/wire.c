@@ -112,7 +112,9 @@ static bool wants_kill(const uint8_t *buf, size_t n)
  * role again. poll=0 turns all of this off: every worker blocks in read(2)
  * as libfuse does by default.
  */
-#define WATCH_NS 1000000u /* 1 ms */
+#define WATCH_NS 1000000u       /* 1 ms */
+#define WATCH_IDLE_NS 50000000u /* 50 ms, after WATCH_QUIET ticks without a request */
+#define WATCH_QUIET 100
 #define WAIT_MS 50	   /* how often a waiting worker looks for the session's end */
 
 static struct {
@@ -132,21 +134,26 @@ static struct {
 
 static _Thread_local uint64_t my_token;
 
+static void count(uint64_t *c)
+{
+	__atomic_fetch_add(c, 1, __ATOMIC_RELAXED);
+}
+
+/* Free the role and wake one waiting worker (rd.mu held). */
+static void release_locked(void)
+{
+	atomic_store(&rd.owner, 0);
+	atomic_store(&rd.serving, false);
+	pthread_cond_signal(&rd.cv);
+}
+
 /* Give the role up if this thread (@token) holds it. */
 static void give_up(uint64_t token)
 {
 	pthread_mutex_lock(&rd.mu);
-	if (atomic_load(&rd.owner) == token) {
-		atomic_store(&rd.owner, 0);
-		atomic_store(&rd.serving, false);
-		pthread_cond_signal(&rd.cv);
-	}
+	if (atomic_load(&rd.owner) == token)
+		release_locked();
 	pthread_mutex_unlock(&rd.mu);
-}
-
-static void count(uint64_t *c)
-{
-	__atomic_fetch_add(c, 1, __ATOMIC_RELAXED);
 }
 
 /* The engine's wait hook. */
@@ -158,23 +165,27 @@ static void about_to_wait(void)
 	}
 }
 
+/* Every WATCH_NS while requests come, every WATCH_IDLE_NS once none has
+ * for a while (an idle daemon does not wake a thousand times a second; a
+ * request that blocks right after a quiet spell is rescued late, not never). */
 static void *watchdog_main(void *arg)
 {
 	(void)arg;
 	uint64_t seen = UINT64_MAX;
-	struct timespec tick = {.tv_sec = 0, .tv_nsec = WATCH_NS};
+	unsigned quiet = 0; /* ticks without a new request */
 
 	while (!atomic_load(&rd.stop)) {
+		struct timespec tick = {
+		    .tv_sec = 0, .tv_nsec = quiet < WATCH_QUIET ? WATCH_NS : WATCH_IDLE_NS};
 		nanosleep(&tick, NULL);
 		uint64_t owner = atomic_load(&rd.owner), taken = atomic_load(&rd.taken);
+		quiet = taken == seen ? quiet + (quiet < WATCH_QUIET) : 0;
 		if (owner && atomic_load(&rd.serving) && taken == seen) {
 			/* the same request a whole tick: it waits on something */
 			pthread_mutex_lock(&rd.mu);
 			if (atomic_load(&rd.owner) == owner && atomic_load(&rd.serving) &&
 			    atomic_load(&rd.taken) == taken) {
-				atomic_store(&rd.owner, 0);
-				atomic_store(&rd.serving, false);
-				pthread_cond_signal(&rd.cv);
+				release_locked();
 				count(&rd.n.handoffs_watchdog);
 			}
 			pthread_mutex_unlock(&rd.mu);
@@ -196,7 +207,7 @@ static ssize_t read_polling(int fd, void *buf, size_t len, bool spin)
 	for (;;) {
 		ssize_t n = read(fd, buf, len);
 		if (n >= 0)
-			count(slept || !spin ? &rd.n.reads_woken : &rd.n.reads_spinning);
+			count(slept ? &rd.n.reads_woken : &rd.n.reads_awake);
 		if (n >= 0 || errno != EAGAIN)
 			return n;
 		if (until && lh_now_ns() < until) {
@@ -353,7 +364,7 @@ int fs_wire_attach(struct fuse_session *se, unsigned poll_us)
 
 void fs_wire_counters_get(struct fs_wire_counters *c)
 {
-	c->reads_spinning = __atomic_load_n(&rd.n.reads_spinning, __ATOMIC_RELAXED);
+	c->reads_awake = __atomic_load_n(&rd.n.reads_awake, __ATOMIC_RELAXED);
 	c->reads_woken = __atomic_load_n(&rd.n.reads_woken, __ATOMIC_RELAXED);
 	c->handoffs_wait = __atomic_load_n(&rd.n.handoffs_wait, __ATOMIC_RELAXED);
 	c->handoffs_watchdog = __atomic_load_n(&rd.n.handoffs_watchdog, __ATOMIC_RELAXED);

@@ -251,7 +251,7 @@ vt_note "max_read: honoured, bad values refused"
 vt_mount "$OPTS,poll=0"
 dd if=/dev/zero of="$VT_MNT/p" bs=4k count=64 oflag=direct 2>/dev/null || vt_fail "poll=0: cannot write"
 dd if="$VT_MNT/p" of=/dev/null bs=4k iflag=direct 2>/dev/null || vt_fail "poll=0: cannot read"
-for c in 'reads_total{thread="spinning"}' 'reads_total{thread="woken"}' \
+for c in 'reads_total{thread="awake"}' 'reads_total{thread="woken"}' \
 	'reader_handoffs_total{why="wait"}'; do
 	v=$(awk -v k="virtuscale_fuse_$c" '$1 == k {print $2}' "$VT_MNT/.virtuscale/stats")
 	[ "$v" = 0 ] || vt_fail "poll=0: virtuscale_fuse_$c is '$v', not 0"

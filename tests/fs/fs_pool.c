@@ -626,12 +626,12 @@ static void t_polling(void **state)
 	VT_OK(fd = open(f, O_CREAT | O_RDWR | O_DIRECT, 0644));
 	VT_OK(vt_pwrite_all(fd, buf, 4096, 0));
 
-	uint64_t s0 = stat_or_fail("fuse_reads_total{thread=\"spinning\"}");
+	uint64_t s0 = stat_or_fail("fuse_reads_total{thread=\"awake\"}");
 	uint64_t w0 = stat_or_fail("fuse_reads_total{thread=\"woken\"}");
 	uint64_t r0 = stat_or_fail("fuse_requests_total{op=\"read\"}");
 	for (int i = 0; i < 2000; i++)
 		VT_OK(pread(fd, buf, 4096, 0));
-	uint64_t s1 = stat_or_fail("fuse_reads_total{thread=\"spinning\"}");
+	uint64_t s1 = stat_or_fail("fuse_reads_total{thread=\"awake\"}");
 	uint64_t w1 = stat_or_fail("fuse_reads_total{thread=\"woken\"}");
 	uint64_t r1 = stat_or_fail("fuse_requests_total{op=\"read\"}");
 	/* every request read is counted one way or the other; O_DIRECT reads
@@ -642,7 +642,7 @@ static void t_polling(void **state)
 			 (unsigned long long)(r1 - r0), (unsigned long long)(s1 - s0),
 			 (unsigned long long)(w1 - w0));
 	if (s1 == s0)
-		fail_msg("2000 back-to-back reads, none found by a spinning thread");
+		fail_msg("2000 back-to-back reads, none found by an awake thread");
 
 	/* An fsync waits for a checkpoint's syncs: its thread passes the
 	 * reading on before it waits. */
