@@ -123,7 +123,7 @@ static struct {
 	_Atomic uint64_t owner;  /* the holder's token; 0: nobody */
 	_Atomic uint64_t taken;  /* requests read by holders so far */
 	_Atomic bool serving;    /* the holder is serving what it read */
-	uint64_t next_token;
+	_Atomic uint64_t next_token;
 	uint64_t poll_ns;        /* 0: polling off */
 	pthread_t watchdog;
 	bool watching;
@@ -147,22 +147,25 @@ static void release_locked(void)
 	pthread_cond_signal(&rd.cv);
 }
 
-/* Give the role up if this thread (@token) holds it. */
-static void give_up(uint64_t token)
+/* Give the role up if this thread (@token) still holds it (the watchdog
+ * may have taken it first): true if it did. */
+static bool give_up(uint64_t token)
 {
+	bool held;
 	pthread_mutex_lock(&rd.mu);
-	if (atomic_load(&rd.owner) == token)
+	held = atomic_load(&rd.owner) == token;
+	if (held)
 		release_locked();
 	pthread_mutex_unlock(&rd.mu);
+	return held;
 }
 
 /* The engine's wait hook. */
 static void about_to_wait(void)
 {
-	if (my_token && atomic_load_explicit(&rd.owner, memory_order_relaxed) == my_token) {
+	if (my_token && atomic_load_explicit(&rd.owner, memory_order_relaxed) == my_token &&
+	    give_up(my_token))
 		count(&rd.n.handoffs_wait);
-		give_up(my_token);
-	}
 }
 
 /* Every WATCH_NS while requests come, every WATCH_IDLE_NS once none has
@@ -267,11 +270,8 @@ static ssize_t read_request(int fd, void *buf, size_t len)
 	 */
 	int was;
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &was);
-	if (!my_token) {
-		pthread_mutex_lock(&rd.mu);
-		my_token = ++rd.next_token;
-		pthread_mutex_unlock(&rd.mu);
-	}
+	if (!my_token)
+		my_token = atomic_fetch_add(&rd.next_token, 1) + 1;
 	/* Spin only while requests are served without waiting: a thread that
 	 * kept the role from its last request. One that takes it over from a
 	 * thread gone to the disk sleeps in poll(2) at once: when requests
@@ -287,7 +287,7 @@ static ssize_t read_request(int fd, void *buf, size_t len)
 		n = read_polling(fd, buf, len, spin);
 		if (n < 0) {
 			int e = errno;
-			give_up(my_token); /* the others see the error too */
+			(void)give_up(my_token); /* the others see the error too */
 			errno = e;
 		} else {
 			atomic_fetch_add(&rd.taken, 1);
