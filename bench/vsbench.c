@@ -16,8 +16,11 @@
  *   DATASIZE  RNDREAD=1: tuples (1e6 and 2e7 accepted);    10
  *             RNDREAD=0: warehouses
  *
- * and two of our own:
+ * and three of our own:
  *
+ *   CLUSTER   write clustering: dirty neighbours written      32
+ *             with each dirty page an eviction writes back,
+ *             per side (0: none, as vmcache)
  *   BTCHECK   1: after the load, run bt_check (a full pass    0
  *             over the tree) and print its shape; fail unless
  *             it holds exactly DATASIZE entries (RNDREAD=1)
@@ -36,9 +39,11 @@
  * ts counts seconds from 0 (the line for the first second has ts 0, as in
  * vmcache), tx is lookups completed in that second, rmb/wmb are MB (2^20
  * bytes) read from / written to the image in that second. At the end of the
- * run (both workloads) two more lines on stderr give the latency of the
- * pool's slow paths during the run phase only (bm_latency_get):
+ * run (both workloads) lines on stderr give the pages written back and
+ * the latency of the pool's slow paths during the run phase only
+ * (bm_stats_get, bm_latency_get):
  *
+ *   writebacks: N pages, M of them neighbours written early (CLUSTER)
  *   faults: N, p50 X µs, p99 Y µs, p99.9 Z µs
  *   evict batches: N (avg P pages), p50 X µs, p99 Y µs, p99.9 Z µs
  *
@@ -85,6 +90,7 @@ struct config {
 	uint64_t phys_bytes;
 	bool exmap;
 	unsigned batch;
+	unsigned cluster;
 	unsigned runfor;
 	bool rndread;
 	unsigned threads;
@@ -167,6 +173,7 @@ static int config_read(struct config *c)
 	    (uint64_t)(env_number("PHYSGB", 4, 0, 1 << 20) * gib) & ~(uint64_t)(BM_PAGE_SIZE - 1);
 	c->exmap = env_flag("EXMAP");
 	c->batch = (unsigned)env_count("BATCH", 64, 1, 1 << 20);
+	c->cluster = (unsigned)env_count("CLUSTER", 32, 0, 256);
 	c->runfor = (unsigned)env_count("RUNFOR", 30, 1, 1u << 30);
 	c->rndread = env_flag("RNDREAD");
 	c->threads = (unsigned)env_count("THREADS", 1, 1, MAX_THREADS);
@@ -437,8 +444,9 @@ static int measure(const struct config *c, struct worker *w, struct bm *bm, cons
 		   void *(*fn)(void *), double *ret_secs, struct bm_latency lat[2])
 {
 	const double mb = 1024.0 * 1024;
-	struct bm_stats prev, cur;
+	struct bm_stats first, prev, cur;
 	bm_stats_get(bm, &prev);
+	first = prev;
 	bm_latency_get(bm, &lat[0]);
 	uint64_t prev_done = 0;
 
@@ -465,6 +473,10 @@ static int measure(const struct config *c, struct worker *w, struct bm *bm, cons
 	err = join_all(w, c->threads, workload);
 	*ret_secs = now() - t0;
 	bm_latency_get(bm, &lat[1]);
+	bm_stats_get(bm, &cur);
+	fprintf(stderr, "writebacks: %llu pages, %llu of them neighbours written early (CLUSTER)\n",
+		(unsigned long long)(cur.writebacks - first.writebacks),
+		(unsigned long long)(cur.cluster_writebacks - first.cluster_writebacks));
 	return err;
 }
 
@@ -658,6 +670,7 @@ int main(void)
 	    .pool_bytes = c.phys_bytes,
 	    .backend = c.exmap ? BM_BACKEND_EXMAP : BM_BACKEND_PLAIN,
 	    .evict_batch = c.batch,
+	    .write_cluster = c.cluster ? (int)c.cluster : -1,
 	};
 	struct bm *bm;
 	err = bm_open(&bc, &bm);

@@ -94,6 +94,10 @@ struct bm_config {
 	uint64_t pool_bytes;       /* physical pool; rounded down to pages; >= 1 MiB */
 	enum bm_backend_mode backend;
 	unsigned evict_batch;      /* pages per eviction batch; 0 = default (64) */
+	int write_cluster;         /* dirty neighbours an eviction writes along with
+				    * each dirty page it writes back, per side
+				    * (bm.c, write clustering); 0 = default (32),
+				    * negative = none */
 	bool read_only;            /* open without writing anything, ever */
 	bool no_direct;            /* do not try O_DIRECT on the image */
 	bool journal;              /* transactions and atomic checkpoints (no steal) */
@@ -342,6 +346,8 @@ struct bm_stats {
 	uint64_t evictions;      /* pages dropped from the pool */
 	uint64_t evict_batches;
 	uint64_t writebacks;     /* pages written back */
+	uint64_t cluster_writebacks; /* of those, neighbours written along with an
+				      * eviction's dirty page (still resident) */
 	uint64_t read_bytes;     /* bytes read from the image */
 	uint64_t write_bytes;    /* bytes written to the image */
 	uint64_t csum_errors;

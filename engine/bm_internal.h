@@ -69,7 +69,8 @@
 /* Per-thread counters. Each is written by its own thread only, read by
  * bm_stats_get from any thread: relaxed atomics, no lock prefix needed. */
 struct bm_counters {
-	_Atomic uint64_t hits, loads, zero_loads, evictions, evict_batches, writebacks;
+	_Atomic uint64_t hits, loads, zero_loads, evictions, evict_batches, writebacks,
+		cluster_writebacks;
 	_Atomic uint64_t read_through, write_through;
 	_Atomic uint64_t read_bytes, write_bytes, csum_errors, io_errors, restarts,
 		segv_restarts;
@@ -88,7 +89,7 @@ struct bm_thread {
 	bool ring_ok;    /* ring set up (lazily, on first write-back) */
 	bool ring_failed;
 	struct io_uring ring;
-	uint8_t *staging; /* BM_BATCH_MAX aligned pages for write-back */
+	uint8_t *staging; /* bm->wb_max aligned pages for write-back */
 };
 
 /* The set of resident pids, an open-addressing hash table (vmcache's
@@ -109,6 +110,8 @@ struct bm {
 	uint64_t page_count;
 	uint64_t capacity; /* frames */
 	unsigned batch;
+	unsigned cluster;  /* write clustering: neighbours per side, 0 = off */
+	unsigned wb_max;   /* pages one eviction batch may write: the staging area */
 	struct mem *mem;
 	uint8_t *base;
 	ps_word *state;          /* page_count words */

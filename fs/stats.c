@@ -234,6 +234,10 @@ ssize_t fs_stats_render(struct fs *fs, char *buf, size_t cap)
 	metric(&o, "pool_evict_batches_total", "counter", "Eviction batches.", s.evict_batches);
 	metric(&o, "pool_writebacks_total", "counter", "Pages written back to the image.",
 	       s.writebacks);
+	metric(&o, "pool_cluster_writebacks_total", "counter",
+	       "Write-backs of dirty neighbours an eviction wrote along with a dirty page "
+	       "(counted in write-backs too; the pages stay resident).",
+	       s.cluster_writebacks);
 	metric(&o, "pool_restarts_total", "counter", "Buffer-manager operation restarts.",
 	       s.restarts);
 	histogram(&o, "page_fault_seconds",

@@ -459,6 +459,71 @@ static void test_evict_reload_keeps_bytes(void **st)
 	assert_int_equal(bm_close(bm), 0);
 }
 
+/* Open a fresh pool of 256 frames with write clustering @cluster, fill it
+ * with dirty pages (consecutive pids), then load 64 more so that eviction
+ * writes back. Returns the stats after that; the two fills are in @f. */
+static struct bm *cluster_run(int cluster, struct fill f[2], struct bm_stats *s)
+{
+	struct bm *bm = NULL;
+	struct bm_config cfg = { .path = img, .pool_bytes = 256 * 4096, .write_cluster = cluster };
+	assert_int_equal(bm_format(img, 16 << 20, true), 0);
+	assert_int_equal(vt_bm_open(&cfg, &bm), 0);
+	f[0] = (struct fill){ .n = 256, .seed = 11 };
+	f[1] = (struct fill){ .n = 64, .seed = 12 };
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(bm_alloc(bm, f[i].n, BM_PID_NONE, &f[i].first), 0);
+		assert_int_equal(bm_run(bm, op_fill, &f[i]), 0);
+	}
+	bm_stats_get(bm, s);
+	return bm;
+}
+
+static void test_write_clustering(void **st)
+{
+	struct fill f[2];
+	struct bm_stats s;
+
+	/* Without clustering only the victims are written: every page left
+	 * in the pool is still dirty. */
+	struct bm *bm = cluster_run(-1, f, &s);
+	assert_true(s.evictions >= 64);
+	assert_int_equal(s.cluster_writebacks, 0);
+	assert_int_equal(s.writebacks, s.evictions);
+	assert_int_equal(s.dirty_pages, s.resident_pages);
+	assert_int_equal(bm_close(bm), 0);
+
+	/* With it, the victims' marked dirty neighbours go out in the same
+	 * batch and stay resident, clean. */
+	bm = cluster_run(0, f, &s);
+	assert_true(s.evictions >= 64);
+	assert_true(s.cluster_writebacks > 0);
+	assert_int_equal(s.writebacks, s.evictions + s.cluster_writebacks);
+	assert_int_equal(s.dirty_pages, s.resident_pages - s.cluster_writebacks);
+	assert_true(s.resident_pages <= s.capacity_pages);
+	/* Every byte is there, in the pool and after a reopen (the neighbours'
+	 * checksums were recorded with their writes). */
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(bm_run(bm, op_verify, &f[i]), 0);
+		assert_int_equal(f[i].bad, 0);
+	}
+	/* The clean pages, neighbours written early among them, leave without
+	 * a write and come back from the image intact. */
+	assert_true(bm_evict_all(bm, false) > 0);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(bm_run(bm, op_verify, &f[i]), 0);
+		assert_int_equal(f[i].bad, 0);
+	}
+	assert_int_equal(bm_close(bm), 0);
+	bm = open_pool(256 * 4096);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(bm_run(bm, op_verify, &f[i]), 0);
+		assert_int_equal(f[i].bad, 0);
+	}
+	bm_stats_get(bm, &s);
+	assert_int_equal(s.csum_errors, 0);
+	assert_int_equal(bm_close(bm), 0);
+}
+
 static void test_flush_cleans(void **st)
 {
 	struct bm *bm = fresh_pool(8 << 20, 1 << 20);
@@ -773,6 +838,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_exclusive_waits_for_shared, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_segv_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_evict_reload_keeps_bytes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_write_clustering, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_flush_cleans, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_page_detected, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_through, setup, teardown),

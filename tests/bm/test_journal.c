@@ -159,6 +159,45 @@ static void test_no_steal(void **st)
 	assert_int_equal(bm_close(bm), 0);
 }
 
+static void test_cluster_keeps_checkpoint(void **st)
+{
+	/* Eviction writes a dirty victim's marked dirty neighbours along with
+	 * it (bm.c, write clustering), but with the journal only those that
+	 * may go home: a page the last checkpoint has in use is never written
+	 * home before the next checkpoint, neighbour of a victim or not. */
+	uint64_t a, b;
+	struct bm_stats s;
+	assert_int_equal(bm_format(img, 16 << 20, true), 0);
+	struct bm *bm = jopen(NULL, 256 * 4096);
+	bm_txn_begin(bm);
+	assert_int_equal(bm_alloc(bm, 64, BM_PID_NONE, &a), 0);
+	for (uint64_t i = 0; i < 64; i++)
+		set_page(bm, a + i, 1);
+	bm_txn_end(bm);
+	assert_int_equal(bm_checkpoint(bm), 0);
+	/* One transaction (no checkpoint runs inside one): change a's pages,
+	 * then fill 400 new pages right after them through 256 frames, so
+	 * that eviction writes new pages next to the changed ones. */
+	bm_txn_begin(bm);
+	for (uint64_t i = 0; i < 64; i++)
+		set_page(bm, a + i, 7 + i);
+	assert_int_equal(bm_alloc(bm, 400, BM_PID_NONE, &b), 0);
+	assert_int_equal(b, a + 64);
+	for (uint64_t i = 0; i < 400; i++)
+		set_page(bm, b + i, 1000 + i);
+	bm_txn_end(bm);
+	bm_stats_get(bm, &s);
+	assert_true(s.cluster_writebacks > 0);
+	bm_abandon(bm); /* a crash: the image must hold the checkpoint */
+
+	bm = jopen(NULL, 256 * 4096);
+	for (uint64_t i = 0; i < 64; i++)
+		assert_int_equal(get_page(bm, a + i), 1);
+	bm_stats_get(bm, &s);
+	assert_int_equal(s.csum_errors, 0);
+	assert_int_equal(bm_close(bm), 0);
+}
+
 static void test_dirty_limit_triggers_checkpoint(void **st)
 {
 	uint64_t first;
@@ -616,6 +655,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_checkpoint_persists, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_nested_transactions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_steal, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cluster_keeps_checkpoint, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dirty_limit_triggers_checkpoint, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_follower_durable_at_commit, setup, teardown),
