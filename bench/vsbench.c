@@ -18,9 +18,10 @@
  *
  * and three of our own:
  *
- *   CLUSTER   write clustering: dirty neighbours written      32
- *             with each dirty page an eviction writes back,
- *             per side (0: none, as vmcache)
+ *   CLUSTER   eviction clustering: marked neighbours taken   32
+ *             along with each victim, per side (dirty ones
+ *             written in its run, clean ones dropped with it);
+ *             0: none, as vmcache
  *   BTCHECK   1: after the load, run bt_check (a full pass    0
  *             over the tree) and print its shape; fail unless
  *             it holds exactly DATASIZE entries (RNDREAD=1)
@@ -670,7 +671,7 @@ int main(void)
 	    .pool_bytes = c.phys_bytes,
 	    .backend = c.exmap ? BM_BACKEND_EXMAP : BM_BACKEND_PLAIN,
 	    .evict_batch = c.batch,
-	    .write_cluster = c.cluster ? (int)c.cluster : -1,
+	    .evict_cluster = c.cluster ? (int)c.cluster : -1,
 	};
 	struct bm *bm;
 	err = bm_open(&bc, &bm);

@@ -1095,12 +1095,25 @@ static void write_pages(struct bm *bm, struct bm_thread *t, const uint64_t *pids
 		atomic_store(&bm->meta_dirty, true);
 }
 
+/* Sort @n pids (insertion sort: n is a batch, and often nearly sorted). */
+static void pids_sort(uint64_t *pids, unsigned n)
+{
+	for (unsigned i = 1; i < n; i++) {
+		uint64_t v = pids[i];
+		unsigned j = i;
+		for (; j > 0 && pids[j - 1] > v; j--)
+			pids[j] = pids[j - 1];
+		pids[j] = v;
+	}
+}
+
 /* Drop the frames of @n pages the caller holds exclusively and clean.
  * Returns how many were dropped (all or, when the backend fails, none). */
-static unsigned drop_frames(struct bm *bm, struct bm_thread *t, const uint64_t *pids, unsigned n)
+static unsigned drop_frames(struct bm *bm, struct bm_thread *t, uint64_t *pids, unsigned n)
 {
 	if (n == 0)
 		return 0;
+	pids_sort(pids, n); /* runs of neighbours: one range each for the backend */
 	int r = mem_free(bm->mem, t->iface, pids, n);
 	if (r < 0) {
 		/* The frames stay mapped: the pages stay resident. */
@@ -1158,6 +1171,35 @@ static unsigned cluster_add(struct bm *bm, uint64_t *pids, unsigned nv, unsigned
 	return n;
 }
 
+/*
+ * The same for a clean victim: its clean neighbours that the clock has
+ * marked go with it, up to bm->cluster on each side and @room pages, locked
+ * exclusively into @out. The backend drops a run of neighbours with one
+ * call and one TLB flush where each scattered page costs its own (with
+ * madvise, 8 us a page alone on its CPU and ten times that with another
+ * thread of the process running). Marked pages are what the clock would
+ * take next anyway: which of them go first does not matter to it.
+ * Returns how many were added.
+ */
+static unsigned drop_cluster(struct bm *bm, uint64_t pid, uint64_t *out, unsigned room)
+{
+	unsigned n = 0;
+
+	for (int side = 0; side < 2; side++) {
+		for (uint64_t k = 1; k <= bm->cluster && n < room; k++) {
+			if (side == 0 ? k > pid : pid + k >= bm->page_count)
+				break;
+			uint64_t q = side == 0 ? pid - k : pid + k;
+			ps_word *ps = state_of(bm, q);
+			uint64_t w = ps_load(ps);
+			if (ps_state(w) != PS_MARKED || ps_dirty(w) || !ps_try_lock_x(ps, w))
+				break;
+			out[n++] = q;
+		}
+	}
+	return n;
+}
+
 /* The neighbours cluster_add took are written (or not: they stay dirty):
  * release them, marked again for the clock. */
 static void cluster_release(struct bm *bm, struct bm_thread *t, const uint64_t *pids,
@@ -1210,6 +1252,7 @@ static void evict_batch(struct bm *bm, struct bm_thread *t)
 						dirty[nd++] = pid;
 				} else if (ps_try_lock_x(ps, w)) {
 					clean[nc++] = pid;
+					nc += drop_cluster(bm, pid, clean + nc, want - nc - nd);
 				}
 			}
 		}
@@ -1680,9 +1723,9 @@ int bm_open(const struct bm_config *cfg, struct bm **ret_bm)
 		bm->capacity = bm->page_count;
 	if (bm->batch > bm->capacity / 4)
 		bm->batch = (unsigned)(bm->capacity / 4);
-	bm->cluster = cfg->write_cluster < 0 ? 0
-		      : cfg->write_cluster == 0 ? 32
-						 : (unsigned)cfg->write_cluster;
+	bm->cluster = cfg->evict_cluster < 0 ? 0
+		      : cfg->evict_cluster == 0 ? 32
+						 : (unsigned)cfg->evict_cluster;
 	if (bm->cluster > BM_BATCH_MAX)
 		bm->cluster = BM_BATCH_MAX;
 	/* Room for the neighbours: up to three times the victims (a

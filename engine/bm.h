@@ -94,10 +94,10 @@ struct bm_config {
 	uint64_t pool_bytes;       /* physical pool; rounded down to pages; >= 1 MiB */
 	enum bm_backend_mode backend;
 	unsigned evict_batch;      /* pages per eviction batch; 0 = default (64) */
-	int write_cluster;         /* dirty neighbours an eviction writes along with
-				    * each dirty page it writes back, per side
-				    * (bm.c, write clustering); 0 = default (32),
-				    * negative = none */
+	int evict_cluster;         /* neighbours an eviction takes along with each
+				    * victim, per side: dirty ones written in the
+				    * same run, clean ones dropped with it (bm.c,
+				    * clustering); 0 = default (32), negative = none */
 	bool read_only;            /* open without writing anything, ever */
 	bool no_direct;            /* do not try O_DIRECT on the image */
 	bool journal;              /* transactions and atomic checkpoints (no steal) */

@@ -110,7 +110,7 @@ struct bm {
 	uint64_t page_count;
 	uint64_t capacity; /* frames */
 	unsigned batch;
-	unsigned cluster;  /* write clustering: neighbours per side, 0 = off */
+	unsigned cluster;  /* eviction clustering: neighbours per side, 0 = off */
 	unsigned wb_max;   /* pages one eviction batch may write: the staging area */
 	struct mem *mem;
 	uint8_t *base;

@@ -246,7 +246,8 @@ static int plain_alloc_many(struct mem *m, int iface, const uint64_t *pids, unsi
 
 /*
  * Dropping frames: two ways, and neither is cheaper everywhere. madvise()
- * flushes the TLB once per call, so once per page, and when another thread
+ * flushes the TLB once per call, so once per run of consecutive pages (once
+ * per page for scattered ones), and when another thread
  * of the process runs on another CPU each flush is an interrupt to it.
  * process_madvise() on our own pidfd takes the batch as one vector and, on
  * kernels that batch its flushes (6.16 on), flushes once, but costs more per
@@ -296,11 +297,17 @@ static int free_vector(struct plain *pl, char *base, const uint64_t *pids, unsig
 	return -EAGAIN; /* the loop finishes (or redoes) it: madvise is idempotent */
 }
 
+/* One call per run of consecutive pids (the buffer manager sorts its
+ * batches, and evicts neighbours together). */
 static int free_loop(char *base, const uint64_t *pids, unsigned n)
 {
-	for (unsigned i = 0; i < n; i++)
-		if (madvise(base + pids[i] * MEM_PAGE_SIZE, MEM_PAGE_SIZE, MADV_DONTNEED) < 0)
+	for (unsigned i = 0, j; i < n; i = j) {
+		for (j = i + 1; j < n && pids[j] == pids[j - 1] + 1; j++)
+			;
+		if (madvise(base + pids[i] * MEM_PAGE_SIZE, (size_t)(j - i) * MEM_PAGE_SIZE,
+			    MADV_DONTNEED) < 0)
 			return -errno;
+	}
 	return 0;
 }
 

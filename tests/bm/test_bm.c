@@ -465,7 +465,7 @@ static void test_evict_reload_keeps_bytes(void **st)
 static struct bm *cluster_run(int cluster, struct fill f[2], struct bm_stats *s)
 {
 	struct bm *bm = NULL;
-	struct bm_config cfg = { .path = img, .pool_bytes = 256 * 4096, .write_cluster = cluster };
+	struct bm_config cfg = { .path = img, .pool_bytes = 256 * 4096, .evict_cluster = cluster };
 	assert_int_equal(bm_format(img, 16 << 20, true), 0);
 	assert_int_equal(vt_bm_open(&cfg, &bm), 0);
 	f[0] = (struct fill){ .n = 256, .seed = 11 };
@@ -478,7 +478,7 @@ static struct bm *cluster_run(int cluster, struct fill f[2], struct bm_stats *s)
 	return bm;
 }
 
-static void test_write_clustering(void **st)
+static void test_evict_clustering(void **st)
 {
 	struct fill f[2];
 	struct bm_stats s;
@@ -522,6 +522,49 @@ static void test_write_clustering(void **st)
 	bm_stats_get(bm, &s);
 	assert_int_equal(s.csum_errors, 0);
 	assert_int_equal(bm_close(bm), 0);
+}
+
+/* Fill 256 frames with clean pages, load 64 more, and count the runs of
+ * consecutive pids among the pages that left the pool. */
+static unsigned evicted_runs(int cluster, unsigned *ret_evicted)
+{
+	struct fill f[2] = { { .n = 256, .seed = 21 }, { .n = 64, .seed = 22 } };
+	struct bm_config cfg = { .path = img, .pool_bytes = 256 * 4096, .evict_cluster = cluster };
+	struct bm *bm = NULL;
+	unsigned runs = 0, evicted = 0;
+
+	assert_int_equal(bm_format(img, 16 << 20, true), 0);
+	assert_int_equal(vt_bm_open(&cfg, &bm), 0);
+	assert_int_equal(bm_alloc(bm, f[0].n, BM_PID_NONE, &f[0].first), 0);
+	assert_int_equal(bm_run(bm, op_fill, &f[0]), 0);
+	assert_int_equal(bm_flush(bm), 0);
+	assert_int_equal(bm_alloc(bm, f[1].n, BM_PID_NONE, &f[1].first), 0);
+	assert_int_equal(bm_run(bm, op_fill, &f[1]), 0);
+	for (uint64_t i = 0; i < f[0].n; i++) {
+		bool out = !bm_is_resident(bm, f[0].first + i);
+		evicted += out;
+		runs += out && (i == 0 || bm_is_resident(bm, f[0].first + i - 1));
+	}
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(bm_run(bm, op_verify, &f[i]), 0);
+		assert_int_equal(f[i].bad, 0);
+	}
+	assert_int_equal(bm_close(bm), 0);
+	*ret_evicted = evicted;
+	return runs;
+}
+
+static void test_drop_clustering(void **st)
+{
+	/* Clean victims take their marked clean neighbours along: the pages
+	 * that leave form a few runs (one backend call each), not one
+	 * scattered page per call as the clock's hash order would give. */
+	unsigned evicted, runs = evicted_runs(0, &evicted);
+	assert_true(evicted >= 64);
+	assert_true(runs <= evicted / 16);
+	runs = evicted_runs(-1, &evicted);
+	assert_true(evicted >= 64);
+	assert_true(runs > evicted / 4);
 }
 
 static void test_flush_cleans(void **st)
@@ -838,7 +881,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_exclusive_waits_for_shared, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_segv_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_evict_reload_keeps_bytes, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_write_clustering, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_evict_clustering, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_drop_clustering, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_flush_cleans, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_page_detected, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_through, setup, teardown),

@@ -103,9 +103,12 @@ static void test_free_drops_exactly_the_batch(void **state)
 			if (pids[i] > 0)
 				memset(base + (pids[i] - 1) * MEM_PAGE_SIZE, 0x5A, 16);
 		}
-		for (unsigned i = 0; i < BATCH; i++)
+		for (unsigned i = 0; i < BATCH; i++) {
 			if (pids[i] > 0)
 				base[(pids[i] - 1) * MEM_PAGE_SIZE + 16] = 0x77;
+			/* and the page after each: a run must end where it does */
+			base[(pids[i] + 1) * MEM_PAGE_SIZE + 32] = 0x66;
+		}
 		assert_int_equal(mem_free(m, iface, pids, BATCH), 0);
 		for (unsigned i = 0; i < BATCH; i++) {
 			const uint8_t *pg = base + pids[i] * MEM_PAGE_SIZE;
@@ -120,6 +123,13 @@ static void test_free_drops_exactly_the_batch(void **state)
 				in_batch |= pids[j] == pids[i] - 1;
 			if (!in_batch)
 				assert_int_equal(base[(pids[i] - 1) * MEM_PAGE_SIZE + 16], 0x77);
+		}
+		for (unsigned i = 0; i < BATCH; i++) {
+			bool in_batch = false;
+			for (unsigned j = 0; j < BATCH; j++)
+				in_batch |= pids[j] == pids[i] + 1;
+			if (!in_batch)
+				assert_int_equal(base[(pids[i] + 1) * MEM_PAGE_SIZE + 32], 0x66);
 		}
 	}
 	mem_free_ways(m, batches, ns);
