@@ -1153,6 +1153,9 @@ static unsigned cluster_add(struct bm *bm, uint64_t *pids, unsigned nv, unsigned
 {
 	unsigned n = nv;
 
+	if (bm->journal && atomic_load(&bm->ckpt_pool_io))
+		return n; /* cluster_release would only have to keep them dirty */
+
 	for (unsigned i = 0; i < nv && n < room; i++) {
 		for (int side = 0; side < 2; side++) {
 			for (uint64_t k = 1; k <= bm->cluster && n < room; k++) {
@@ -1200,17 +1203,36 @@ static unsigned drop_cluster(struct bm *bm, uint64_t pid, uint64_t *out, unsigne
 	return n;
 }
 
+/* Make a page written back under our hold dirty again, because a
+ * checkpoint that took it in while it was dirty may be writing home from
+ * its frame (bm_journal.c): as a clean page it could be dropped under that
+ * write by the next eviction. Dirty, it waits for the checkpoint's end
+ * (which cleans it when nothing changed) or is written back again. */
+static void redirty(struct bm *bm, uint64_t pid)
+{
+	uint64_t old = atomic_fetch_or_explicit(state_of(bm, pid), PS_DIRTY, memory_order_acq_rel);
+	if (!(old & PS_DIRTY)) {
+		atomic_fetch_add_explicit(&bm->dirty, 1, memory_order_relaxed);
+		bm_dirty_note(bm, pid);
+	}
+}
+
 /* The neighbours cluster_add took are written (or not: they stay dirty):
  * release them, marked again for the clock. */
 static void cluster_release(struct bm *bm, struct bm_thread *t, const uint64_t *pids,
 			    const int *res, unsigned n)
 {
+	bool ckpt = bm->journal && atomic_load(&bm->ckpt_pool_io);
 	unsigned written = 0;
 	for (unsigned i = 0; i < n; i++) {
 		ps_word *ps = state_of(bm, pids[i]);
-		ps_unlock_s(ps);
-		ps_try_mark(ps, ps_load(ps));
 		written += res[i] == 0;
+		if (ckpt && res[i] == 0) {
+			redirty(bm, pids[i]);
+			ps_unlock_s(ps);
+		} else {
+			ps_unlock_s_marked(ps);
+		}
 	}
 	BM_COUNT(t, cluster_writebacks, written);
 }
@@ -1268,7 +1290,8 @@ static void evict_batch(struct bm *bm, struct bm_thread *t)
 			} else if (bm->journal && atomic_load(&bm->ckpt_pool_io)) {
 				/* A checkpoint that took the page in while it
 				 * was dirty may be writing from its frame:
-				 * keep it (clean now). See bm_journal.c. */
+				 * keep it, dirty (redirty). */
+				redirty(bm, dirty[i]);
 				ps_unlock_x(ps, false);
 			} else {
 				clean[nc++] = dirty[i];

@@ -42,6 +42,9 @@ struct bm_fault {
 	 * held: a test may block in it to hold a checkpoint at that point.
 	 * The failure settings are read after it returns. */
 	void (*on_sync)(struct bm_fault *f, uint64_t n);
+	/* The same before each page write (1-based count of writes): a test
+	 * may hold one thread's writes there while others go on. */
+	void (*on_write)(struct bm_fault *f, uint64_t n);
 	/* counters and records, maintained by the buffer manager */
 	pthread_mutex_t mu;
 	uint64_t writes, syncs;

@@ -198,9 +198,14 @@ static int fault_before_write(struct bm *bm, uint64_t off, size_t len)
 	int r = 0;
 
 	pthread_mutex_lock(&f->mu);
-	f->writes++;
+	uint64_t n = ++f->writes;
+	if (f->on_write) {
+		pthread_mutex_unlock(&f->mu);
+		f->on_write(f, n);
+		pthread_mutex_lock(&f->mu);
+	}
 	if (f->fail_write_at &&
-	    (f->writes == f->fail_write_at || (f->fail_writes_after && f->writes > f->fail_write_at))) {
+	    (n == f->fail_write_at || (f->fail_writes_after && n > f->fail_write_at))) {
 		r = -(f->fail_write_err ? f->fail_write_err : EIO);
 	} else if (f->record) {
 		if (f->nundo == f->capundo) {

@@ -161,6 +161,21 @@ static inline void ps_unlock_s(ps_word *p)
 	}
 }
 
+/* Release a shared hold and leave the page marked for the clock, in one
+ * step, when this was the only reader (a page the clock had marked, held
+ * for a moment by the eviction that wrote it back); with other readers
+ * still there it is in use: only this hold goes. */
+static inline void ps_unlock_s_marked(ps_word *p)
+{
+	uint64_t w = ps_load(p);
+	for (;;) {
+		unsigned s = ps_state(w);
+		unsigned next = s == 2 ? PS_MARKED : s - 1;
+		if (ps_cas(p, &w, ps_with_state(w, next)))
+			return;
+	}
+}
+
 /* Shared -> exclusive, only for the sole reader. */
 static inline bool ps_try_upgrade_sx(ps_word *p)
 {

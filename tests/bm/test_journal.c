@@ -188,6 +188,7 @@ static void test_cluster_keeps_checkpoint(void **st)
 	bm_txn_end(bm);
 	bm_stats_get(bm, &s);
 	assert_true(s.cluster_writebacks > 0);
+	assert_true(s.dirty_pages >= 64); /* a's pages wait for the checkpoint */
 	bm_abandon(bm); /* a crash: the image must hold the checkpoint */
 
 	bm = jopen(NULL, 256 * 4096);
@@ -196,6 +197,142 @@ static void test_cluster_keeps_checkpoint(void **st)
 	bm_stats_get(bm, &s);
 	assert_int_equal(s.csum_errors, 0);
 	assert_int_equal(bm_close(bm), 0);
+}
+
+/* test_steal_during_pool_checkpoint: two threads, each held at its first
+ * page write until the test lets it go. */
+struct hold {
+	pthread_t thread;
+	bool held, go;
+};
+
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct hold h[2];
+	struct bm *bm;
+	uint64_t first, n, rounds; /* the pages the reader reads */
+	int r;
+} hold = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+
+static void hold_on_write(struct bm_fault *f, uint64_t n)
+{
+	pthread_mutex_lock(&hold.mu);
+	for (int i = 0; i < 2; i++) {
+		struct hold *h = &hold.h[i];
+		if (!pthread_equal(pthread_self(), h->thread) || h->held)
+			continue;
+		h->held = true;
+		pthread_cond_broadcast(&hold.cv);
+		while (!h->go)
+			pthread_cond_wait(&hold.cv, &hold.mu);
+	}
+	pthread_mutex_unlock(&hold.mu);
+}
+
+static void hold_wait(int i)
+{
+	pthread_mutex_lock(&hold.mu);
+	while (!hold.h[i].held)
+		pthread_cond_wait(&hold.cv, &hold.mu);
+	pthread_mutex_unlock(&hold.mu);
+}
+
+static void hold_release(int i)
+{
+	pthread_mutex_lock(&hold.mu);
+	hold.h[i].go = true;
+	pthread_cond_broadcast(&hold.cv);
+	pthread_mutex_unlock(&hold.mu);
+}
+
+static void *reader_thread(void *arg)
+{
+	for (uint64_t r = 0; r < hold.rounds; r++)
+		for (uint64_t i = 0; i < hold.n; i++)
+			if (vt_page_get(hold.bm, hold.first + i, &(uint64_t){ 0 }) != 0)
+				return (void *)1;
+	return NULL;
+}
+
+static void *checkpoint_thread(void *arg)
+{
+	hold.r = bm_checkpoint(hold.bm);
+	return NULL;
+}
+
+static void test_steal_during_pool_checkpoint(void **st)
+{
+	/* A checkpoint of more than 4096 pages writes them from their frames
+	 * (no copies), holding transactions off but not readers, whose loads
+	 * evict. A new page may be stolen (written home and dropped) by a
+	 * reader's eviction. When the checkpoint took it in while that write
+	 * was under way, the page must keep its frame until the checkpoint is
+	 * done, or the checkpoint writes home whatever the dropped frame reads
+	 * as, under the page's real checksum. So: a reader evicts until its
+	 * first steal's write, held there; the checkpoint starts (takes its
+	 * pages, the stolen ones among them) and is held at its first write;
+	 * the reader goes on evicting (its stolen pages, their neighbours,
+	 * thousands of others); then the checkpoint finishes, and every new
+	 * page must read back from the image as it was written. */
+	enum { NEW = 4200, OTHER = 16000, FRAMES = 12288 };
+	struct bm_fault f;
+	uint64_t a, b;
+	struct bm_stats s;
+	void *rr;
+
+	bm_fault_init(&f);
+	f.on_write = hold_on_write;
+	assert_int_equal(bm_format(img, 256 << 20, true), 0);
+	struct bm *bm = jopen(&f, FRAMES * 4096);
+	bm_stats_get(bm, &s);
+	assert_true(s.dirty_limit > NEW); /* readers do not wait for a checkpoint */
+	bm_txn_begin(bm);
+	assert_int_equal(bm_alloc(bm, NEW, BM_PID_NONE, &a), 0);
+	assert_int_equal(bm_alloc(bm, OTHER, BM_PID_NONE, &b), 0);
+	bm_txn_end(bm);
+	for (uint64_t i = 0; i < NEW; i += 100) {
+		bm_txn_begin(bm);
+		for (uint64_t j = i; j < i + 100 && j < NEW; j++)
+			set_page(bm, a + j, 5000 + j);
+		bm_txn_end(bm);
+	}
+	bm_stats_get(bm, &s);
+	assert_true(s.dirty_pages >= NEW);
+
+	hold.bm = bm;
+	hold.first = b;
+	hold.n = OTHER;
+	hold.rounds = 3;
+	memset(hold.h, 0, sizeof(hold.h));
+	pthread_t reader, ckpt;
+	pthread_mutex_lock(&hold.mu);
+	assert_int_equal(pthread_create(&reader, NULL, reader_thread, NULL), 0);
+	hold.h[0].thread = reader;
+	pthread_mutex_unlock(&hold.mu);
+	hold_wait(0); /* the reader is writing a stolen page */
+	pthread_mutex_lock(&hold.mu);
+	assert_int_equal(pthread_create(&ckpt, NULL, checkpoint_thread, NULL), 0);
+	hold.h[1].thread = ckpt;
+	pthread_mutex_unlock(&hold.mu);
+	hold_wait(1); /* the checkpoint took its pages, writes from the pool */
+	hold_release(0);
+	assert_int_equal(pthread_join(reader, &rr), 0);
+	assert_null(rr);
+	bm_stats_get(bm, &s);
+	assert_true(s.evictions > OTHER);
+	hold_release(1);
+	assert_int_equal(pthread_join(ckpt, NULL), 0);
+	assert_int_equal(hold.r, 0);
+
+	f.on_write = NULL;
+	assert_true(bm_evict_all(bm, true) > 0);
+	for (uint64_t i = 0; i < NEW; i++)
+		assert_int_equal(get_page(bm, a + i), 5000 + i);
+	bm_stats_get(bm, &s);
+	assert_int_equal(s.csum_errors, 0);
+	assert_int_equal(bm_close(bm), 0);
+	bm_fault_fini(&f);
 }
 
 static void test_dirty_limit_triggers_checkpoint(void **st)
@@ -656,6 +793,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_nested_transactions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_steal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cluster_keeps_checkpoint, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_steal_during_pool_checkpoint, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dirty_limit_triggers_checkpoint, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_follower_durable_at_commit, setup, teardown),

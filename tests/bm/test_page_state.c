@@ -92,6 +92,21 @@ static void test_last_reader_unlocks(void **st)
 	assert_int_equal(ps_version(w), 3);
 }
 
+static void test_unlock_s_marked(void **st)
+{
+	ps_word w = word(PS_MARKED, true, 5);
+	assert_true(ps_try_lock_s(&w, ps_load(&w)));
+	assert_true(ps_try_lock_s(&w, ps_load(&w)));
+	/* another reader is still there: the page is in use, no mark */
+	ps_unlock_s_marked(&w);
+	assert_int_equal(ps_state(w), 2);
+	/* the last one leaves it marked, same version, dirty bit kept */
+	ps_unlock_s_marked(&w);
+	assert_int_equal(ps_state(w), PS_MARKED);
+	assert_int_equal(ps_version(w), 5);
+	assert_true(ps_dirty(w));
+}
+
 static void test_mark_transitions(void **st)
 {
 	ps_word w = word(PS_UNLOCKED, false, 9);
@@ -157,6 +172,7 @@ int main(void)
 		cmocka_unit_test(test_stale_word_fails),
 		cmocka_unit_test(test_shared_counts_and_limit),
 		cmocka_unit_test(test_last_reader_unlocks),
+		cmocka_unit_test(test_unlock_s_marked),
 		cmocka_unit_test(test_mark_transitions),
 		cmocka_unit_test(test_unlock_evicted),
 		cmocka_unit_test(test_clear_dirty_under_shared),
