@@ -158,7 +158,8 @@ static void counters_add(struct bm_counters *dst, const struct bm_counters *src)
 #define ADD(f) atomic_fetch_add_explicit(&dst->f, atomic_load(&src->f), memory_order_relaxed)
 	ADD(hits); ADD(loads); ADD(zero_loads); ADD(evictions); ADD(evict_batches);
 	ADD(read_through); ADD(write_through);
-	ADD(writebacks); ADD(cluster_writebacks); ADD(read_bytes); ADD(write_bytes); ADD(csum_errors); ADD(io_errors);
+	ADD(writebacks); ADD(cluster_writebacks); ADD(read_bytes); ADD(write_bytes);
+	ADD(csum_errors); ADD(io_errors);
 	ADD(restarts); ADD(segv_restarts);
 #undef ADD
 }
@@ -1165,7 +1166,8 @@ static unsigned cluster_add(struct bm *bm, uint64_t *pids, unsigned nv, unsigned
 				ps_word *ps = state_of(bm, pid);
 				uint64_t w = ps_load(ps);
 				if (ps_state(w) != PS_MARKED || !ps_dirty(w) ||
-				    (bm->journal && !bm_home_free(bm, pid)) || !ps_try_lock_s(ps, w))
+				    (bm->journal && !bm_home_free(bm, pid)) ||
+				    !ps_try_lock_s(ps, w))
 					break;
 				pids[n++] = pid;
 			}

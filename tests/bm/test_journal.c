@@ -250,7 +250,7 @@ static void *reader_thread(void *arg)
 {
 	for (uint64_t r = 0; r < hold.rounds; r++)
 		for (uint64_t i = 0; i < hold.n; i++)
-			if (vt_page_get(hold.bm, hold.first + i, &(uint64_t){ 0 }) != 0)
+			if (vt_page_get(hold.bm, hold.first + i, &(uint64_t){0}) != 0)
 				return (void *)1;
 	return NULL;
 }
