@@ -1075,6 +1075,13 @@ static void write_pages(struct bm *bm, struct bm_thread *t, const uint64_t *pids
 		sums[i] = bm_page_csum(bufs[i]);
 	}
 	bm_io_write_batch(bm, t, bufs, pids, n, res);
+	/* A checkpoint too large to copy may have taken these pages in while
+	 * they were dirty and be writing home from their frames (bm_journal.c):
+	 * clean, they could be dropped under that write. They stay dirty, to
+	 * wait for its end (which cleans what did not change) or another
+	 * write-back. Read after the writes: a checkpoint that starts later
+	 * finds them clean and does not take them. */
+	bool keep_dirty = bm->journal && atomic_load(&bm->ckpt_pool_io);
 	for (unsigned i = 0; i < n; i++) {
 		if (res[i] < 0) {
 			BM_COUNT(t, io_errors, 1);
@@ -1083,15 +1090,16 @@ static void write_pages(struct bm *bm, struct bm_thread *t, const uint64_t *pids
 			continue;
 		}
 		bm_csum_set(bm, pids[i], sums[i]);
-		uint64_t old = atomic_fetch_and_explicit(state_of(bm, pids[i]), ~PS_DIRTY,
-							 memory_order_acq_rel);
+		uint64_t old = keep_dirty ? 0
+					  : atomic_fetch_and_explicit(state_of(bm, pids[i]), ~PS_DIRTY,
+								      memory_order_acq_rel);
 		if (old & PS_DIRTY)
 			atomic_fetch_sub_explicit(&bm->dirty, 1, memory_order_relaxed);
 		BM_COUNT(t, writebacks, 1);
 		BM_COUNT(t, write_bytes, BM_PAGE_SIZE);
 	}
-	/* With the journal these were new pages: no dirty page is left, but
-	 * their checksums are, for the periodic checkpoint to commit. */
+	/* With the journal these were new pages (steals): their checksums are
+	 * for the next checkpoint to commit. */
 	if (bm->journal)
 		atomic_store(&bm->meta_dirty, true);
 }
@@ -1133,60 +1141,35 @@ static unsigned drop_frames(struct bm *bm, struct bm_thread *t, uint64_t *pids, 
 }
 
 /*
- * Write clustering. The clock hands out victims in the order of the
- * resident set, a hash, so the dirty pages of a batch lie scattered over
- * the image; this disk takes one 256 KiB write far faster than 64 scattered
- * 4 KiB ones. So along with each dirty victim go its dirty neighbours that
- * the clock has marked (unused since the hand last passed: they would be
- * next), up to bm->cluster on each side and while the staging area has
- * room; bm_io_write_batch merges each run into one write. The neighbours
- * stay resident, clean and marked: when the hand comes back to them,
- * dropping them costs no write. Pages in use (unmarked) are left alone: a
- * hot page written now would be dirty again soon, and its writers would wait
- * for the write. The pool a bulk load leaves behind is the case this is for:
- * full of dirty pages with consecutive pids, written back by the lookups
- * that follow. vmcache writes each victim alone.
- *
- * Appends the neighbours of the @nv victims in @pids, held shared, after
- * them and returns the new count (at most @room).
- */
-static unsigned cluster_add(struct bm *bm, uint64_t *pids, unsigned nv, unsigned room)
-{
-	unsigned n = nv;
-
-	if (bm->journal && atomic_load(&bm->ckpt_pool_io))
-		return n; /* cluster_release would only have to keep them dirty */
-
-	for (unsigned i = 0; i < nv && n < room; i++) {
-		for (int side = 0; side < 2; side++) {
-			for (uint64_t k = 1; k <= bm->cluster && n < room; k++) {
-				if (side == 0 ? k > pids[i] : pids[i] + k >= bm->page_count)
-					break;
-				uint64_t pid = side == 0 ? pids[i] - k : pids[i] + k;
-				ps_word *ps = state_of(bm, pid);
-				uint64_t w = ps_load(ps);
-				if (ps_state(w) != PS_MARKED || !ps_dirty(w) ||
-				    (bm->journal && !bm_home_free(bm, pid)) ||
-				    !ps_try_lock_s(ps, w))
-					break;
-				pids[n++] = pid;
-			}
-		}
-	}
-	return n;
-}
-
-/*
- * The same for a clean victim: its clean neighbours that the clock has
- * marked go with it, up to bm->cluster on each side and @room pages, locked
- * exclusively into @out. The backend drops a run of neighbours with one
- * call and one TLB flush where each scattered page costs its own (with
+ * Clustering. The clock hands out victims in the order of the resident set,
+ * a hash, so the pages of a batch lie scattered over the image: 64
+ * scattered 4 KiB writes, which this disk takes far slower than one long
+ * one, and 64 backend calls to drop them, each with its own TLB flush (with
  * madvise, 8 us a page alone on its CPU and ten times that with another
- * thread of the process running). Marked pages are what the clock would
- * take next anyway: which of them go first does not matter to it.
- * Returns how many were added.
+ * thread of the process running). So a victim takes along its neighbours
+ * that the clock has marked too (unused since the hand last passed: they
+ * would go next anyway), up to bm->cluster on each side:
+ *
+ *  - a dirty victim its dirty neighbours, held shared and written in the
+ *    same batch (cluster_add; bm_io_write_batch merges each run into one
+ *    write). They stay resident, clean and marked (cluster_release): when
+ *    the hand comes back to them, dropping them costs no write. With the
+ *    journal only pages that may go home are taken, as for victims.
+ *  - a clean victim its clean neighbours, locked exclusively and dropped
+ *    with it (drop_frames sorts the batch, the backend drops each run with
+ *    one call).
+ *
+ * Pages in use (unmarked) are left alone: a hot page written now would be
+ * dirty again soon, and its writers would wait for the write. The pool a
+ * bulk load leaves behind is the case this is for: full of dirty pages with
+ * consecutive pids, written back by the lookups that follow. vmcache
+ * evicts each victim alone.
  */
-static unsigned drop_cluster(struct bm *bm, uint64_t pid, uint64_t *out, unsigned room)
+
+/* Lock the marked neighbours of @pid that are @dirty (shared) or clean
+ * (exclusive) into @out, nearest first on each side, stopping at the first
+ * that does not qualify. Returns how many, at most @room. */
+static unsigned neighbours(struct bm *bm, uint64_t pid, bool dirty, uint64_t *out, unsigned room)
 {
 	unsigned n = 0;
 
@@ -1197,7 +1180,10 @@ static unsigned drop_cluster(struct bm *bm, uint64_t pid, uint64_t *out, unsigne
 			uint64_t q = side == 0 ? pid - k : pid + k;
 			ps_word *ps = state_of(bm, q);
 			uint64_t w = ps_load(ps);
-			if (ps_state(w) != PS_MARKED || ps_dirty(w) || !ps_try_lock_x(ps, w))
+			if (ps_state(w) != PS_MARKED || ps_dirty(w) != dirty)
+				break;
+			if (dirty ? (bm->journal && !bm_home_free(bm, q)) || !ps_try_lock_s(ps, w)
+				  : !ps_try_lock_x(ps, w))
 				break;
 			out[n++] = q;
 		}
@@ -1205,18 +1191,14 @@ static unsigned drop_cluster(struct bm *bm, uint64_t pid, uint64_t *out, unsigne
 	return n;
 }
 
-/* Make a page written back under our hold dirty again, because a
- * checkpoint that took it in while it was dirty may be writing home from
- * its frame (bm_journal.c): as a clean page it could be dropped under that
- * write by the next eviction. Dirty, it waits for the checkpoint's end
- * (which cleans it when nothing changed) or is written back again. */
-static void redirty(struct bm *bm, uint64_t pid)
+/* Append the dirty neighbours of the @nv victims in @pids after them;
+ * returns the new count (at most @room). */
+static unsigned cluster_add(struct bm *bm, uint64_t *pids, unsigned nv, unsigned room)
 {
-	uint64_t old = atomic_fetch_or_explicit(state_of(bm, pid), PS_DIRTY, memory_order_acq_rel);
-	if (!(old & PS_DIRTY)) {
-		atomic_fetch_add_explicit(&bm->dirty, 1, memory_order_relaxed);
-		bm_dirty_note(bm, pid);
-	}
+	unsigned n = nv;
+	for (unsigned i = 0; i < nv && n < room; i++)
+		n += neighbours(bm, pids[i], true, pids + n, room - n);
+	return n;
 }
 
 /* The neighbours cluster_add took are written (or not: they stay dirty):
@@ -1224,17 +1206,10 @@ static void redirty(struct bm *bm, uint64_t pid)
 static void cluster_release(struct bm *bm, struct bm_thread *t, const uint64_t *pids,
 			    const int *res, unsigned n)
 {
-	bool ckpt = bm->journal && atomic_load(&bm->ckpt_pool_io);
 	unsigned written = 0;
 	for (unsigned i = 0; i < n; i++) {
-		ps_word *ps = state_of(bm, pids[i]);
+		ps_unlock_s_marked(state_of(bm, pids[i]));
 		written += res[i] == 0;
-		if (ckpt && res[i] == 0) {
-			redirty(bm, pids[i]);
-			ps_unlock_s(ps);
-		} else {
-			ps_unlock_s_marked(ps);
-		}
 	}
 	BM_COUNT(t, cluster_writebacks, written);
 }
@@ -1243,8 +1218,8 @@ static void cluster_release(struct bm *bm, struct bm_thread *t, const uint64_t *
  * One clock pass: walk the resident set from the clock hand, marking
  * unlocked pages and collecting pages that were already marked (nobody used
  * them since the hand last passed). Clean candidates are locked exclusively
- * at once; dirty ones shared, written back as one batch (with neighbours:
- * cluster_add), then upgraded.
+ * at once; dirty ones shared, written back as one batch, then upgraded;
+ * each takes its neighbours along (see Clustering above).
  */
 static void evict_batch(struct bm *bm, struct bm_thread *t)
 {
@@ -1276,7 +1251,8 @@ static void evict_batch(struct bm *bm, struct bm_thread *t)
 						dirty[nd++] = pid;
 				} else if (ps_try_lock_x(ps, w)) {
 					clean[nc++] = pid;
-					nc += drop_cluster(bm, pid, clean + nc, want - nc - nd);
+					nc += neighbours(bm, pid, false, clean + nc,
+							 want - nc - nd);
 				}
 			}
 		}
@@ -1289,11 +1265,9 @@ static void evict_batch(struct bm *bm, struct bm_thread *t)
 			ps_word *ps = state_of(bm, dirty[i]);
 			if (res[i] != 0 || !ps_try_upgrade_sx(ps)) {
 				ps_unlock_s(ps);
-			} else if (bm->journal && atomic_load(&bm->ckpt_pool_io)) {
-				/* A checkpoint that took the page in while it
-				 * was dirty may be writing from its frame:
-				 * keep it, dirty (redirty). */
-				redirty(bm, dirty[i]);
+			} else if (ps_dirty(ps_load(ps))) {
+				/* write_pages kept it dirty: a checkpoint may
+				 * be writing from its frame */
 				ps_unlock_x(ps, false);
 			} else {
 				clean[nc++] = dirty[i];

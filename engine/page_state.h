@@ -150,15 +150,21 @@ static inline bool ps_try_lock_s(ps_word *p, uint64_t w)
 	return ps_cas(p, &w, ps_with_state(w, next));
 }
 
-static inline void ps_unlock_s(ps_word *p)
+/* Drop one reader; the last one leaves the page in state @last. */
+static inline void ps_release_s(ps_word *p, unsigned last)
 {
 	uint64_t w = ps_load(p);
 	for (;;) {
 		unsigned s = ps_state(w);
-		unsigned next = s == 2 ? PS_UNLOCKED : s - 1;
+		unsigned next = s == 2 ? last : s - 1;
 		if (ps_cas(p, &w, ps_with_state(w, next)))
 			return;
 	}
+}
+
+static inline void ps_unlock_s(ps_word *p)
+{
+	ps_release_s(p, PS_UNLOCKED);
 }
 
 /* Release a shared hold and leave the page marked for the clock, in one
@@ -167,13 +173,7 @@ static inline void ps_unlock_s(ps_word *p)
  * still there it is in use: only this hold goes. */
 static inline void ps_unlock_s_marked(ps_word *p)
 {
-	uint64_t w = ps_load(p);
-	for (;;) {
-		unsigned s = ps_state(w);
-		unsigned next = s == 2 ? PS_MARKED : s - 1;
-		if (ps_cas(p, &w, ps_with_state(w, next)))
-			return;
-	}
+	ps_release_s(p, PS_MARKED);
 }
 
 /* Shared -> exclusive, only for the sole reader. */

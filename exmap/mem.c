@@ -226,14 +226,22 @@ static int plain_alloc(struct mem *m, int iface, uint64_t pid)
 #define MADV_POPULATE_WRITE 23
 #endif
 
+/* The end of the run of consecutive pids that starts at @i: one call to the
+ * kernel covers it (the buffer manager sorts its batches). */
+static unsigned run_end(const uint64_t *pids, unsigned i, unsigned n)
+{
+	unsigned j = i + 1;
+	while (j < n && pids[j] == pids[j - 1] + 1)
+		j++;
+	return j;
+}
+
 static int plain_alloc_many(struct mem *m, int iface, const uint64_t *pids, unsigned n)
 {
 	struct plain *pl = m->priv;
 
 	for (unsigned i = 0; i < n && atomic_load_explicit(&pl->populate, memory_order_relaxed);) {
-		unsigned j = i + 1;
-		while (j < n && pids[j] == pids[j - 1] + 1)
-			j++;
+		unsigned j = run_end(pids, i, n);
 		char *addr = (char *)m->base + pids[i] * MEM_PAGE_SIZE;
 		if (madvise(addr, (size_t)(j - i) * MEM_PAGE_SIZE, MADV_POPULATE_WRITE) < 0 &&
 		    (errno == EINVAL || errno == ENOSYS))
@@ -266,15 +274,10 @@ static int free_vector(struct plain *pl, char *base, const uint64_t *pids, unsig
 	struct iovec iov[MEM_FREE_MAX];
 	unsigned k = 0, done = 0;
 
-	for (unsigned i = 0; i < n; i++) {
-		char *addr = base + pids[i] * MEM_PAGE_SIZE;
-		if (k > 0 && (char *)iov[k - 1].iov_base + iov[k - 1].iov_len == addr) {
-			iov[k - 1].iov_len += MEM_PAGE_SIZE; /* neighbours: one range */
-			continue;
-		}
-		iov[k].iov_base = addr;
-		iov[k].iov_len = MEM_PAGE_SIZE;
-		k++;
+	for (unsigned i = 0, j; i < n; i = j, k++) {
+		j = run_end(pids, i, n); /* neighbours: one range */
+		iov[k].iov_base = base + pids[i] * MEM_PAGE_SIZE;
+		iov[k].iov_len = (size_t)(j - i) * MEM_PAGE_SIZE;
 	}
 	while (done < k) {
 		long r = syscall(SYS_process_madvise, pl->pidfd, iov + done, k - done,
@@ -297,13 +300,12 @@ static int free_vector(struct plain *pl, char *base, const uint64_t *pids, unsig
 	return -EAGAIN; /* the loop finishes (or redoes) it: madvise is idempotent */
 }
 
-/* One call per run of consecutive pids (the buffer manager sorts its
- * batches, and evicts neighbours together). */
+/* One call per run of consecutive pids (the buffer manager evicts
+ * neighbours together). */
 static int free_loop(char *base, const uint64_t *pids, unsigned n)
 {
 	for (unsigned i = 0, j; i < n; i = j) {
-		for (j = i + 1; j < n && pids[j] == pids[j - 1] + 1; j++)
-			;
+		j = run_end(pids, i, n);
 		if (madvise(base + pids[i] * MEM_PAGE_SIZE, (size_t)(j - i) * MEM_PAGE_SIZE,
 			    MADV_DONTNEED) < 0)
 			return -errno;

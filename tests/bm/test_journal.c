@@ -47,6 +47,18 @@ static void set_page(struct bm *bm, uint64_t pid, uint64_t val)
 	assert_int_equal(vt_page_set(bm, pid, val), 0);
 }
 
+/* @n new pages, each set to @val, in one transaction; returns the first. */
+static uint64_t new_pages(struct bm *bm, uint64_t n, uint64_t val)
+{
+	uint64_t first;
+	bm_txn_begin(bm);
+	assert_int_equal(bm_alloc(bm, n, BM_PID_NONE, &first), 0);
+	for (uint64_t i = 0; i < n; i++)
+		set_page(bm, first + i, val);
+	bm_txn_end(bm);
+	return first;
+}
+
 static uint64_t get_page(struct bm *bm, uint64_t pid)
 {
 	uint64_t v;
@@ -169,11 +181,7 @@ static void test_cluster_keeps_checkpoint(void **st)
 	struct bm_stats s;
 	assert_int_equal(bm_format(img, 16 << 20, true), 0);
 	struct bm *bm = jopen(NULL, 256 * 4096);
-	bm_txn_begin(bm);
-	assert_int_equal(bm_alloc(bm, 64, BM_PID_NONE, &a), 0);
-	for (uint64_t i = 0; i < 64; i++)
-		set_page(bm, a + i, 1);
-	bm_txn_end(bm);
+	a = new_pages(bm, 64, 1);
 	assert_int_equal(bm_checkpoint(bm), 0);
 	/* One transaction (no checkpoint runs inside one): change a's pages,
 	 * then fill 400 new pages right after them through 256 frames, so
@@ -471,11 +479,7 @@ static void test_follower_durable_at_commit(void **st)
 	f.on_sync = gate_on_sync;
 	assert_int_equal(bm_format(img, 8 << 20, true), 0);
 	struct bm *bm = jopen(&f, 1 << 20);
-	bm_txn_begin(bm);
-	assert_int_equal(bm_alloc(bm, 3, BM_PID_NONE, &first), 0);
-	for (uint64_t i = 0; i < 3; i++)
-		set_page(bm, first + i, 1);
-	bm_txn_end(bm);
+	first = new_pages(bm, 3, 1);
 	assert_int_equal(bm_checkpoint(bm), 0);
 
 	pthread_mutex_lock(&f.mu);
@@ -563,10 +567,7 @@ static void test_notify_at_commit(void **st)
 	f.on_sync = gate_on_sync;
 	assert_int_equal(bm_format(img, 8 << 20, true), 0);
 	struct bm *bm = jopen(&f, 1 << 20);
-	bm_txn_begin(bm);
-	assert_int_equal(bm_alloc(bm, 1, BM_PID_NONE, &first), 0);
-	set_page(bm, first, 1);
-	bm_txn_end(bm);
+	first = new_pages(bm, 1, 1);
 	assert_int_equal(bm_checkpoint(bm), 0);
 
 	bm_txn_begin(bm);
