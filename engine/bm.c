@@ -1,5 +1,8 @@
 /*
- * bm.c: the buffer manager: residency, guards, operations, eviction, space.
+ * bm.c: the buffer manager: the resident set, threads, operations and
+ * guards, space, open and close. Faulting pages in is in bm_load.c,
+ * write-back and eviction in bm_evict.c, transactions and checkpoints in
+ * bm_journal.c; the locks of all of them are in lockorder.h.
  *
  * The design follows vmcache (Leis et al., SIGMOD 2023): page p sits at
  * base + p*4096 for the life of the pool; a page-state word per pid (see
@@ -30,8 +33,6 @@
 #include "engine/bm_fault.h"
 #include "engine/log.h"
 
-#define RSET_EMPTY UINT64_MAX
-#define RSET_TOMB  (UINT64_MAX - 1)
 
 /* Restart causes passed through siglongjmp. */
 enum { JUMP_RESTART = 1, JUMP_FAIL = 2, JUMP_SEGV = 3 };
@@ -49,11 +50,6 @@ static _Atomic uint64_t bm_next_id = 1;
 
 static struct sigaction segv_previous;
 static pthread_mutex_t segv_mu = PTHREAD_MUTEX_INITIALIZER;
-
-static inline ps_word *state_of(struct bm *bm, uint64_t pid)
-{
-	return &bm->state[pid];
-}
 
 void *bm_page(struct bm *bm, uint64_t pid)
 {
@@ -78,14 +74,6 @@ uint64_t bm_first_data_pid(const struct bm *bm)
 bool bm_was_clean(const struct bm *bm)
 {
 	return bm->was_clean;
-}
-
-static void cpu_relax(unsigned spins)
-{
-	if (spins < 64)
-		__builtin_ia32_pause();
-	else
-		sched_yield();
 }
 
 /* ------------------------------------------------------------------ */
@@ -120,8 +108,9 @@ static void rset_free(struct bm_rset *rs)
 		munmap((void *)rs->slots, (rs->mask + 1) * 8);
 }
 
-static void rset_insert(struct bm_rset *rs, uint64_t pid)
+void bm_rset_insert(struct bm *bm, uint64_t pid)
 {
+	struct bm_rset *rs = &bm->rset;
 	uint64_t i = rset_hash(pid) & rs->mask;
 	for (;;) {
 		uint64_t cur = atomic_load_explicit(&rs->slots[i], memory_order_relaxed);
@@ -132,8 +121,9 @@ static void rset_insert(struct bm_rset *rs, uint64_t pid)
 	}
 }
 
-static void rset_remove(struct bm_rset *rs, uint64_t pid)
+void bm_rset_remove(struct bm *bm, uint64_t pid)
 {
+	struct bm_rset *rs = &bm->rset;
 	uint64_t i = rset_hash(pid) & rs->mask;
 	for (uint64_t n = 0; n <= rs->mask; n++) {
 		uint64_t cur = atomic_load_explicit(&rs->slots[i], memory_order_relaxed);
@@ -348,6 +338,7 @@ int bm_run(struct bm *bm, bm_op_fn fn, void *arg)
 	op.nheld = 0;
 	op.err = 0;
 	op.restarts = 0;
+	op.frame_wait_ns = 0;
 	tls_op = &op;
 
 	jr = sigsetjmp(op.env, 0);
@@ -383,6 +374,14 @@ int bm_run(struct bm *bm, bm_op_fn fn, void *arg)
 	return r;
 }
 
+unsigned bm_thread_latches(void)
+{
+	unsigned n = 0;
+	for (struct bm_op *op = tls_op; op; op = op->outer)
+		n += (unsigned)op->nheld;
+	return n;
+}
+
 _Noreturn void bm_restart(struct bm_op *op)
 {
 	siglongjmp(op->env, JUMP_RESTART);
@@ -407,128 +406,6 @@ static void check_pid(struct bm_op *op, uint64_t pid)
 			       (unsigned long long)op->bm->page_count));
 }
 
-/* ------------------------------------------------------------------ */
-/* Faulting in                                                        */
-
-static void evict_batch(struct bm *bm, struct bm_thread *t);
-
-/* Reserve a frame, evicting while the pool is full. */
-static void frame_reserve(struct bm *bm, struct bm_thread *t)
-{
-	bm_journal_pressure(bm);
-	for (unsigned spins = 0;; spins++) {
-		uint64_t n = atomic_load_explicit(&bm->resident, memory_order_relaxed);
-		if (n < bm->capacity) {
-			if (atomic_compare_exchange_weak(&bm->resident, &n, n + 1))
-				return;
-			continue;
-		}
-		evict_batch(bm, t);
-		if (spins > 4)
-			cpu_relax(spins);
-	}
-}
-
-/* A page just read from the image into its frame: count the read and check
- * the page against its checksum @want; a good one goes into the fault
- * histogram with the time since @t0. Returns whether it is good, and in
- * *ret_got what it hashes to. */
-static bool load_verify(struct bm *bm, struct bm_thread *t, uint64_t pid, uint64_t want,
-			uint64_t t0, uint64_t *ret_got)
-{
-	uint64_t got = bm_page_csum(bm_page(bm, pid));
-	BM_COUNT(t, loads, 1);
-	BM_COUNT(t, read_bytes, BM_PAGE_SIZE);
-	if (got == want)
-		lh_record(&bm->fault_lat, lh_now_ns() - t0);
-	*ret_got = got;
-	return got == want;
-}
-
-/* A page read from the image does not match its checksum: count and log
- * it (with its pid and offset); the caller fails the access. */
-static void csum_mismatch(struct bm *bm, struct bm_thread *t, uint64_t pid, uint64_t want,
-			  uint64_t got)
-{
-	BM_COUNT(t, csum_errors, 1);
-	vs_log(VS_LOG_ERR, "%s: checksum mismatch on page %llu (image offset %llu): "
-			   "expected %016llx, found %016llx", bm->path, (unsigned long long)pid,
-	       (unsigned long long)(pid << BM_PAGE_SHIFT), (unsigned long long)want,
-	       (unsigned long long)got);
-}
-
-/* Undo the loads of @n pages the caller locked from EVICTED and gave a
- * frame (and a count in bm->resident), not yet in the resident set: the
- * frames go back, the pages are evicted again. */
-static void load_undo(struct bm *bm, struct bm_thread *t, const uint64_t *pids, unsigned n)
-{
-	if (n == 0)
-		return;
-	mem_free(bm->mem, t->iface, pids, n);
-	atomic_fetch_sub(&bm->resident, n);
-	for (unsigned i = 0; i < n; i++)
-		ps_unlock_evicted(state_of(bm, pids[i]));
-}
-
-/* Bring page @pid in. The caller holds it PS_LOCKED (taken from EVICTED).
- * On failure the page is put back as evicted and the operation fails. */
-static void page_load(struct bm_op *op, uint64_t pid, bool fresh)
-{
-	struct bm *bm = op->bm;
-	struct bm_thread *t = op->thread;
-	uint64_t want = atomic_load_explicit(&bm->csum[pid], memory_order_relaxed);
-	bool from_image = !fresh && want != 0;
-	uint64_t t0;
-	int r;
-
-	frame_reserve(bm, t);
-	t0 = from_image ? lh_now_ns() : 0;
-	/* -ENOMEM: the exmap backend ran out of frames (its free list lags our
-	 * count while other threads' FREE batches are in flight): evict and
-	 * retry. Upstream exmap also reports a failed read as a short read,
-	 * which looks the same, so the retries are bounded. */
-	if (from_image)
-		bm_about_to_wait();
-	for (unsigned tries = 0;; tries++) {
-		if (!from_image)
-			r = mem_alloc(bm->mem, t->iface, pid);
-		else
-			r = mem_read(bm->mem, t->iface, pid);
-		if (r != -ENOMEM)
-			break;
-		if (tries == 100) {
-			r = -EIO;
-			break;
-		}
-		evict_batch(bm, t);
-	}
-	uint64_t got;
-	if (r == 0 && from_image) {
-		if (!load_verify(bm, t, pid, want, t0, &got)) {
-			csum_mismatch(bm, t, pid, want, got);
-			r = -EUCLEAN;
-		}
-	} else if (r == 0) {
-		BM_COUNT(t, zero_loads, 1);
-	} else {
-		BM_COUNT(t, io_errors, 1);
-		vs_log(VS_LOG_ERR, "%s: cannot read page %llu: %s", bm->path,
-		       (unsigned long long)pid, strerror(-r));
-	}
-	if (r < 0) {
-		load_undo(bm, t, &pid, 1);
-		bm_fail(op, r == -EUCLEAN ? -EUCLEAN : -EIO);
-	}
-	rset_insert(&bm->rset, pid);
-}
-
-/* Load an evicted page we just locked, and leave it locked. */
-static inline void *fix_loaded_x(struct bm_op *op, uint64_t pid, bool fresh)
-{
-	page_load(op, pid, fresh);
-	return bm_page(op->bm, pid);
-}
-
 const void *bm_fix_o(struct bm_op *op, uint64_t pid, struct bm_guard *g)
 {
 	struct bm *bm = op->bm;
@@ -546,7 +423,7 @@ const void *bm_fix_o(struct bm_op *op, uint64_t pid, struct bm_guard *g)
 		unsigned s = ps_state(w);
 		if (s == PS_EVICTED) {
 			if (ps_try_lock_x(ps, w)) {
-				fix_loaded_x(op, pid, false);
+				bm_page_load(op, pid, false);
 				ps_unlock_x(ps, false);
 			}
 			continue;
@@ -607,7 +484,7 @@ const void *bm_fix_s(struct bm_op *op, uint64_t pid, struct bm_guard *g)
 		unsigned s = ps_state(w);
 		if (s == PS_EVICTED) {
 			if (ps_try_lock_x(ps, w)) {
-				fix_loaded_x(op, pid, false);
+				bm_page_load(op, pid, false);
 				ps_unlock_x(ps, false);
 			}
 			continue;
@@ -635,7 +512,7 @@ static void *fix_x(struct bm_op *op, uint64_t pid, struct bm_guard *g, bool fres
 		uint64_t w = ps_load(ps);
 		if (ps_try_lock_x(ps, w)) {
 			if (ps_state(w) == PS_EVICTED)
-				fix_loaded_x(op, pid, fresh);
+				bm_page_load(op, pid, fresh);
 			else
 				BM_COUNT(op->thread, hits, 1);
 			break;
@@ -655,240 +532,6 @@ void *bm_fix_x(struct bm_op *op, uint64_t pid, struct bm_guard *g)
 void *bm_fix_x_new(struct bm_op *op, uint64_t pid, struct bm_guard *g)
 {
 	return fix_x(op, pid, g, true);
-}
-
-/* Load the @n evicted pages @pids, which the caller has locked, and leave
- * them resident and unlocked; a page that cannot be loaded goes back to
- * evicted. */
-static void prefetch_locked(struct bm *bm, struct bm_thread *t, const uint64_t *pids,
-			    unsigned n, bool fresh)
-{
-	bool ok[BM_BATCH_MAX];
-	int r = 0;
-
-	for (unsigned i = 0; i < n; i++)
-		frame_reserve(bm, t);
-	if (fresh) {
-		r = mem_alloc_many(bm->mem, t->iface, pids, n);
-		for (unsigned i = 0; i < n; i++)
-			ok[i] = r == 0;
-		if (r == 0)
-			BM_COUNT(t, zero_loads, n);
-	} else {
-		/* Never-written pages read as zeros; the others in runs. */
-		for (unsigned i = 0; i < n;) {
-			uint64_t sum = atomic_load_explicit(&bm->csum[pids[i]], memory_order_relaxed);
-			if (sum == 0) {
-				ok[i] = mem_alloc(bm->mem, t->iface, pids[i]) == 0;
-				if (ok[i])
-					BM_COUNT(t, zero_loads, 1);
-				i++;
-				continue;
-			}
-			unsigned j = i + 1;
-			while (j < n && pids[j] == pids[j - 1] + 1 &&
-			       atomic_load_explicit(&bm->csum[pids[j]], memory_order_relaxed) != 0)
-				j++;
-			/* each page's fault time is the run's, to its check */
-			bm_about_to_wait();
-			uint64_t t0 = lh_now_ns(), got;
-			r = mem_read_run(bm->mem, t->iface, pids[i], j - i);
-			for (unsigned k = i; k < j; k++) {
-				uint64_t want = atomic_load_explicit(&bm->csum[pids[k]],
-								     memory_order_relaxed);
-				ok[k] = r == 0 && load_verify(bm, t, pids[k], want, t0, &got);
-			}
-			i = j;
-		}
-	}
-	uint64_t bad[BM_BATCH_MAX];
-	unsigned nbad = 0;
-	for (unsigned i = 0; i < n; i++) {
-		if (!ok[i]) {
-			bad[nbad++] = pids[i];
-			continue;
-		}
-		rset_insert(&bm->rset, pids[i]);
-		ps_unlock_x(state_of(bm, pids[i]), false);
-	}
-	load_undo(bm, t, bad, nbad); /* left for their fixes to report */
-}
-
-void bm_prefetch(struct bm *bm, const uint64_t *pids, unsigned n, bool fresh)
-{
-	struct bm_thread *t = bm_thread_get(bm);
-	uint64_t got[BM_BATCH_MAX];
-	unsigned m = 0;
-
-	/* At most a quarter of the pool, so that a prefetch never evicts what
-	 * it just brought in. */
-	if ((uint64_t)n > bm->capacity / 4)
-		return;
-	for (unsigned i = 0; i < n; i++) {
-		uint64_t pid = pids[i];
-		if (pid < bm->first_data || pid >= bm->page_count)
-			continue;
-		/* A page the journal will have to carry (in use at the last
-		 * checkpoint, freed and allocated again since) comes in through
-		 * its fix, which first checks the dirty limit outside a
-		 * transaction: taking many at once here would skip that check
-		 * and could dirty more than the journal holds. */
-		if (fresh && bm->journal && !bm_home_free(bm, pid))
-			continue;
-		/* A zero frame stands only for a page that was never written. */
-		if (fresh && atomic_load_explicit(&bm->csum[pid], memory_order_relaxed) != 0)
-			continue;
-		ps_word *ps = state_of(bm, pid);
-		uint64_t w = ps_load(ps);
-		if (ps_state(w) != PS_EVICTED || !ps_try_lock_x(ps, w))
-			continue; /* resident, or someone is at it */
-		got[m++] = pid;
-		if (m == BM_BATCH_MAX) {
-			prefetch_locked(bm, t, got, m, fresh);
-			m = 0;
-		}
-	}
-	if (m > 0)
-		prefetch_locked(bm, t, got, m, fresh);
-}
-
-/* Is @pid's state word still @w (evicted, and not loaded since)? */
-static bool through_ok(struct bm *bm, uint64_t pid, uint64_t w)
-{
-	return ps_load(state_of(bm, pid)) == w;
-}
-
-/* The end of the run that starts at the selected page @i: the selected
- * pages after it whose pids follow on, one I/O for all. */
-static unsigned run_end(const uint64_t *pids, const bool *sel, unsigned n, unsigned i)
-{
-	unsigned j = i + 1;
-	while (j < n && sel[j] && pids[j] == pids[j - 1] + 1)
-		j++;
-	return j;
-}
-
-int bm_read_through(struct bm *bm, const uint64_t *pids, unsigned n, uint8_t *buf, bool *got)
-{
-	struct bm_thread *t = bm_thread_get(bm);
-	uint64_t words[BM_READ_THROUGH_MAX];
-	int r = 0;
-
-	if (n > BM_READ_THROUGH_MAX)
-		return -EINVAL;
-	for (unsigned i = 0; i < n; i++) {
-		uint64_t pid = pids[i];
-		got[i] = false;
-		if (pid < bm->first_data || pid >= bm->page_count)
-			continue;
-		words[i] = ps_load(state_of(bm, pid));
-		got[i] = ps_state(words[i]) == PS_EVICTED;
-	}
-	/* Runs of consecutive evicted pids, one read each. */
-	for (unsigned i = 0; i < n && r == 0;) {
-		if (!got[i]) {
-			i++;
-			continue;
-		}
-		unsigned j = run_end(pids, got, n, i);
-		bm_about_to_wait();
-		uint64_t t0 = lh_now_ns();
-		r = bm_pread_all(bm->fd, buf + (size_t)i * BM_PAGE_SIZE,
-				 (size_t)(j - i) * BM_PAGE_SIZE, pids[i] << BM_PAGE_SHIFT);
-		if (r < 0) {
-			BM_COUNT(t, io_errors, 1);
-			vs_log(VS_LOG_ERR, "%s: cannot read pages %llu+%u: %s", bm->path,
-			       (unsigned long long)pids[i], j - i, strerror(-r));
-			r = -EIO;
-			break;
-		}
-		uint64_t dt = (lh_now_ns() - t0) / (j - i);
-		for (unsigned k = i; k < j; k++) {
-			uint8_t *page = buf + (size_t)k * BM_PAGE_SIZE;
-			uint64_t want = atomic_load_explicit(&bm->csum[pids[k]], memory_order_relaxed);
-			if (want == 0) {
-				/* never written: its content is zeros, whatever the
-				 * image holds there */
-				memset(page, 0, BM_PAGE_SIZE);
-			} else {
-				uint64_t have = bm_page_csum(page);
-				BM_COUNT(t, loads, 1);
-				BM_COUNT(t, read_bytes, BM_PAGE_SIZE);
-				if (have != want && through_ok(bm, pids[k], words[k])) {
-					csum_mismatch(bm, t, pids[k], want, have);
-					r = -EUCLEAN;
-					break;
-				}
-				lh_record(&bm->fault_lat, dt);
-			}
-			/* Loaded (and perhaps changed) meanwhile: the pool has it. */
-			if (!through_ok(bm, pids[k], words[k]))
-				got[k] = false;
-			else
-				BM_COUNT(t, read_through, 1);
-		}
-		i = j;
-	}
-	return r;
-}
-
-int bm_write_through(struct bm *bm, const uint64_t *pids, unsigned n, const uint8_t *buf,
-		     bool *done)
-{
-	struct bm_thread *t = bm_thread_get(bm);
-	bool locked[BM_READ_THROUGH_MAX];
-	int r = 0;
-
-	if (n > BM_READ_THROUGH_MAX)
-		return -EINVAL;
-	for (unsigned i = 0; i < n; i++) {
-		uint64_t pid = pids[i];
-		done[i] = locked[i] = false;
-		/* (a refused transaction may change nothing: bm_txn_begin) */
-		if (pid < bm->first_data || pid >= bm->page_count || bm->read_only ||
-		    bm_txn_refused)
-			continue;
-		/* never written, and nothing a crash can bring back (bm_journal.c) */
-		if (atomic_load_explicit(&bm->csum[pid], memory_order_relaxed) != 0 ||
-		    (bm->journal && !bm_home_free(bm, pid)))
-			continue;
-		ps_word *ps = state_of(bm, pid);
-		uint64_t w = ps_load(ps);
-		locked[i] = ps_state(w) == PS_EVICTED && ps_try_lock_x(ps, w);
-	}
-	/* Runs of consecutive locked pids, one write each. */
-	for (unsigned i = 0; i < n;) {
-		if (!locked[i]) {
-			i++;
-			continue;
-		}
-		unsigned j = run_end(pids, locked, n, i);
-		int w = r < 0 ? r
-			      : bm_io_write(bm, buf + (size_t)i * BM_PAGE_SIZE,
-					    (size_t)(j - i) * BM_PAGE_SIZE, pids[i] << BM_PAGE_SHIFT);
-		for (unsigned k = i; k < j; k++) {
-			if (w == 0) {
-				bm_csum_set(bm, pids[k],
-					    bm_page_csum(buf + (size_t)k * BM_PAGE_SIZE));
-				done[k] = true;
-			}
-			/* (a failed write leaves the checksum 0: the page reads
-			 * as never written, zeros) */
-			ps_unlock_evicted(state_of(bm, pids[k]));
-		}
-		if (w == 0) {
-			BM_COUNT(t, writebacks, j - i);
-			BM_COUNT(t, write_bytes, (uint64_t)(j - i) * BM_PAGE_SIZE);
-			BM_COUNT(t, write_through, j - i);
-		} else if (r == 0) {
-			BM_COUNT(t, io_errors, 1);
-			vs_log(VS_LOG_ERR, "%s: cannot write pages %llu+%u: %s", bm->path,
-			       (unsigned long long)pids[i], j - i, strerror(-w));
-			r = w;
-		}
-		i = j;
-	}
-	return r;
 }
 
 void bm_upgrade_x(struct bm_op *op, struct bm_guard *g)
@@ -959,327 +602,6 @@ void bm_unfix_clean(struct bm_op *op, struct bm_guard *g)
 	g->mode = 0;
 }
 
-/* ------------------------------------------------------------------ */
-/* Write-back and eviction                                            */
-
-static bool ring_ready(struct bm_thread *t)
-{
-	if (t->ring_ok)
-		return true;
-	if (t->ring_failed)
-		return false;
-	if (io_uring_queue_init(BM_BATCH_MAX, &t->ring, 0) == 0) {
-		t->ring_ok = true;
-		return true;
-	}
-	t->ring_failed = true;
-	vs_log(VS_LOG_WARN, "io_uring unavailable, writing back with pwrite");
-	return false;
-}
-
-/*
- * The one door for page writes: @n pages from @bufs to their home offsets,
- * submitted together with io_uring when there is a ring and no fault
- * injection, else one pwrite at a time. res[i] gets 0 or a negative errno.
- * Runs of consecutive pids go out as one writev: the disk takes one 256 KiB
- * write far faster than 64 scattered 4 KiB ones, and sequential workloads
- * fill eviction batches and checkpoints with neighbours.
- */
-void bm_io_write_batch(struct bm *bm, struct bm_thread *t, void *const *bufs,
-		       const uint64_t *pids, unsigned n, int *res)
-{
-	unsigned order[BM_BATCH_MAX], run_at[BM_BATCH_MAX], run_len[BM_BATCH_MAX];
-	struct iovec iov[BM_BATCH_MAX];
-
-	if (bm->fault || !ring_ready(t)) {
-		for (unsigned i = 0; i < n; i++)
-			res[i] = bm_io_write(bm, bufs[i], BM_PAGE_SIZE, pids[i] << BM_PAGE_SHIFT);
-		return;
-	}
-	for (unsigned base = 0; base < n; base += BM_BATCH_MAX) {
-		unsigned m = n - base < BM_BATCH_MAX ? n - base : BM_BATCH_MAX, nruns = 0;
-		for (unsigned i = 0; i < m; i++) { /* insertion sort by pid: m is small */
-			unsigned j = i;
-			while (j > 0 && pids[base + order[j - 1]] > pids[base + i]) {
-				order[j] = order[j - 1];
-				j--;
-			}
-			order[j] = i;
-		}
-		for (unsigned k = 0; k < m; k++) {
-			unsigned i = base + order[k];
-			iov[k].iov_base = bufs[i];
-			iov[k].iov_len = BM_PAGE_SIZE;
-			res[i] = 0;
-			if (nruns > 0 && pids[base + order[k - 1]] + 1 == pids[i]) {
-				run_len[nruns - 1]++;
-				continue;
-			}
-			run_at[nruns] = k;
-			run_len[nruns] = 1;
-			nruns++;
-		}
-		for (unsigned r = 0; r < nruns; r++) {
-			struct io_uring_sqe *sqe = io_uring_get_sqe(&t->ring);
-			io_uring_prep_writev(sqe, bm->fd, &iov[run_at[r]], run_len[r],
-					     pids[base + order[run_at[r]]] << BM_PAGE_SHIFT);
-			io_uring_sqe_set_data64(sqe, r);
-		}
-		bm_about_to_wait();
-		int rr = io_uring_submit_and_wait(&t->ring, nruns);
-		for (unsigned done = 0; rr >= 0 && done < nruns; done++) {
-			struct io_uring_cqe *cqe;
-			rr = io_uring_wait_cqe(&t->ring, &cqe);
-			if (rr < 0)
-				break;
-			unsigned r = (unsigned)io_uring_cqe_get_data64(cqe);
-			if (cqe->res != (int)(run_len[r] * BM_PAGE_SIZE)) {
-				/* An error, or a short write: finish page by page. */
-				for (unsigned k = run_at[r]; k < run_at[r] + run_len[r]; k++) {
-					unsigned i = base + order[k];
-					res[i] = cqe->res < 0 ? cqe->res
-							      : bm_pwrite_all(bm->fd, bufs[i], BM_PAGE_SIZE,
-									      pids[i] << BM_PAGE_SHIFT);
-				}
-			}
-			io_uring_cqe_seen(&t->ring, cqe);
-		}
-		if (rr < 0) {
-			/* The ring itself failed: nothing is known of this
-			 * batch, so write it again the plain way. */
-			for (unsigned i = 0; i < m; i++)
-				res[base + i] = bm_io_write(bm, bufs[base + i], BM_PAGE_SIZE,
-							    pids[base + i] << BM_PAGE_SHIFT);
-			io_uring_queue_exit(&t->ring);
-			t->ring_ok = false;
-			t->ring_failed = true;
-		}
-	}
-}
-
-/*
- * Write back @n pages the caller holds shared (their bytes cannot change),
- * together: copy each into the thread's staging area, checksum the copy,
- * write the batch. Sets res[i] to 0 or a negative errno. On success the
- * checksum table entry is updated and the dirty bit cleared.
- */
-static void write_pages(struct bm *bm, struct bm_thread *t, const uint64_t *pids, unsigned n,
-			int *res)
-{
-	uint64_t sums[BM_BATCH_MAX];
-	void *bufs[BM_BATCH_MAX] = { 0 };
-
-	for (unsigned i = 0; i < n; i++) {
-		bufs[i] = t->staging + (size_t)i * BM_PAGE_SIZE;
-		memcpy(bufs[i], bm_page(bm, pids[i]), BM_PAGE_SIZE);
-		sums[i] = bm_page_csum(bufs[i]);
-	}
-	bm_io_write_batch(bm, t, bufs, pids, n, res);
-	/* A checkpoint too large to copy may have taken these pages in while
-	 * they were dirty and be writing home from their frames (bm_journal.c):
-	 * clean, they could be dropped under that write. They stay dirty, to
-	 * wait for its end (which cleans what did not change) or another
-	 * write-back. Read after the writes: a checkpoint that starts later
-	 * finds them clean and does not take them. */
-	bool keep_dirty = bm->journal && atomic_load(&bm->ckpt_pool_io);
-	for (unsigned i = 0; i < n; i++) {
-		if (res[i] < 0) {
-			BM_COUNT(t, io_errors, 1);
-			vs_log(VS_LOG_ERR, "%s: cannot write page %llu: %s", bm->path,
-			       (unsigned long long)pids[i], strerror(-res[i]));
-			continue;
-		}
-		bm_csum_set(bm, pids[i], sums[i]);
-		uint64_t old = keep_dirty ? 0
-					  : atomic_fetch_and_explicit(state_of(bm, pids[i]), ~PS_DIRTY,
-								      memory_order_acq_rel);
-		if (old & PS_DIRTY)
-			atomic_fetch_sub_explicit(&bm->dirty, 1, memory_order_relaxed);
-		BM_COUNT(t, writebacks, 1);
-		BM_COUNT(t, write_bytes, BM_PAGE_SIZE);
-	}
-	/* With the journal these were new pages (steals): their checksums are
-	 * for the next checkpoint to commit. */
-	if (bm->journal)
-		atomic_store(&bm->meta_dirty, true);
-}
-
-/* Sort @n pids (insertion sort: n is a batch, and often nearly sorted). */
-static void pids_sort(uint64_t *pids, unsigned n)
-{
-	for (unsigned i = 1; i < n; i++) {
-		uint64_t v = pids[i];
-		unsigned j = i;
-		for (; j > 0 && pids[j - 1] > v; j--)
-			pids[j] = pids[j - 1];
-		pids[j] = v;
-	}
-}
-
-/* Drop the frames of @n pages the caller holds exclusively and clean.
- * Returns how many were dropped (all or, when the backend fails, none). */
-static unsigned drop_frames(struct bm *bm, struct bm_thread *t, uint64_t *pids, unsigned n)
-{
-	if (n == 0)
-		return 0;
-	pids_sort(pids, n); /* runs of neighbours: one range each for the backend */
-	int r = mem_free(bm->mem, t->iface, pids, n);
-	if (r < 0) {
-		/* The frames stay mapped: the pages stay resident. */
-		vs_log(VS_LOG_ERR, "cannot release %u frames: %s", n, strerror(-r));
-		for (unsigned i = 0; i < n; i++)
-			ps_unlock_x(state_of(bm, pids[i]), false);
-		return 0;
-	}
-	for (unsigned i = 0; i < n; i++) {
-		rset_remove(&bm->rset, pids[i]);
-		ps_unlock_evicted(state_of(bm, pids[i]));
-	}
-	atomic_fetch_sub(&bm->resident, n);
-	BM_COUNT(t, evictions, n);
-	return n;
-}
-
-/*
- * Clustering. The clock hands out victims in the order of the resident set,
- * a hash, so the pages of a batch lie scattered over the image: 64
- * scattered 4 KiB writes, which this disk takes far slower than one long
- * one, and 64 backend calls to drop them, each with its own TLB flush (with
- * madvise, 8 us a page alone on its CPU and ten times that with another
- * thread of the process running). So a victim takes along its neighbours
- * that the clock has marked too (unused since the hand last passed: they
- * would go next anyway), up to bm->cluster on each side:
- *
- *  - a dirty victim its dirty neighbours, held shared and written in the
- *    same batch (cluster_add; bm_io_write_batch merges each run into one
- *    write). They stay resident, clean and marked (cluster_release): when
- *    the hand comes back to them, dropping them costs no write. With the
- *    journal only pages that may go home are taken, as for victims.
- *  - a clean victim its clean neighbours, locked exclusively and dropped
- *    with it (drop_frames sorts the batch, the backend drops each run with
- *    one call).
- *
- * Pages in use (unmarked) are left alone: a hot page written now would be
- * dirty again soon, and its writers would wait for the write. The pool a
- * bulk load leaves behind is the case this is for: full of dirty pages with
- * consecutive pids, written back by the lookups that follow. vmcache
- * evicts each victim alone.
- */
-
-/* Lock the marked neighbours of @pid that are @dirty (shared) or clean
- * (exclusive) into @out, nearest first on each side, stopping at the first
- * that does not qualify. Returns how many, at most @room. */
-static unsigned neighbours(struct bm *bm, uint64_t pid, bool dirty, uint64_t *out, unsigned room)
-{
-	unsigned n = 0;
-
-	for (int side = 0; side < 2; side++) {
-		for (uint64_t k = 1; k <= bm->cluster && n < room; k++) {
-			if (side == 0 ? k > pid : pid + k >= bm->page_count)
-				break;
-			uint64_t q = side == 0 ? pid - k : pid + k;
-			ps_word *ps = state_of(bm, q);
-			uint64_t w = ps_load(ps);
-			if (ps_state(w) != PS_MARKED || ps_dirty(w) != dirty)
-				break;
-			if (dirty ? (bm->journal && !bm_home_free(bm, q)) || !ps_try_lock_s(ps, w)
-				  : !ps_try_lock_x(ps, w))
-				break;
-			out[n++] = q;
-		}
-	}
-	return n;
-}
-
-/* Append the dirty neighbours of the @nv victims in @pids after them;
- * returns the new count (at most @room). */
-static unsigned cluster_add(struct bm *bm, uint64_t *pids, unsigned nv, unsigned room)
-{
-	unsigned n = nv;
-	for (unsigned i = 0; i < nv && n < room; i++)
-		n += neighbours(bm, pids[i], true, pids + n, room - n);
-	return n;
-}
-
-/* The neighbours cluster_add took are written (or not: they stay dirty):
- * release them, marked again for the clock. */
-static void cluster_release(struct bm *bm, struct bm_thread *t, const uint64_t *pids,
-			    const int *res, unsigned n)
-{
-	unsigned written = 0;
-	for (unsigned i = 0; i < n; i++) {
-		ps_unlock_s_marked(state_of(bm, pids[i]));
-		written += res[i] == 0;
-	}
-	BM_COUNT(t, cluster_writebacks, written);
-}
-
-/*
- * One clock pass: walk the resident set from the clock hand, marking
- * unlocked pages and collecting pages that were already marked (nobody used
- * them since the hand last passed). Clean candidates are locked exclusively
- * at once; dirty ones shared, written back as one batch, then upgraded;
- * each takes its neighbours along (see Clustering above).
- */
-static void evict_batch(struct bm *bm, struct bm_thread *t)
-{
-	uint64_t clean[BM_BATCH_MAX], dirty[BM_BATCH_MAX];
-	int res[BM_BATCH_MAX];
-	unsigned nc = 0, nd = 0;
-	const uint64_t want = bm->batch;
-	const uint64_t slots = bm->rset.mask + 1;
-	const uint64_t t0 = lh_now_ns();
-
-	for (uint64_t seen = 0; nc + nd < want && seen < 2 * slots;) {
-		uint64_t start = atomic_fetch_add(&bm->rset.clock, 64);
-		for (uint64_t k = 0; k < 64 && nc + nd < want; k++, seen++) {
-			uint64_t pid = atomic_load_explicit(&bm->rset.slots[(start + k) & bm->rset.mask],
-							    memory_order_relaxed);
-			if (pid >= RSET_TOMB)
-				continue;
-			ps_word *ps = state_of(bm, pid);
-			uint64_t w = ps_load(ps);
-			if (ps_state(w) == PS_UNLOCKED) {
-				ps_try_mark(ps, w);
-			} else if (ps_state(w) == PS_MARKED) {
-				if (ps_dirty(w) && bm->journal && !bm_home_free(bm, pid)) {
-					/* no steal: the page waits for a checkpoint */
-				} else if (ps_dirty(w)) {
-					/* (a page no checkpoint has seen in use may
-					 * go home now: bm_journal.c) */
-					if (ps_try_lock_s(ps, w))
-						dirty[nd++] = pid;
-				} else if (ps_try_lock_x(ps, w)) {
-					clean[nc++] = pid;
-					nc += neighbours(bm, pid, false, clean + nc,
-							 want - nc - nd);
-				}
-			}
-		}
-	}
-	if (nd > 0) {
-		unsigned nw = cluster_add(bm, dirty, nd, bm->wb_max);
-		write_pages(bm, t, dirty, nw, res);
-		cluster_release(bm, t, dirty + nd, res + nd, nw - nd);
-		for (unsigned i = 0; i < nd; i++) {
-			ps_word *ps = state_of(bm, dirty[i]);
-			if (res[i] != 0 || !ps_try_upgrade_sx(ps)) {
-				ps_unlock_s(ps);
-			} else if (ps_dirty(ps_load(ps))) {
-				/* write_pages kept it dirty: a checkpoint may
-				 * be writing from its frame */
-				ps_unlock_x(ps, false);
-			} else {
-				clean[nc++] = dirty[i];
-			}
-		}
-	}
-	unsigned dropped = drop_frames(bm, t, clean, nc);
-	BM_COUNT(t, evict_batches, 1);
-	lh_record(&bm->evict_lat, lh_now_ns() - t0);
-	atomic_fetch_add_explicit(&bm->evict_lat_pages, dropped, memory_order_relaxed);
-}
-
 /* Visit every resident pid (a snapshot: pages may come and go meanwhile). */
 void bm_rset_each(struct bm *bm, void (*fn)(struct bm *, uint64_t, void *), void *arg)
 {
@@ -1289,118 +611,6 @@ void bm_rset_each(struct bm *bm, void (*fn)(struct bm *, uint64_t, void *), void
 			fn(bm, pid, arg);
 	}
 }
-
-struct flush_ctx {
-	struct bm_thread *t;
-	uint64_t pids[BM_BATCH_MAX];
-	int res[BM_BATCH_MAX];
-	unsigned n;
-	int err;
-};
-
-static void flush_batch(struct bm *bm, struct flush_ctx *f)
-{
-	write_pages(bm, f->t, f->pids, f->n, f->res);
-	for (unsigned i = 0; i < f->n; i++) {
-		if (f->res[i] < 0 && f->err == 0)
-			f->err = f->res[i];
-		ps_unlock_s(state_of(bm, f->pids[i]));
-	}
-	f->n = 0;
-}
-
-static void flush_one(struct bm *bm, uint64_t pid, void *arg)
-{
-	struct flush_ctx *f = arg;
-	ps_word *ps = state_of(bm, pid);
-	for (unsigned spins = 0;; spins++) {
-		uint64_t w = ps_load(ps);
-		if (!ps_dirty(w) || ps_state(w) == PS_EVICTED)
-			return;
-		if (ps_try_lock_s(ps, w))
-			break;
-		cpu_relax(spins); /* a writer holds it; it will be done soon */
-	}
-	f->pids[f->n++] = pid;
-	if (f->n == bm->wb_max) /* what the staging area holds */
-		flush_batch(bm, f);
-}
-
-static int write_dirty(struct bm *bm)
-{
-	struct flush_ctx *f = calloc(1, sizeof(*f));
-	int r;
-	if (!f)
-		return -ENOMEM;
-	f->t = bm_thread_get(bm);
-	bm_rset_each(bm, flush_one, f);
-	if (f->n)
-		flush_batch(bm, f);
-	r = f->err;
-	free(f);
-	return r;
-}
-
-int bm_flush(struct bm *bm)
-{
-	int r;
-	if (bm->read_only)
-		return 0;
-	if (bm->journal)
-		return bm_checkpoint(bm);
-	pthread_mutex_lock(&bm->flush_mu);
-	r = write_dirty(bm);
-	if (r == 0)
-		r = bm_meta_write(bm, false);
-	if (r == 0)
-		r = bm_io_sync(bm);
-	pthread_mutex_unlock(&bm->flush_mu);
-	return r;
-}
-
-struct evict_all_ctx {
-	struct bm_thread *t;
-	uint64_t pids[BM_BATCH_MAX];
-	unsigned n;
-	int64_t dropped;
-};
-
-static void evict_all_one(struct bm *bm, uint64_t pid, void *arg)
-{
-	struct evict_all_ctx *e = arg;
-	ps_word *ps = state_of(bm, pid);
-	uint64_t w = ps_load(ps);
-	if (ps_dirty(w) || !ps_is_free(ps_state(w)) || !ps_try_lock_x(ps, w))
-		return;
-	e->pids[e->n++] = pid;
-	if (e->n == BM_BATCH_MAX) {
-		drop_frames(bm, e->t, e->pids, e->n);
-		e->dropped += e->n;
-		e->n = 0;
-	}
-}
-
-int64_t bm_evict_all(struct bm *bm, bool write_dirty_first)
-{
-	struct evict_all_ctx *e;
-	int64_t dropped;
-
-	if (write_dirty_first && !bm->read_only) {
-		int r = bm->journal ? bm_checkpoint(bm) : write_dirty(bm);
-		if (r < 0)
-			return r;
-	}
-	e = calloc(1, sizeof(*e));
-	if (!e)
-		return -ENOMEM;
-	e->t = bm_thread_get(bm);
-	bm_rset_each(bm, evict_all_one, e);
-	drop_frames(bm, e->t, e->pids, e->n);
-	dropped = e->dropped + e->n;
-	free(e);
-	return dropped;
-}
-
 /* ------------------------------------------------------------------ */
 /* Space                                                              */
 
@@ -1476,12 +686,13 @@ int bm_alloc(struct bm *bm, uint64_t n, uint64_t hint, uint64_t *ret_first)
 	return 0;
 }
 
-/* Take one page out of the pool for good: wait until nobody holds it, drop
- * its frame without writing it, and bump its version. */
-/* Take one page out of the pool for good: wait until nobody holds it and
- * lock it. Returns true when it is resident: the caller then drops its
- * frame (in a batch, see bm_free) without writing it. An evicted page is
- * released at once, with a version bump for optimistic readers. */
+/* Take one page out of the pool for good: wait until nobody holds it, lock
+ * it, and forget its checksum while it is locked, so that nobody can load
+ * what it held before (a stale optimistic reader that followed an old
+ * pointer loads it as zeros: a page with no checksum was never written).
+ * Returns true when it is resident: the caller then drops its frame (in a
+ * batch, see bm_free) without writing it. An evicted page is released at
+ * once, with a version bump for optimistic readers. */
 static bool page_discard(struct bm *bm, uint64_t pid)
 {
 	ps_word *ps = state_of(bm, pid);
@@ -1492,6 +703,8 @@ static bool page_discard(struct bm *bm, uint64_t pid)
 			break;
 		cpu_relax(spins);
 	}
+	if (atomic_load_explicit(&bm->csum[pid], memory_order_relaxed) != 0)
+		bm_csum_set(bm, pid, 0);
 	if (ps_state(w) == PS_EVICTED) {
 		ps_unlock_evicted(ps);
 		return false;
@@ -1517,13 +730,14 @@ void bm_free(struct bm *bm, uint64_t first, uint64_t n)
 	for (uint64_t p = first; p < first + n; p++) {
 		if (page_discard(bm, p))
 			batch[nb++] = p;
+		else if (bm->fault && bm->fault->on_discard)
+			bm->fault->on_discard(bm->fault, p);
 		if (nb == BM_BATCH_MAX) {
-			drop_frames(bm, t, batch, nb);
+			bm_drop_frames(bm, t, batch, nb);
 			nb = 0;
 		}
-		bm_csum_set(bm, p, 0);
 	}
-	drop_frames(bm, t, batch, nb);
+	bm_drop_frames(bm, t, batch, nb);
 	pthread_mutex_lock(&bm->alloc_mu);
 	for (uint64_t p = first; p < first + n; p++) {
 		if (!bit_get(bm->bitmap, p)) {
@@ -1598,6 +812,9 @@ void bm_stats_get(struct bm *bm, struct bm_stats *ret)
 	ret->log_flushes = atomic_load(&bm->log_flushes);
 	ret->recovered_pages = bm->recovered_pages;
 	ret->dirty_limit = bm->dirty_limit;
+	ret->frame_waits = atomic_load(&bm->frame_waits);
+	ret->frame_fails = atomic_load(&bm->frame_fails);
+	ret->pinned_pages = atomic_load(&bm->pinned);
 }
 
 void bm_latency_get(struct bm *bm, struct bm_latency *ret)
@@ -1722,6 +939,8 @@ int bm_open(const struct bm_config *cfg, struct bm **ret_bm)
 		bm->capacity = bm->page_count;
 	if (bm->batch > bm->capacity / 4)
 		bm->batch = (unsigned)(bm->capacity / 4);
+	bm->pin_max = bm->capacity / 8;
+	bm->frame_wait_ms = cfg->frame_wait_ms ? cfg->frame_wait_ms : BM_FRAME_WAIT_MS;
 	bm->cluster = cfg->evict_cluster < 0 ? 0
 		      : cfg->evict_cluster == 0 ? 32
 						 : (unsigned)cfg->evict_cluster;
@@ -1796,7 +1015,7 @@ int bm_close(struct bm *bm)
 	if (bm->journal) {
 		r = bm_checkpoint_final(bm);
 	} else if (!bm->read_only) {
-		r = write_dirty(bm);
+		r = bm_write_dirty(bm);
 		int m = bm_meta_write(bm, r == 0);
 		if (r == 0)
 			r = m;

@@ -54,8 +54,13 @@
  *                   dirty. bm_upgrade_x turns O into X, or restarts.
  *
  * Errors inside an operation (a checksum mismatch while loading, an I/O
- * error, no space) end it through bm_fail(): held guards are released and
- * bm_run returns the negative errno. Nothing is retried.
+ * error, no space, no frame for BM_FRAME_WAIT_MS) end it through bm_fail():
+ * held guards are released and bm_run returns the negative errno. Nothing
+ * is retried.
+ *
+ * Waits: a fix may wait for a latch (bounded spins, then a restart when the
+ * operation holds others) and for a frame (bm_load.c); it never waits for a
+ * checkpoint. The whole lock order is in lockorder.h.
  *
  * Thread safety: everything here may be called from any number of threads.
  * No global lock is taken on the hit path of bm_fix_*.
@@ -103,6 +108,9 @@ struct bm_config {
 	bool journal;              /* transactions and atomic checkpoints (no steal) */
 	unsigned checkpoint_ms;    /* journal: checkpoint at least this often when
 				    * anything changed; 0 = default (5000) */
+	unsigned frame_wait_ms;    /* how long a page load waits for a frame when
+				    * nothing can be evicted before it fails with
+				    * -ENOMEM; 0 = default (BM_FRAME_WAIT_MS) */
 	struct bm_fault *fault;    /* tests: fault injection (bm_fault.h), or NULL */
 };
 
@@ -213,6 +221,19 @@ int bm_read_through(struct bm *bm, const uint64_t *pids, unsigned n, uint8_t *bu
 int bm_write_through(struct bm *bm, const uint64_t *pids, unsigned n, const uint8_t *buf,
 		     bool *done);
 
+/* The pin budget. A caller that will hold more than BM_MAX_HELD pages at
+ * once, across nested operations (a read reply sent straight from the
+ * pool), first takes that many from a budget of an eighth of the pool, so
+ * that such holds can never take every frame (bm_load.c); when the budget
+ * is spent it does without (copies). Never waits. */
+bool bm_pin_try(struct bm *bm, unsigned n);
+void bm_pin_release(struct bm *bm, unsigned n);
+
+/* How long a page load waits for a frame when nothing can be evicted
+ * (every frame held or dirty) before it fails with -ENOMEM, by default
+ * (bm_config.frame_wait_ms). */
+#define BM_FRAME_WAIT_MS 20000
+
 /* Pages the pool holds at most. */
 uint64_t bm_pool_pages(const struct bm *bm);
 
@@ -273,6 +294,7 @@ struct bm_op {
 	} held[BM_MAX_HELD];
 	int err;          /* set by bm_fail */
 	unsigned restarts; /* runs of this operation so far, minus one */
+	uint64_t frame_wait_ns; /* when it began to wait for a frame, or 0 */
 };
 
 typedef int (*bm_op_fn)(struct bm_op *op, void *arg);
@@ -359,6 +381,9 @@ struct bm_stats {
 	uint64_t log_flushes;    /* journal: syncs of the image */
 	uint64_t recovered_pages; /* journal: pages replayed at open */
 	uint64_t dirty_limit;    /* journal: dirty pages that trigger a checkpoint */
+	uint64_t frame_waits;    /* page loads that found nothing to evict and slept */
+	uint64_t frame_fails;    /* ... and gave up after BM_FRAME_WAIT_MS (-ENOMEM) */
+	uint64_t pinned_pages;   /* pin budget in use (bm_pin_try) */
 	const char *backend;     /* "madvise" or "exmap" */
 };
 

@@ -45,6 +45,14 @@ struct bm_fault {
 	/* The same before each page write (1-based count of writes): a test
 	 * may hold one thread's writes there while others go on. */
 	void (*on_write)(struct bm_fault *f, uint64_t n);
+	/* Called by a checkpoint once it has taken the pages it will write
+	 * (bm_journal.c, ckpt_take), before it reads them; no lock held but
+	 * the checkpoint's own (the transaction lock, the pages shared). */
+	void (*on_ckpt_taken)(struct bm_fault *f);
+	/* Called by bm_free after it has released an evicted page it frees,
+	 * with no lock held: a test may look at the page from there, as a
+	 * stale optimistic reader would. */
+	void (*on_discard)(struct bm_fault *f, uint64_t pid);
 	/* counters and records, maintained by the buffer manager */
 	pthread_mutex_t mu;
 	uint64_t writes, syncs;

@@ -7,6 +7,7 @@
 
 #include <liburing.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 
 #include "engine/bm.h"
@@ -95,6 +96,9 @@ struct bm_thread {
 /* The set of resident pids, an open-addressing hash table (vmcache's
  * ResidentPageSet): lock-free insert and remove, and a clock hand that
  * hands out batches of slots to evicting threads. */
+#define RSET_EMPTY UINT64_MAX
+#define RSET_TOMB  (UINT64_MAX - 1)
+
 struct bm_rset {
 	_Atomic uint64_t *slots;
 	uint64_t mask;
@@ -180,9 +184,15 @@ struct bm {
 	_Atomic bool meta_dirty;     /* superblock slots, or the checksums of pages
 				      * eviction wrote home, changed since the
 				      * checkpoint */
-	/* A checkpoint may be writing straight from pool pages: eviction must
-	 * not drop a dirty page it has just written home (bm_journal.c). */
-	_Atomic bool ckpt_pool_io;
+	_Atomic bool ckpt_kicked;     /* the checkpointer was asked to run now
+				      * (bm_checkpoint_kick) */
+	/* Frames (bm_load.c). */
+	_Atomic uint64_t pinned;     /* pin budget in use (bm_pin_try) */
+	uint64_t pin_max;
+	unsigned frame_wait_ms;
+	_Atomic uint64_t frame_waits;   /* frame reservations that had to sleep */
+	_Atomic uint64_t frame_fails;   /* ... and gave up (-ENOMEM) */
+	_Atomic bool frame_fail_logged;
 	/* Journal: the pages that turned dirty since the last checkpoint took
 	 * the list (unlock_x adds them; a page may appear twice, or be clean
 	 * again by then), so that a checkpoint visits those and not every
@@ -201,8 +211,6 @@ struct bm {
 	_Atomic uint64_t evict_lat_pages;
 };
 
-/* May page @pid be written home before the next checkpoint commits? (It is
- * free in the committed state and in the one being committed.) */
 /* bm_set_wait_hook's function: call before anything that may block. */
 extern _Atomic(void (*)(void)) bm_wait_hook;
 static inline void bm_about_to_wait(void)
@@ -212,11 +220,47 @@ static inline void bm_about_to_wait(void)
 		fn();
 }
 
+/* May page @pid be written home before the next checkpoint commits? (It is
+ * free in the committed state and in the one being committed.) */
 static inline bool bm_home_free(struct bm *bm, uint64_t pid)
 {
 	uint64_t w = atomic_load_explicit(&bm->cbitmap[pid / 64], memory_order_relaxed);
 	return !((w >> (pid % 64)) & 1);
 }
+
+static inline ps_word *state_of(struct bm *bm, uint64_t pid)
+{
+	return &bm->state[pid];
+}
+
+/* Wait a little for someone else's short critical section: spin, then yield. */
+static inline void cpu_relax(unsigned spins)
+{
+	if (spins < 64)
+		__builtin_ia32_pause();
+	else
+		sched_yield();
+}
+
+/* bm.c */
+void bm_rset_insert(struct bm *bm, uint64_t pid);
+void bm_rset_remove(struct bm *bm, uint64_t pid);
+/* Page latches (S and X guards) the calling thread holds, over all of its
+ * nested operations. */
+unsigned bm_thread_latches(void);
+/* Transactions the calling thread has open (nesting depth), in any pool. */
+unsigned bm_thread_txn_depth(void);
+
+/* bm_load.c: faulting in. Load evicted page @pid, which the caller has
+ * locked (PS_LOCKED, taken from EVICTED), and leave it locked and resident;
+ * on failure it is evicted again and the operation fails (or restarts, to
+ * release its guards while frames are short). */
+void bm_page_load(struct bm_op *op, uint64_t pid, bool fresh);
+
+/* bm_evict.c: write-back and eviction. */
+unsigned bm_evict_batch(struct bm *bm, struct bm_thread *t);
+unsigned bm_drop_frames(struct bm *bm, struct bm_thread *t, uint64_t *pids, unsigned n);
+int bm_write_dirty(struct bm *bm);
 
 /* bm_meta.c: superblock, bitmap and checksum-table I/O. */
 int bm_meta_load(struct bm *bm);
@@ -253,7 +297,10 @@ int bm_journal_recover(struct bm *bm, uint64_t image_pages, bool sb_ok, uint64_t
 int bm_journal_open(struct bm *bm);    /* recovery; background thread */
 void bm_journal_close(struct bm *bm);  /* stop the thread */
 int bm_checkpoint_final(struct bm *bm); /* at close: checkpoint, mark clean */
-void bm_journal_pressure(struct bm *bm); /* checkpoint if dirty and not in a txn */
+/* Ask the background checkpointer to run now; never waits. */
+void bm_checkpoint_kick(struct bm *bm);
+/* Is the calling thread inside a transaction of @bm? */
+bool bm_in_txn(struct bm *bm);
 void bm_dirty_note(struct bm *bm, uint64_t pid); /* bm.c: add to bm->dl */
 int bm_meta_sb_snapshot(struct bm *bm, uint8_t *page, bool clean, uint64_t applied);
 void bm_meta_sb_set_applied(uint8_t *page, uint64_t applied);

@@ -108,11 +108,9 @@
  * a failed checkpoint leaves it OR'ed (it only errs towards the journal).
  *
  * The one thing a steal must not do is drop a frame a checkpoint is still
- * writing from (one large enough to write from the pool rather than from
- * copies): ckpt_pool_io is set before the checkpoint collects its pages and
- * cleared when it no longer reads the pool; eviction checks it after taking
- * the page exclusively, and a page it has just written is by then clean,
- * so a checkpoint that starts later does not take it in.
+ * reading: a checkpoint takes each page it writes shared (ckpt_take) for
+ * as long as it reads the frame, and eviction drops only pages it holds
+ * exclusively. The whole handshake is described at the top of bm_evict.c.
  *
  *   Descriptor field 40 (8 bytes): h, the number of entries at the end of
  *   the list that are new pages, written home, not to the journal (0 in
@@ -135,6 +133,7 @@
 #include <xxhash.h>
 
 #include "engine/bm_fault.h"
+#include "engine/lockorder.h"
 #include "engine/log.h"
 
 /* Transactions this thread has open, and in which pool: the reader lock is
@@ -563,12 +562,40 @@ static int ckpt_add(struct ckpt *c, uint64_t pid, void *buf)
 	return 0;
 }
 
+/* Take @pid for the checkpoint: hold it shared while it is dirty and
+ * resident (see the top of bm_evict.c). False when it is clean or evicted
+ * by now: whoever cleaned it wrote it home first. Waits only for an
+ * exclusive holder, and with the transaction lock held exclusively that is
+ * an evictor about to drop a page it cleaned, or bm_free: neither waits
+ * for anything. */
+static bool ckpt_take(struct bm *bm, uint64_t pid)
+{
+	ps_word *ps = &bm->state[pid];
+	for (unsigned spins = 0;; spins++) {
+		uint64_t w = ps_load(ps);
+		if (!ps_dirty(w) || ps_state(w) == PS_EVICTED)
+			return false;
+		if (ps_try_lock_s(ps, w))
+			return true;
+		cpu_relax(spins);
+	}
+}
+
 static void collect_dirty(struct bm *bm, uint64_t pid, void *arg)
 {
 	struct ckpt *c = arg;
-	uint64_t w = ps_load(&bm->state[pid]);
-	if (ps_dirty(w) && ps_state(w) != PS_EVICTED && c->err == 0)
-		c->err = ckpt_add(c, pid, bm_page(bm, pid));
+	if (c->err != 0 || !ckpt_take(bm, pid))
+		return;
+	c->err = ckpt_add(c, pid, bm_page(bm, pid));
+	if (c->err < 0)
+		ps_unlock_s(&bm->state[pid]);
+}
+
+/* Release the pages ckpt_take took (the first @n of @c). */
+static void ckpt_release(struct bm *bm, const struct ckpt *c, uint64_t n)
+{
+	for (uint64_t i = 0; i < n; i++)
+		ps_unlock_s(&bm->state[c->pids[i]]);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -714,6 +741,7 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 	void **wr_bufs = NULL;
 	bool *fresh = NULL;
 	bool committed = false;
+	uint64_t taken = 0; /* data pages held shared (ckpt_take) */
 	int r;
 
 	if (bm->jr_unapplied) {
@@ -721,10 +749,12 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 		if (r < 0)
 			goto out;
 	}
-	atomic_store(&bm->ckpt_pool_io, true); /* before collecting: see the top */
 	r = collect_listed(bm, &c);
+	taken = c.n;
 	if (r < 0)
 		goto out;
+	if (bm->fault && bm->fault->on_ckpt_taken)
+		bm->fault->on_ckpt_taken(bm->fault);
 	ndata = c.n;
 
 	/* 1. checksums of the changed pages into the table (kept: the
@@ -839,9 +869,11 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 				memcpy(copies + i * BM_PAGE_SIZE, c.bufs[i], BM_PAGE_SIZE);
 				c.bufs[i] = copies + i * BM_PAGE_SIZE;
 			}
+			/* copies from here on: the frames may go */
+			ckpt_release(bm, &c, taken);
+			taken = 0;
 			pthread_rwlock_unlock(&bm->txn_lock);
 			*locked = false;
-			atomic_store(&bm->ckpt_pool_io, false); /* copies from here on */
 		}
 	}
 
@@ -936,7 +968,6 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 		r = bm_io_sync(bm);
 	if (r < 0)
 		goto out;
-	atomic_store(&bm->ckpt_pool_io, false);
 	BM_COUNT(t, writebacks, ndata);
 	BM_COUNT(t, write_bytes, nj * BM_PAGE_SIZE);
 
@@ -966,7 +997,7 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 	}
 	atomic_fetch_add(&bm->n_checkpoints, 1);
 out:
-	atomic_store(&bm->ckpt_pool_io, false);
+	ckpt_release(bm, &c, taken);
 	relist_dirty(bm, &c, ndata);
 	if (r < 0) {
 		/* The metadata pages must go into the next attempt again:
@@ -1035,6 +1066,7 @@ int bm_checkpoint_notify(struct bm *bm, struct bm_durable *d)
 		durable_tell(d, -EDEADLK);
 		return -EDEADLK; /* it would wait for our own reader lock */
 	}
+	lo_assert_may_wait_checkpoint("bm_checkpoint");
 	/* Any checkpoint that takes its snapshot after this point covers
 	 * every transaction that ended before the call; once its journal is
 	 * synced they are durable (recovery writes it home if its home writes
@@ -1120,6 +1152,9 @@ void bm_txn_begin(struct bm *bm)
 		return;
 	}
 	int r = 0;
+	/* It may wait for a checkpoint, for journal room (other transactions
+	 * to end) and for the transaction lock: with nothing held. */
+	lo_assert_may_wait_checkpoint("bm_txn_begin");
 	if ((uint64_t)atomic_load_explicit(&bm->dirty, memory_order_relaxed) > bm->dirty_limit)
 		r = bm_checkpoint(bm);
 	/* The checkpoint failed and the pool is as full of changes as the
@@ -1153,16 +1188,25 @@ void bm_txn_end(struct bm *bm)
 	}
 }
 
-/* Called before taking a frame: a caller outside any transaction (a tool,
- * a unit test driving the layers directly) gets the checkpoint that
- * bm_txn_begin would have run, so that dirty pages, which eviction may not
- * take, cannot fill the pool. Inside a transaction bm_txn_begin did it. */
-void bm_journal_pressure(struct bm *bm)
+/* Ask the background checkpointer to run now. Never waits (a leaf mutex
+ * at most): the fault path calls it with latches and inode locks held. */
+void bm_checkpoint_kick(struct bm *bm)
 {
-	if (!bm->journal || (txn_depth > 0 && txn_bm == bm))
+	if (!bm->ckpt_thread_on || atomic_exchange(&bm->ckpt_kicked, true))
 		return;
-	if ((uint64_t)atomic_load_explicit(&bm->dirty, memory_order_relaxed) > bm->dirty_limit)
-		bm_checkpoint(bm);
+	pthread_mutex_lock(&bm->ckpt_wait_mu);
+	pthread_cond_signal(&bm->ckpt_wait_cv);
+	pthread_mutex_unlock(&bm->ckpt_wait_mu);
+}
+
+bool bm_in_txn(struct bm *bm)
+{
+	return txn_depth > 0 && txn_bm == bm;
+}
+
+unsigned bm_thread_txn_depth(void)
+{
+	return txn_depth;
 }
 
 uint64_t bm_recovered_pages(const struct bm *bm)
@@ -1191,10 +1235,12 @@ static void *checkpointer_main(void *arg)
 			ts.tv_sec++;
 			ts.tv_nsec -= 1000000000L;
 		}
-		pthread_cond_timedwait(&bm->ckpt_wait_cv, &bm->ckpt_wait_mu, &ts);
+		if (!atomic_load(&bm->ckpt_kicked))
+			pthread_cond_timedwait(&bm->ckpt_wait_cv, &bm->ckpt_wait_mu, &ts);
 		if (bm->ckpt_stop)
 			break;
 		pthread_mutex_unlock(&bm->ckpt_wait_mu);
+		atomic_store(&bm->ckpt_kicked, false);
 		if (atomic_load(&bm->dirty) > 0 || bm->meta_dirty)
 			bm_checkpoint(bm); /* errors are logged; the next try repeats it */
 		pthread_mutex_lock(&bm->ckpt_wait_mu);
@@ -1222,15 +1268,17 @@ int bm_journal_open(struct bm *bm)
 	uint64_t cap = journal_capacity(bm->jr_pages);
 	/* A checkpoint writes the dirty pages, the changed checksum-table and
 	 * bitmap pages (at most all of them) and the superblock: the rest of
-	 * the journal is the room for dirty pages, but no more than three
-	 * quarters of the pool (the rest stays clean for eviction).
+	 * the journal is the room for dirty pages, but no more than five
+	 * eighths of the pool: the rest stays clean for eviction, less the
+	 * pin budget (an eighth, bm_load.c) and the guards of running
+	 * operations, so that a page load always finds a frame to evict.
 	 * Transactions already running when the limit is crossed add more
 	 * (the slack: a quarter of the room, at least one transaction's worth
 	 * when the room allows). Half the pool stays clean. */
 	uint64_t fixed = bm->cs_pages + bm->bmp_pages + 1;
 	uint64_t room = cap > fixed + 16 ? cap - fixed : 16;
-	if (room > bm->capacity - bm->capacity / 4)
-		room = bm->capacity - bm->capacity / 4;
+	if (room > bm->capacity / 8 * 5)
+		room = bm->capacity / 8 * 5;
 	uint64_t slack = room / 4 > BM_TXN_PAGES ? room / 4 : BM_TXN_PAGES;
 	uint64_t limit = room > slack + 16 ? room - slack : 16;
 	if (limit > bm->capacity / 2)

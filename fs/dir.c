@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/lockorder.h"
 #include "engine/log.h"
 
 #define FS_LINK_MAX 65000
@@ -680,8 +681,13 @@ int fs_rename(struct fs *fs, uint64_t parent, const char *name, uint64_t newpare
 	st->np = newparent;
 	st->pn = parent == newparent ? &st->opi : &st->npi;
 
-	if (parent != newparent)
+	/* The transaction comes before rename_mu (lockorder.h); inside a
+	 * request's it only nests. */
+	bm_txn_begin(fs->bm);
+	if (parent != newparent) {
+		lo_acquire(LO_RENAME, "rename_mu");
 		pthread_mutex_lock(&fs->rename_mu);
+	}
 	r = rename_lock(fs, st, name, (unsigned)nlen, newname, (unsigned)newlen, &ls);
 	if (r < 0)
 		goto out_unlocked;
@@ -715,8 +721,11 @@ int fs_rename(struct fs *fs, uint64_t parent, const char *name, uint64_t newpare
 out:
 	fs_unlock_many(fs, &ls);
 out_unlocked:
-	if (parent != newparent)
+	if (parent != newparent) {
 		pthread_mutex_unlock(&fs->rename_mu);
+		lo_release(LO_RENAME);
+	}
+	bm_txn_end(fs->bm);
 	free(st);
 	return r;
 }

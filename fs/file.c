@@ -725,6 +725,64 @@ static int read_level_op(struct bm_op *op, void *arg)
 	return r;
 }
 
+/* The copying read, for when the pin budget is spent (read_window): the
+ * pages [first, first + BM_MAX_HELD) of the request, held one group at a
+ * time, copied to @dst. The inode lock the caller holds keeps writers out
+ * between groups. */
+struct read_copy {
+	struct read_req *rq;
+	unsigned first;
+	uint8_t *dst; /* where page @first's piece goes */
+};
+
+static int read_copy_op(struct bm_op *op, void *arg)
+{
+	struct read_copy *rc = arg;
+	struct read_req *rq = rc->rq;
+	struct bm_guard g[BM_MAX_HELD];
+	unsigned end = rc->first + BM_MAX_HELD < rq->npages ? rc->first + BM_MAX_HELD : rq->npages;
+	uint8_t *dst = rc->dst;
+
+	for (unsigned i = rc->first; i < end; i++) {
+		const uint8_t *src;
+		bool fixed = false;
+		if (rq->pids[i] == BM_PID_NONE) {
+			src = zero_page;
+		} else if (rq->got && rq->got[i]) {
+			src = rq->through + (size_t)i * BM_PAGE_SIZE;
+		} else {
+			src = bm_fix_s(op, rq->pids[i], &g[0]);
+			fixed = true;
+		}
+		memcpy(dst, src + rq->from[i], rq->len[i]);
+		dst += rq->len[i];
+		if (fixed)
+			bm_unfix(op, &g[0]);
+	}
+	return 0;
+}
+
+static int read_copied(struct read_req *rq, size_t len)
+{
+	uint8_t *buf = malloc(len ? len : 1);
+	struct read_copy rc = {.rq = rq, .first = 0};
+	int r = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	rc.dst = buf;
+	for (; rc.first < rq->npages && r == 0; rc.first += BM_MAX_HELD) {
+		r = bm_run(rq->bm, read_copy_op, &rc);
+		for (unsigned i = rc.first; i < rq->npages && i < rc.first + BM_MAX_HELD; i++)
+			rc.dst += rq->len[i];
+	}
+	if (r == 0) {
+		struct iovec iov = {.iov_base = buf, .iov_len = len};
+		rq->sink_ret = rq->sink(rq->ctx, &iov, 1);
+	}
+	free(buf);
+	return r;
+}
 
 /* Read [off, off + len) (within the file, spanning at most FS_READ_IOV_MAX
  * + 1 pages) of @in into @sink. */
@@ -817,7 +875,17 @@ static int read_window(struct fs *fs, const struct fs_inode *in, uint64_t off, s
 		bm_prefetch(fs->bm, rest, nrest, false);
 	else
 		bm_prefetch(fs->bm, pids, npages, false);
-	r = bm_run(fs->bm, read_level_op, &lv);
+	/* Replying straight from the pool holds every page of the request at
+	 * once: more than one operation's guards take the pin budget, so that
+	 * such holds never fill the pool (engine/bm_load.c); past it, copy. */
+	if (npages <= BM_MAX_HELD) {
+		r = bm_run(fs->bm, read_level_op, &lv);
+	} else if (bm_pin_try(fs->bm, npages)) {
+		r = bm_run(fs->bm, read_level_op, &lv);
+		bm_pin_release(fs->bm, npages);
+	} else {
+		r = read_copied(&rq, len);
+	}
 	free(iov);
 	return r < 0 ? r : rq.sink_ret;
 }

@@ -557,6 +557,10 @@ struct dir_reply {
 	size_t size, pos;
 	bool plus;
 	double timeout;
+	/* readdirplus: the entries sent with attributes, each of which adds a
+	 * lookup (fs_readdir): taken back when the reply does not go out. */
+	uint64_t *looked_up;
+	size_t nlooked, caplooked;
 };
 
 static bool dir_add(void *vctx, const char *name, uint64_t ino, mode_t type, uint64_t next,
@@ -584,6 +588,17 @@ static bool dir_add(void *vctx, const char *name, uint64_t ino, mode_t type, uin
 	}
 	if (n > room)
 		return false;
+	if (d->plus && st) {
+		if (d->nlooked == d->caplooked) {
+			size_t cap = d->caplooked ? 2 * d->caplooked : 64;
+			uint64_t *p = realloc(d->looked_up, cap * sizeof(*p));
+			if (!p)
+				return false; /* the listing stops here; the next call goes on */
+			d->looked_up = p;
+			d->caplooked = cap;
+		}
+		d->looked_up[d->nlooked++] = ino;
+	}
 	d->pos += n;
 	return true;
 }
@@ -606,9 +621,13 @@ static void readdir_common(fuse_req_t req, enum fs_req what, fuse_ino_t ino, siz
 	int r = fs_readdir(fs, ino, off < 0 ? 0 : (uint64_t)off, plus, dir_add, &d);
 	if (r < 0)
 		reply_err(req, r);
-	else
-		fuse_reply_buf(req, d.buf, d.pos);
+	if (r < 0 || fuse_reply_buf(req, d.buf, d.pos) != 0)
+		/* The kernel never saw these entries (an error, or the request
+		 * was interrupted): it will never forget them either. */
+		for (size_t i = 0; i < d.nlooked; i++)
+			fs_forget(fs, d.looked_up[i], 1);
 	free(d.buf);
+	free(d.looked_up);
 }
 
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/lockorder.h"
 #include "engine/log.h"
 
 void fs_now(struct timespec *ret)
@@ -265,7 +266,7 @@ void fs_inode_reclaim(struct fs *fs, uint64_t ino)
 {
 	int r;
 
-	fs_ino_wrlock(fs, ino);
+	fs_ino_wrlock(fs, ino); /* (a transaction: at unmount none surrounds it) */
 	r = fs_inode_free_locked(fs, ino);
 	fs_ino_unlock(fs, ino);
 	if (r < 0)
@@ -391,19 +392,52 @@ void fs_locks_destroy(struct fs *fs)
 	pthread_mutex_destroy(&fs->ino_mu);
 }
 
+/*
+ * Inode locks are level 4 of engine/lockorder.h: taken after the
+ * transaction and rename_mu, before any page latch, and never held while
+ * waiting for a checkpoint. A writer's changes are one transaction, and
+ * bm_txn_begin may wait for a checkpoint, so taking a lock for writing
+ * (fs_ino_wrlock, fs_lock_many) begins a transaction first, and its unlock
+ * ends it: inside a request's transaction (fuse_ops.c) that only nests,
+ * and a caller without one (unmount's reclaim, tools, tests) gets one in
+ * the right place. The stripes this thread holds for writing are
+ * remembered so that fs_ino_unlock knows which unlocks end one.
+ */
+#define WR_HELD_MAX 8
+static _Thread_local unsigned wr_held[WR_HELD_MAX], wr_nheld;
+
 void fs_ino_rdlock(struct fs *fs, uint64_t ino)
 {
+	lo_acquire(LO_INODE, "inode lock");
 	pthread_rwlock_rdlock(&fs->ino_locks[lock_idx(ino)]);
 }
 
 void fs_ino_wrlock(struct fs *fs, uint64_t ino)
 {
-	pthread_rwlock_wrlock(&fs->ino_locks[lock_idx(ino)]);
+	unsigned idx = lock_idx(ino);
+	if (wr_nheld == WR_HELD_MAX) {
+		vs_log(VS_LOG_ERR, "internal: more than %d inode locks held for writing",
+		       WR_HELD_MAX);
+		abort();
+	}
+	bm_txn_begin(fs->bm);
+	lo_acquire(LO_INODE, "inode lock");
+	pthread_rwlock_wrlock(&fs->ino_locks[idx]);
+	wr_held[wr_nheld++] = idx;
 }
 
 void fs_ino_unlock(struct fs *fs, uint64_t ino)
 {
-	pthread_rwlock_unlock(&fs->ino_locks[lock_idx(ino)]);
+	unsigned idx = lock_idx(ino);
+	pthread_rwlock_unlock(&fs->ino_locks[idx]);
+	lo_release(LO_INODE);
+	for (unsigned i = wr_nheld; i-- > 0;) {
+		if (wr_held[i] == idx) {
+			wr_held[i] = wr_held[--wr_nheld];
+			bm_txn_end(fs->bm);
+			break;
+		}
+	}
 }
 
 void fs_lock_many(struct fs *fs, struct fs_lockset *ls, const uint64_t *inos, unsigned n)
@@ -422,15 +456,21 @@ void fs_lock_many(struct fs *fs, struct fs_lockset *ls, const uint64_t *inos, un
 		ls->idx[j] = idx;
 		ls->n++;
 	}
-	for (unsigned i = 0; i < ls->n; i++)
+	bm_txn_begin(fs->bm); /* see fs_ino_wrlock */
+	for (unsigned i = 0; i < ls->n; i++) {
+		lo_acquire(LO_INODE, "inode locks");
 		pthread_rwlock_wrlock(&fs->ino_locks[ls->idx[i]]);
+	}
 }
 
 void fs_unlock_many(struct fs *fs, struct fs_lockset *ls)
 {
-	for (unsigned i = ls->n; i > 0; i--)
+	for (unsigned i = ls->n; i > 0; i--) {
 		pthread_rwlock_unlock(&fs->ino_locks[ls->idx[i - 1]]);
+		lo_release(LO_INODE);
+	}
 	ls->n = 0;
+	bm_txn_end(fs->bm);
 }
 
 /* ------------------------------------------------------------------ */

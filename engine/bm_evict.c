@@ -1,0 +1,467 @@
+/*
+ * bm_evict.c: write-back and eviction: the I/O door for page writes, the
+ * clock, clustering, flush, and the handshake with checkpoints.
+ *
+ * Eviction (bm_evict_batch) walks the resident set from the clock hand:
+ * it marks unused pages and takes those still marked at its next pass. A
+ * clean victim is locked exclusively and its frame dropped; a dirty one is
+ * held shared, written back (its checksum set, its dirty bit cleared), then
+ * upgraded to exclusive and dropped. With the journal a dirty page goes
+ * home only when no committed or committing checkpoint has it in use
+ * (bm_home_free: a "steal" of a new page); others wait for a checkpoint.
+ *
+ * The handshake with checkpoints, whole (the other half is ckpt_take in
+ * bm_journal.c):
+ *
+ *   - A frame is dropped only by a thread that holds its page exclusively
+ *     (here, bm_free, load failures). So whoever holds a page shared can
+ *     read its frame.
+ *   - A checkpoint takes every page it writes shared (ckpt_take) before it
+ *     reads the page, and keeps it until it no longer reads the frame:
+ *     until its copy is made (small checkpoints), or until its home writes
+ *     are done (large ones, which write from the pool). A page found
+ *     evicted or clean by then is not taken: whoever cleaned it wrote it
+ *     home, checksum and all, before clearing the dirty bit, so the
+ *     checkpoint's metadata pages (taken after) carry that checksum.
+ *   - Eviction writes a dirty page while holding it shared, clears the
+ *     dirty bit, and drops the frame only if it can upgrade to exclusive,
+ *     which it cannot while a checkpoint holds the page too: the page then
+ *     stays resident, clean. Both wrote the same bytes (no writer can
+ *     change a page while anyone holds it shared).
+ *   - A page a checkpoint has in its bitmap is no longer bm_home_free (it
+ *     ORs the bitmap into cbitmap before it lets transactions go on), so
+ *     eviction steals none of its pages after that; a steal that chose its
+ *     page before still holds it shared throughout, as above.
+ *
+ * No lock is held by eviction while it waits for its writes but the shared
+ * latches of the pages it writes; it never waits for a checkpoint, and it
+ * takes every latch with a try (never waits for one).
+ */
+#include "engine/bm_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#include "engine/log.h"
+
+static bool ring_ready(struct bm_thread *t)
+{
+	if (t->ring_ok)
+		return true;
+	if (t->ring_failed)
+		return false;
+	if (io_uring_queue_init(BM_BATCH_MAX, &t->ring, 0) == 0) {
+		t->ring_ok = true;
+		return true;
+	}
+	t->ring_failed = true;
+	vs_log(VS_LOG_WARN, "io_uring unavailable, writing back with pwrite");
+	return false;
+}
+
+/*
+ * The one door for page writes: @n pages from @bufs to their home offsets,
+ * submitted together with io_uring when there is a ring and no fault
+ * injection, else one pwrite at a time. res[i] gets 0 or a negative errno.
+ * Runs of consecutive pids go out as one writev: the disk takes one 256 KiB
+ * write far faster than 64 scattered 4 KiB ones, and sequential workloads
+ * fill eviction batches and checkpoints with neighbours.
+ */
+void bm_io_write_batch(struct bm *bm, struct bm_thread *t, void *const *bufs,
+		       const uint64_t *pids, unsigned n, int *res)
+{
+	unsigned order[BM_BATCH_MAX], run_at[BM_BATCH_MAX], run_len[BM_BATCH_MAX];
+	struct iovec iov[BM_BATCH_MAX];
+
+	if (bm->fault || !ring_ready(t)) {
+		for (unsigned i = 0; i < n; i++)
+			res[i] = bm_io_write(bm, bufs[i], BM_PAGE_SIZE, pids[i] << BM_PAGE_SHIFT);
+		return;
+	}
+	for (unsigned base = 0; base < n; base += BM_BATCH_MAX) {
+		unsigned m = n - base < BM_BATCH_MAX ? n - base : BM_BATCH_MAX, nruns = 0;
+		for (unsigned i = 0; i < m; i++) { /* insertion sort by pid: m is small */
+			unsigned j = i;
+			while (j > 0 && pids[base + order[j - 1]] > pids[base + i]) {
+				order[j] = order[j - 1];
+				j--;
+			}
+			order[j] = i;
+		}
+		for (unsigned k = 0; k < m; k++) {
+			unsigned i = base + order[k];
+			iov[k].iov_base = bufs[i];
+			iov[k].iov_len = BM_PAGE_SIZE;
+			res[i] = 0;
+			if (nruns > 0 && pids[base + order[k - 1]] + 1 == pids[i]) {
+				run_len[nruns - 1]++;
+				continue;
+			}
+			run_at[nruns] = k;
+			run_len[nruns] = 1;
+			nruns++;
+		}
+		for (unsigned r = 0; r < nruns; r++) {
+			struct io_uring_sqe *sqe = io_uring_get_sqe(&t->ring);
+			io_uring_prep_writev(sqe, bm->fd, &iov[run_at[r]], run_len[r],
+					     pids[base + order[run_at[r]]] << BM_PAGE_SHIFT);
+			io_uring_sqe_set_data64(sqe, r);
+		}
+		bm_about_to_wait();
+		int rr = io_uring_submit_and_wait(&t->ring, nruns);
+		for (unsigned done = 0; rr >= 0 && done < nruns; done++) {
+			struct io_uring_cqe *cqe;
+			rr = io_uring_wait_cqe(&t->ring, &cqe);
+			if (rr < 0)
+				break;
+			unsigned r = (unsigned)io_uring_cqe_get_data64(cqe);
+			if (cqe->res != (int)(run_len[r] * BM_PAGE_SIZE)) {
+				/* An error, or a short write: finish page by page. */
+				for (unsigned k = run_at[r]; k < run_at[r] + run_len[r]; k++) {
+					unsigned i = base + order[k];
+					res[i] = cqe->res < 0 ? cqe->res
+							      : bm_pwrite_all(bm->fd, bufs[i], BM_PAGE_SIZE,
+									      pids[i] << BM_PAGE_SHIFT);
+				}
+			}
+			io_uring_cqe_seen(&t->ring, cqe);
+		}
+		if (rr < 0) {
+			/* The ring itself failed: nothing is known of this
+			 * batch, so write it again the plain way. */
+			for (unsigned i = 0; i < m; i++)
+				res[base + i] = bm_io_write(bm, bufs[base + i], BM_PAGE_SIZE,
+							    pids[base + i] << BM_PAGE_SHIFT);
+			io_uring_queue_exit(&t->ring);
+			t->ring_ok = false;
+			t->ring_failed = true;
+		}
+	}
+}
+
+/*
+ * Write back @n pages the caller holds shared (their bytes cannot change),
+ * together: copy each into the thread's staging area, checksum the copy,
+ * write the batch. Sets res[i] to 0 or a negative errno. On success the
+ * checksum table entry is updated and the dirty bit cleared.
+ */
+static void write_pages(struct bm *bm, struct bm_thread *t, const uint64_t *pids, unsigned n,
+			int *res)
+{
+	uint64_t sums[BM_BATCH_MAX];
+	void *bufs[BM_BATCH_MAX] = { 0 };
+
+	for (unsigned i = 0; i < n; i++) {
+		bufs[i] = t->staging + (size_t)i * BM_PAGE_SIZE;
+		memcpy(bufs[i], bm_page(bm, pids[i]), BM_PAGE_SIZE);
+		sums[i] = bm_page_csum(bufs[i]);
+	}
+	bm_io_write_batch(bm, t, bufs, pids, n, res);
+	for (unsigned i = 0; i < n; i++) {
+		if (res[i] < 0) {
+			BM_COUNT(t, io_errors, 1);
+			vs_log(VS_LOG_ERR, "%s: cannot write page %llu: %s", bm->path,
+			       (unsigned long long)pids[i], strerror(-res[i]));
+			continue;
+		}
+		bm_csum_set(bm, pids[i], sums[i]);
+		uint64_t old = atomic_fetch_and_explicit(state_of(bm, pids[i]), ~PS_DIRTY,
+							 memory_order_acq_rel);
+		if (old & PS_DIRTY)
+			atomic_fetch_sub_explicit(&bm->dirty, 1, memory_order_relaxed);
+		BM_COUNT(t, writebacks, 1);
+		BM_COUNT(t, write_bytes, BM_PAGE_SIZE);
+	}
+	/* With the journal these were new pages (steals): their checksums are
+	 * for the next checkpoint to commit. */
+	if (bm->journal)
+		atomic_store(&bm->meta_dirty, true);
+}
+
+/* Sort @n pids (insertion sort: n is a batch, and often nearly sorted). */
+static void pids_sort(uint64_t *pids, unsigned n)
+{
+	for (unsigned i = 1; i < n; i++) {
+		uint64_t v = pids[i];
+		unsigned j = i;
+		for (; j > 0 && pids[j - 1] > v; j--)
+			pids[j] = pids[j - 1];
+		pids[j] = v;
+	}
+}
+
+/* Drop the frames of @n pages the caller holds exclusively and clean.
+ * Returns how many were dropped (all or, when the backend fails, none). */
+unsigned bm_drop_frames(struct bm *bm, struct bm_thread *t, uint64_t *pids, unsigned n)
+{
+	if (n == 0)
+		return 0;
+	pids_sort(pids, n); /* runs of neighbours: one range each for the backend */
+	int r = mem_free(bm->mem, t->iface, pids, n);
+	if (r < 0) {
+		/* The frames stay mapped: the pages stay resident. */
+		vs_log(VS_LOG_ERR, "cannot release %u frames: %s", n, strerror(-r));
+		for (unsigned i = 0; i < n; i++)
+			ps_unlock_x(state_of(bm, pids[i]), false);
+		return 0;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		bm_rset_remove(bm, pids[i]);
+		ps_unlock_evicted(state_of(bm, pids[i]));
+	}
+	atomic_fetch_sub(&bm->resident, n);
+	BM_COUNT(t, evictions, n);
+	return n;
+}
+
+/*
+ * Clustering. The clock hands out victims in the order of the resident set,
+ * a hash, so the pages of a batch lie scattered over the image: 64
+ * scattered 4 KiB writes, which this disk takes far slower than one long
+ * one, and 64 backend calls to drop them, each with its own TLB flush (with
+ * madvise, 8 us a page alone on its CPU and ten times that with another
+ * thread of the process running). So a victim takes along its neighbours
+ * that the clock has marked too (unused since the hand last passed: they
+ * would go next anyway), up to bm->cluster on each side:
+ *
+ *  - a dirty victim its dirty neighbours, held shared and written in the
+ *    same batch (cluster_add; bm_io_write_batch merges each run into one
+ *    write). They stay resident, clean and marked (cluster_release): when
+ *    the hand comes back to them, dropping them costs no write. With the
+ *    journal only pages that may go home are taken, as for victims.
+ *  - a clean victim its clean neighbours, locked exclusively and dropped
+ *    with it (drop_frames sorts the batch, the backend drops each run with
+ *    one call).
+ *
+ * Pages in use (unmarked) are left alone: a hot page written now would be
+ * dirty again soon, and its writers would wait for the write. The pool a
+ * bulk load leaves behind is the case this is for: full of dirty pages with
+ * consecutive pids, written back by the lookups that follow. vmcache
+ * evicts each victim alone.
+ */
+
+/* Lock the marked neighbours of @pid that are @dirty (shared) or clean
+ * (exclusive) into @out, nearest first on each side, stopping at the first
+ * that does not qualify. Returns how many, at most @room. */
+static unsigned neighbours(struct bm *bm, uint64_t pid, bool dirty, uint64_t *out, unsigned room)
+{
+	unsigned n = 0;
+
+	for (int side = 0; side < 2; side++) {
+		for (uint64_t k = 1; k <= bm->cluster && n < room; k++) {
+			if (side == 0 ? k > pid : pid + k >= bm->page_count)
+				break;
+			uint64_t q = side == 0 ? pid - k : pid + k;
+			ps_word *ps = state_of(bm, q);
+			uint64_t w = ps_load(ps);
+			if (ps_state(w) != PS_MARKED || ps_dirty(w) != dirty)
+				break;
+			if (dirty ? (bm->journal && !bm_home_free(bm, q)) || !ps_try_lock_s(ps, w)
+				  : !ps_try_lock_x(ps, w))
+				break;
+			out[n++] = q;
+		}
+	}
+	return n;
+}
+
+/* Append the dirty neighbours of the @nv victims in @pids after them;
+ * returns the new count (at most @room). */
+static unsigned cluster_add(struct bm *bm, uint64_t *pids, unsigned nv, unsigned room)
+{
+	unsigned n = nv;
+	for (unsigned i = 0; i < nv && n < room; i++)
+		n += neighbours(bm, pids[i], true, pids + n, room - n);
+	return n;
+}
+
+/* The neighbours cluster_add took are written (or not: they stay dirty):
+ * release them, marked again for the clock. */
+static void cluster_release(struct bm *bm, struct bm_thread *t, const uint64_t *pids,
+			    const int *res, unsigned n)
+{
+	unsigned written = 0;
+	for (unsigned i = 0; i < n; i++) {
+		ps_unlock_s_marked(state_of(bm, pids[i]));
+		written += res[i] == 0;
+	}
+	BM_COUNT(t, cluster_writebacks, written);
+}
+
+/*
+ * One clock pass: walk the resident set from the clock hand, marking
+ * unlocked pages and collecting pages that were already marked (nobody used
+ * them since the hand last passed). Clean candidates are locked exclusively
+ * at once; dirty ones shared, written back as one batch, then upgraded;
+ * each takes its neighbours along (see Clustering above).
+ */
+unsigned bm_evict_batch(struct bm *bm, struct bm_thread *t)
+{
+	uint64_t clean[BM_BATCH_MAX], dirty[BM_BATCH_MAX];
+	int res[BM_BATCH_MAX];
+	unsigned nc = 0, nd = 0;
+	const uint64_t want = bm->batch;
+	const uint64_t slots = bm->rset.mask + 1;
+	const uint64_t t0 = lh_now_ns();
+
+	for (uint64_t seen = 0; nc + nd < want && seen < 2 * slots;) {
+		uint64_t start = atomic_fetch_add(&bm->rset.clock, 64);
+		for (uint64_t k = 0; k < 64 && nc + nd < want; k++, seen++) {
+			uint64_t pid = atomic_load_explicit(&bm->rset.slots[(start + k) & bm->rset.mask],
+							    memory_order_relaxed);
+			if (pid >= RSET_TOMB)
+				continue;
+			ps_word *ps = state_of(bm, pid);
+			uint64_t w = ps_load(ps);
+			if (ps_state(w) == PS_UNLOCKED) {
+				ps_try_mark(ps, w);
+			} else if (ps_state(w) == PS_MARKED) {
+				if (ps_dirty(w) && bm->journal && !bm_home_free(bm, pid)) {
+					/* no steal: the page waits for a checkpoint */
+				} else if (ps_dirty(w)) {
+					/* (a page no checkpoint has seen in use may
+					 * go home now: bm_journal.c) */
+					if (ps_try_lock_s(ps, w))
+						dirty[nd++] = pid;
+				} else if (ps_try_lock_x(ps, w)) {
+					clean[nc++] = pid;
+					nc += neighbours(bm, pid, false, clean + nc,
+							 want - nc - nd);
+				}
+			}
+		}
+	}
+	if (nd > 0) {
+		unsigned nw = cluster_add(bm, dirty, nd, bm->wb_max);
+		write_pages(bm, t, dirty, nw, res);
+		cluster_release(bm, t, dirty + nd, res + nd, nw - nd);
+		for (unsigned i = 0; i < nd; i++) {
+			ps_word *ps = state_of(bm, dirty[i]);
+			/* Another reader (a checkpoint taking the page among
+			 * them) keeps it resident. */
+			if (res[i] != 0 || !ps_try_upgrade_sx(ps))
+				ps_unlock_s(ps);
+			else
+				clean[nc++] = dirty[i];
+		}
+	}
+	unsigned dropped = bm_drop_frames(bm, t, clean, nc);
+	BM_COUNT(t, evict_batches, 1);
+	lh_record(&bm->evict_lat, lh_now_ns() - t0);
+	atomic_fetch_add_explicit(&bm->evict_lat_pages, dropped, memory_order_relaxed);
+	return dropped;
+}
+
+
+struct flush_ctx {
+	struct bm_thread *t;
+	uint64_t pids[BM_BATCH_MAX];
+	int res[BM_BATCH_MAX];
+	unsigned n;
+	int err;
+};
+
+static void flush_batch(struct bm *bm, struct flush_ctx *f)
+{
+	write_pages(bm, f->t, f->pids, f->n, f->res);
+	for (unsigned i = 0; i < f->n; i++) {
+		if (f->res[i] < 0 && f->err == 0)
+			f->err = f->res[i];
+		ps_unlock_s(state_of(bm, f->pids[i]));
+	}
+	f->n = 0;
+}
+
+static void flush_one(struct bm *bm, uint64_t pid, void *arg)
+{
+	struct flush_ctx *f = arg;
+	ps_word *ps = state_of(bm, pid);
+	for (unsigned spins = 0;; spins++) {
+		uint64_t w = ps_load(ps);
+		if (!ps_dirty(w) || ps_state(w) == PS_EVICTED)
+			return;
+		if (ps_try_lock_s(ps, w))
+			break;
+		cpu_relax(spins); /* a writer holds it; it will be done soon */
+	}
+	f->pids[f->n++] = pid;
+	if (f->n == bm->wb_max) /* what the staging area holds */
+		flush_batch(bm, f);
+}
+
+int bm_write_dirty(struct bm *bm)
+{
+	struct flush_ctx *f = calloc(1, sizeof(*f));
+	int r;
+	if (!f)
+		return -ENOMEM;
+	f->t = bm_thread_get(bm);
+	bm_rset_each(bm, flush_one, f);
+	if (f->n)
+		flush_batch(bm, f);
+	r = f->err;
+	free(f);
+	return r;
+}
+
+int bm_flush(struct bm *bm)
+{
+	int r;
+	if (bm->read_only)
+		return 0;
+	if (bm->journal)
+		return bm_checkpoint(bm);
+	pthread_mutex_lock(&bm->flush_mu);
+	r = bm_write_dirty(bm);
+	if (r == 0)
+		r = bm_meta_write(bm, false);
+	if (r == 0)
+		r = bm_io_sync(bm);
+	pthread_mutex_unlock(&bm->flush_mu);
+	return r;
+}
+
+struct evict_all_ctx {
+	struct bm_thread *t;
+	uint64_t pids[BM_BATCH_MAX];
+	unsigned n;
+	int64_t dropped;
+};
+
+static void evict_all_one(struct bm *bm, uint64_t pid, void *arg)
+{
+	struct evict_all_ctx *e = arg;
+	ps_word *ps = state_of(bm, pid);
+	uint64_t w = ps_load(ps);
+	if (ps_dirty(w) || !ps_is_free(ps_state(w)) || !ps_try_lock_x(ps, w))
+		return;
+	e->pids[e->n++] = pid;
+	if (e->n == BM_BATCH_MAX) {
+		bm_drop_frames(bm, e->t, e->pids, e->n);
+		e->dropped += e->n;
+		e->n = 0;
+	}
+}
+
+int64_t bm_evict_all(struct bm *bm, bool write_dirty_first)
+{
+	struct evict_all_ctx *e;
+	int64_t dropped;
+
+	if (write_dirty_first && !bm->read_only) {
+		int r = bm->journal ? bm_checkpoint(bm) : bm_write_dirty(bm);
+		if (r < 0)
+			return r;
+	}
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	e->t = bm_thread_get(bm);
+	bm_rset_each(bm, evict_all_one, e);
+	bm_drop_frames(bm, e->t, e->pids, e->n);
+	dropped = e->dropped + e->n;
+	free(e);
+	return dropped;
+}
