@@ -240,6 +240,15 @@ ssize_t fs_stats_render(struct fs *fs, char *buf, size_t cap)
 	       s.cluster_writebacks);
 	metric(&o, "pool_restarts_total", "counter", "Buffer-manager operation restarts.",
 	       s.restarts);
+	metric(&o, "pool_frame_waits_total", "counter",
+	       "Page loads that found nothing to evict (every frame held or dirty) and waited.",
+	       s.frame_waits);
+	metric(&o, "pool_frame_failures_total", "counter",
+	       "Page loads that gave up waiting for a frame (ENOMEM to the caller).",
+	       s.frame_fails);
+	metric(&o, "pool_pinned_pages", "gauge",
+	       "Frames held by read replies sent straight from the pool (the pin budget in use).",
+	       s.pinned_pages);
 	histogram(&o, "page_fault_seconds",
 		  "Time to bring one page in from the image (read and checksum check).",
 		  &lat.fault);
