@@ -266,7 +266,7 @@ static void usage(FILE *f)
 		"                         of RAM or the image size, whichever is smaller,\n"
 		"                         and at least 64M)\n"
 		"  -o threads=N           at most N threads serve requests (default: 4 per CPU,\n"
-		"                         8 to 64)\n"
+		"                         8 to 64; at most one per 512 KiB of pool)\n"
 		"  -o exmap=auto|on|off   pool memory through /dev/exmap: when available\n"
 		"                         (auto, the default), required (on), or never (off)\n"
 		"  -o ro                  mount read-only; the image is not written\n"
@@ -562,8 +562,25 @@ static int check_options(struct options *o, struct fs_config *cfg, struct fs_fus
 		fprintf(stderr, "virtuscale: exmap=%s: use auto, on or off\n", o->exmap);
 		return -1;
 	}
+	bool threads_given = o->threads != 0;
 	if (o->threads == 0)
 		o->threads = default_threads();
+	/* Each request holds at most two operations' worth of pages outside
+	 * the pin budget (BM_MAX_HELD guards, a tree path): together they
+	 * must leave most of the pool to eviction (engine/bm_load.c), or
+	 * loads wait for frames that only a finished request can give. */
+	uint64_t max_threads = cfg->pool_bytes / BM_PAGE_SIZE / (8 * BM_MAX_HELD);
+	if (max_threads < 2)
+		max_threads = 2;
+	if (o->threads > max_threads) {
+		if (threads_given)
+			fprintf(stderr,
+				"virtuscale: threads=%u: a pool of %llu MiB serves at most %llu "
+				"threads at once; using %llu\n",
+				o->threads, (unsigned long long)(cfg->pool_bytes >> 20),
+				(unsigned long long)max_threads, (unsigned long long)max_threads);
+		o->threads = (unsigned)max_threads;
+	}
 	fo->writeback_cache = true;
 	if (o->writeback) {
 		if (strcmp(o->writeback, "on") == 0) {

@@ -244,6 +244,15 @@ for bad in max_read=12 max_read=x max_read=; do
 done
 vt_note "max_read: honoured, bad values refused"
 
+# ---- threads: bounded by the pool (each request may hold a few dozen pages) -
+vt_mount "pool=8M,threads=64"
+grep -q "threads=64: a pool of 8 MiB serves at most 16 threads at once; using 16" "$VT_LOG" ||
+	vt_fail "threads=64 on an 8 MiB pool: no clamp, or no message"
+head -c 2M /dev/urandom >"$VT_BASE/th"
+cp "$VT_BASE/th" "$VT_MNT/th" && cmp "$VT_MNT/th" "$VT_BASE/th" || vt_fail "threads clamped: I/O fails"
+vt_umount
+vt_note "threads: bounded by the pool, with a message"
+
 # ---- poll: on by default (t_polling in fs_pool), off with poll=0 ----------
 vt_mount "$OPTS,poll=0"
 dd if=/dev/zero of="$VT_MNT/p" bs=4k count=64 oflag=direct 2>/dev/null || vt_fail "poll=0: cannot write"
