@@ -1274,7 +1274,7 @@ int bm_journal_open(struct bm *bm)
 	 * operations, so that a page load always finds a frame to evict.
 	 * Transactions already running when the limit is crossed add more
 	 * (the slack: a quarter of the room, at least one transaction's worth
-	 * when the room allows). Half the pool stays clean. */
+	 * when the room allows). At most half the pool is the limit. */
 	uint64_t fixed = bm->cs_pages + bm->bmp_pages + 1;
 	uint64_t room = cap > fixed + 16 ? cap - fixed : 16;
 	if (room > bm->capacity / 8 * 5)

@@ -345,10 +345,8 @@ static void set_flag(bool *flag)
  * has taken its pages. */
 static void ev_on_write(struct bm_fault *f, uint64_t n)
 {
-	if (!pthread_equal(pthread_self(), ev.evictor))
-		return;
 	pthread_mutex_lock(&ev.mu);
-	if (!ev.evictor_held) {
+	if (pthread_equal(pthread_self(), ev.evictor) && !ev.evictor_held) {
 		ev.evictor_held = true;
 		pthread_cond_broadcast(&ev.cv);
 		while (!ev.evictor_go)
