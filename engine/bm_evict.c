@@ -111,11 +111,20 @@ void bm_io_write_batch(struct bm *bm, struct bm_thread *t, void *const *bufs,
 		}
 		bm_about_to_wait();
 		int rr = io_uring_submit_and_wait(&t->ring, nruns);
-		for (unsigned done = 0; rr >= 0 && done < nruns; done++) {
+		/* The kernel stops submitting at an SQE it cannot take and
+		 * leaves the rest in the ring: wait only for what went in (a
+		 * wait for the others would never end), and write the rest
+		 * the plain way below. */
+		unsigned submitted = rr < 0 ? 0 : (unsigned)rr < nruns ? (unsigned)rr : nruns;
+		if (rr >= 0 && submitted < nruns)
+			rr = -EAGAIN;
+		for (unsigned done = 0; done < submitted; done++) {
 			struct io_uring_cqe *cqe;
-			rr = io_uring_wait_cqe(&t->ring, &cqe);
-			if (rr < 0)
+			int wr = io_uring_wait_cqe(&t->ring, &cqe);
+			if (wr < 0) {
+				rr = wr;
 				break;
+			}
 			unsigned r = (unsigned)io_uring_cqe_get_data64(cqe);
 			if (cqe->res != (int)(run_len[r] * BM_PAGE_SIZE)) {
 				/* An error, or a short write: finish page by page. */

@@ -318,7 +318,12 @@ int fs_orphans_reclaim(struct fs *fs)
 		if (c.n == 0)
 			break;
 		for (unsigned i = 0; i < c.n; i++) {
+			/* One transaction each (fs_ino_wrlock begins it), as at
+			 * unmount: a checkpoint (the background one runs
+			 * already) never sees an inode half freed. */
+			fs_ino_wrlock(fs, c.ino[i]);
 			r = fs_inode_free_locked(fs, c.ino[i]);
+			fs_ino_unlock(fs, c.ino[i]);
 			if (r < 0)
 				vs_log(VS_LOG_WARN, "orphan inode %llu: %s",
 				       (unsigned long long)c.ino[i], strerror(-r));

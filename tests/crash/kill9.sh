@@ -20,14 +20,61 @@ cleanup() {
 	rm -rf "$work"
 }
 trap cleanup EXIT
-fail() { echo "FAIL: $*"; [ -f "$work/daemon.log" ] && tail -20 "$work/daemon.log"; exit 1; }
+fail() {
+	echo "FAIL: $*"
+	# the daemon's log since its last start
+	[ -f "$work/daemon.log" ] && tac "$work/daemon.log" | sed '/^=== round/q' | tac | tail -40
+	exit 1
+}
 
 mounted() { grep -q " $mnt " /proc/self/mountinfo; }
+# Start the daemon and wait for its mount, for as long as it is alive and
+# busy starting (journal replay, orphan reclaim and several syncs come
+# first; on a loaded machine that is seconds), up to VS_MOUNT_WAIT seconds
+# (default 120). A daemon that exits says how (its status, its log for this
+# start); one still starting at the deadline shows where it is.
 mount_fs() {
+	local deadline st
+	echo "=== round ${round:-0}: mount" >>"$work/daemon.log"
 	"$VS_VIRTUSCALE" "$img" "$mnt" -f -o pool=64M >>"$work/daemon.log" 2>&1 &
 	daemon=$!
-	for _ in $(seq 200); do mounted && return 0; kill -0 "$daemon" 2>/dev/null || break; sleep 0.05; done
-	fail "mount did not appear"
+	deadline=$((SECONDS + ${VS_MOUNT_WAIT:-120}))
+	while ! mounted; do
+		if ! kill -0 "$daemon" 2>/dev/null; then
+			wait "$daemon"; st=$?
+			daemon=
+			fail "the daemon exited with status $st$([ $st -gt 128 ] && echo " (SIG$(kill -l $((st - 128))))")" \
+				"before its mount appeared"
+		fi
+		if [ $SECONDS -ge "$deadline" ]; then
+			echo "daemon $daemon still starting after ${VS_MOUNT_WAIT:-120} s:"
+			for t in /proc/"$daemon"/task/*; do
+				echo "-- ${t##*/} $(cat "$t/comm" 2>/dev/null) $(cat "$t/wchan" 2>/dev/null)"
+				cat "$t/stack" 2>/dev/null
+			done
+			command -v gdb >/dev/null &&
+				gdb -batch -p "$daemon" -ex 'thread apply all bt' 2>/dev/null | grep -E '^(Thread|#)'
+			fail "mount did not appear"
+		fi
+		sleep 0.05
+	done
+}
+# Unmount and wait for the daemon to exit, with the same deadline.
+umount_fs() {
+	local st
+	fusermount3 -u "$mnt" || fail "unmount"
+	for _ in $(seq $((20 * ${VS_MOUNT_WAIT:-120}))); do
+		kill -0 "$daemon" 2>/dev/null || break
+		sleep 0.05
+	done
+	if kill -0 "$daemon" 2>/dev/null; then
+		command -v gdb >/dev/null &&
+			gdb -batch -p "$daemon" -ex 'thread apply all bt' 2>/dev/null | grep -E '^(Thread|#)'
+		fail "round $round: the daemon did not exit after the unmount"
+	fi
+	wait "$daemon"; st=$?
+	daemon=
+	[ "$st" = 0 ] || fail "round $round: the daemon exited with status $st after the unmount"
 }
 
 "$VS_MKFS" "$img" --size 256M >/dev/null || fail "mkfs"
@@ -76,9 +123,7 @@ for round in $(seq "$rounds"); do
 		[ -e "$t" ] || continue
 		[ -e "${t%.tmp}" ] && fail "round $round: $t and ${t%.tmp} both exist"
 	done
-	fusermount3 -u "$mnt" || fail "unmount"
-	wait "$daemon"
-	daemon=
+	umount_fs
 	if [ -x "${VS_FSCK:-}" ]; then
 		"$VS_FSCK" -n "$img" >"$work/fsck.log" 2>&1 || { cat "$work/fsck.log"; fail "round $round: fsck"; }
 	fi
