@@ -49,7 +49,7 @@ int fs_setattr(struct fs *fs, uint64_t ino, const struct fs_setattr *sa, struct 
 			return r;
 	}
 
-	fs_ino_wrlock(fs, ino);
+	fs_ino_wrlock_txn(fs, ino);
 	r = fs_inode_get(fs, ino, &in);
 	if (r < 0)
 		goto out;
@@ -144,7 +144,7 @@ int fs_open(struct fs *fs, uint64_t ino, int flags)
 		if (r < 0)
 			return r;
 	} else {
-		fs_ino_wrlock(fs, ino);
+		fs_ino_wrlock_txn(fs, ino);
 		r = fs_inode_get(fs, ino, &in);
 		if (r == 0 && S_ISREG(in.mode)) {
 			struct timespec now;

@@ -3,7 +3,7 @@
  * symlinks), link, unlink, rmdir, rename, readdir.
  *
  * Every change that touches several records takes the inode locks of all
- * inodes involved, in stripe order (fs_lock_many), after finding the child
+ * inodes involved, in stripe order (fs_lock_many_txn), after finding the child
  * inodes without locks; it then finds them again under the locks and starts
  * over if a name moved in between. Records are written in an order that
  * leaves nothing half done when a tree insert fails for lack of space: the
@@ -177,7 +177,7 @@ static int create_common(struct fs *fs, const struct fs_cred *cred, uint64_t par
 		return -EINVAL;
 	}
 
-	fs_ino_wrlock(fs, parent);
+	fs_ino_wrlock_txn(fs, parent);
 	r = dir_get(fs, parent, &dir);
 	if (r < 0)
 		goto out;
@@ -314,7 +314,7 @@ int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname
 	if (is_ctl_name(newparent, newname))
 		return -EEXIST;
 
-	fs_lock_many(fs, &ls, inos, 2);
+	fs_lock_many_txn(fs, &ls, inos, 2);
 	r = fs_inode_get(fs, ino, &in);
 	if (r < 0)
 		goto out;
@@ -397,7 +397,7 @@ static int lock_parent_child(struct fs *fs, uint64_t parent, const char *name, u
 		if (guess == 0)
 			return -ENOENT;
 		uint64_t inos[2] = {parent, guess};
-		fs_lock_many(fs, ls, inos, 2);
+		fs_lock_many_txn(fs, ls, inos, 2);
 		r = dirent_find(fs, parent, name, nlen, s, &child);
 		if (r == 0 && child == guess) {
 			*ret_child = child;
@@ -530,7 +530,7 @@ static int rename_lock(struct fs *fs, struct rename_state *st, const char *name,
 		if (r < 0)
 			return r;
 		uint64_t inos[4] = {st->op, st->np, src, dst};
-		fs_lock_many(fs, ls, inos, 4);
+		fs_lock_many_txn(fs, ls, inos, 4);
 		r = dirent_find(fs, st->op, name, nlen, &st->ss, &st->src);
 		if (r == 0)
 			r = dirent_find(fs, st->np, newname, newlen, &st->ds, &st->dst);

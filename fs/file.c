@@ -600,7 +600,7 @@ ssize_t fs_write(struct fs *fs, uint64_t ino, uint64_t off, const void *buf, siz
 		return -EPERM;
 	if (off > FS_MAX_SIZE || size > FS_MAX_SIZE - off)
 		return -EFBIG;
-	fs_ino_wrlock(fs, ino);
+	fs_ino_wrlock_txn(fs, ino);
 	r = get_regular(fs, ino, &in);
 	if (r < 0 || size == 0)
 		goto out;
@@ -908,7 +908,7 @@ static void touch_atime(struct fs *fs, uint64_t ino, const struct fs_inode *seen
 	if (ts_after(&seen->atime, &seen->mtime) && ts_after(&seen->atime, &seen->ctime) &&
 	    now.tv_sec - seen->atime.tv_sec < 24 * 3600)
 		return;
-	fs_ino_wrlock(fs, ino);
+	fs_ino_wrlock_txn(fs, ino);
 	if (fs_inode_get(fs, ino, &in) == 0) {
 		in.atime = now;
 		(void)fs_inode_put(fs, &in);
@@ -1155,7 +1155,7 @@ int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t l
 	if (off > FS_MAX_SIZE || len > FS_MAX_SIZE - off)
 		return -EFBIG;
 
-	fs_ino_wrlock(fs, ino);
+	fs_ino_wrlock_txn(fs, ino);
 	r = fs_inode_get(fs, ino, &in);
 	if (r < 0)
 		goto out;

@@ -96,20 +96,27 @@ int fs_orphan_add(struct fs *fs, uint64_t ino);
 int fs_orphans_reclaim(struct fs *fs);
 int fs_inodes_recount(struct fs *fs, uint64_t *ret);
 
-/* ---- inode.c: locks ---- */
+/* ---- inode.c: locks (level 4 of engine/lockorder.h) ---- */
 void fs_locks_init(struct fs *fs);
 void fs_locks_destroy(struct fs *fs);
+/* Shared: waits only for the writer of this stripe. */
 void fs_ino_rdlock(struct fs *fs, uint64_t ino);
-void fs_ino_wrlock(struct fs *fs, uint64_t ino);
+/* Exclusive, inside a transaction: begins one first (bm_txn_begin, which
+ * may run a checkpoint or wait for one when none is open yet: hold no
+ * other inode lock, rename_mu or page when calling it outside one; inside
+ * a request's transaction it only nests), then takes the lock.
+ * fs_ino_unlock ends that transaction. */
+void fs_ino_wrlock_txn(struct fs *fs, uint64_t ino);
 void fs_blocks_moved_note(struct fs *fs, uint64_t ino); /* inode.c */
 void fs_ino_unlock(struct fs *fs, uint64_t ino);
 
-/* Up to four inodes locked exclusively in stripe order. */
+/* Up to four inodes locked exclusively in stripe order, inside a
+ * transaction begun first as by fs_ino_wrlock_txn; fs_unlock_many ends it. */
 struct fs_lockset {
 	unsigned n;
 	unsigned idx[4];
 };
-void fs_lock_many(struct fs *fs, struct fs_lockset *ls, const uint64_t *inos, unsigned n);
+void fs_lock_many_txn(struct fs *fs, struct fs_lockset *ls, const uint64_t *inos, unsigned n);
 void fs_unlock_many(struct fs *fs, struct fs_lockset *ls);
 
 /* ---- inode.c: live-inode table ---- */

@@ -266,7 +266,7 @@ void fs_inode_reclaim(struct fs *fs, uint64_t ino)
 {
 	int r;
 
-	fs_ino_wrlock(fs, ino); /* (a transaction: at unmount none surrounds it) */
+	fs_ino_wrlock_txn(fs, ino); /* (a transaction: at unmount none surrounds it) */
 	r = fs_inode_free_locked(fs, ino);
 	fs_ino_unlock(fs, ino);
 	if (r < 0)
@@ -318,10 +318,10 @@ int fs_orphans_reclaim(struct fs *fs)
 		if (c.n == 0)
 			break;
 		for (unsigned i = 0; i < c.n; i++) {
-			/* One transaction each (fs_ino_wrlock begins it), as at
+			/* One transaction each (fs_ino_wrlock_txn begins it), as at
 			 * unmount: a checkpoint (the background one runs
 			 * already) never sees an inode half freed. */
-			fs_ino_wrlock(fs, c.ino[i]);
+			fs_ino_wrlock_txn(fs, c.ino[i]);
 			r = fs_inode_free_locked(fs, c.ino[i]);
 			fs_ino_unlock(fs, c.ino[i]);
 			if (r < 0)
@@ -402,7 +402,7 @@ void fs_locks_destroy(struct fs *fs)
  * transaction and rename_mu, before any page latch, and never held while
  * waiting for a checkpoint. A writer's changes are one transaction, and
  * bm_txn_begin may wait for a checkpoint, so taking a lock for writing
- * (fs_ino_wrlock, fs_lock_many) begins a transaction first, and its unlock
+ * (fs_ino_wrlock_txn, fs_lock_many_txn) begins a transaction first, and its unlock
  * ends it: inside a request's transaction (fuse_ops.c) that only nests,
  * and a caller without one (unmount's reclaim, tools, tests) gets one in
  * the right place. The stripes this thread holds for writing are
@@ -417,7 +417,7 @@ void fs_ino_rdlock(struct fs *fs, uint64_t ino)
 	pthread_rwlock_rdlock(&fs->ino_locks[lock_idx(ino)]);
 }
 
-void fs_ino_wrlock(struct fs *fs, uint64_t ino)
+void fs_ino_wrlock_txn(struct fs *fs, uint64_t ino)
 {
 	unsigned idx = lock_idx(ino);
 	if (wr_nheld == WR_HELD_MAX) {
@@ -445,7 +445,7 @@ void fs_ino_unlock(struct fs *fs, uint64_t ino)
 	}
 }
 
-void fs_lock_many(struct fs *fs, struct fs_lockset *ls, const uint64_t *inos, unsigned n)
+void fs_lock_many_txn(struct fs *fs, struct fs_lockset *ls, const uint64_t *inos, unsigned n)
 {
 	ls->n = 0;
 	for (unsigned i = 0; i < n && i < 4; i++) {
@@ -461,7 +461,7 @@ void fs_lock_many(struct fs *fs, struct fs_lockset *ls, const uint64_t *inos, un
 		ls->idx[j] = idx;
 		ls->n++;
 	}
-	bm_txn_begin(fs->bm); /* see fs_ino_wrlock */
+	bm_txn_begin(fs->bm); /* see fs_ino_wrlock_txn */
 	for (unsigned i = 0; i < ls->n; i++) {
 		lo_acquire(LO_INODE, "inode locks");
 		pthread_rwlock_wrlock(&fs->ino_locks[ls->idx[i]]);

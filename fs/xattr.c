@@ -139,7 +139,7 @@ int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value
 	if (!s)
 		return -ENOMEM;
 
-	fs_ino_wrlock(fs, ino);
+	fs_ino_wrlock_txn(fs, ino);
 	r = fs_inode_get(fs, ino, &in);
 	if (r < 0)
 		goto out;
@@ -361,7 +361,7 @@ int fs_removexattr(struct fs *fs, uint64_t ino, const char *name)
 	s = malloc(sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	fs_ino_wrlock(fs, ino);
+	fs_ino_wrlock_txn(fs, ino);
 	r = fs_inode_get(fs, ino, &in);
 	if (r == 0)
 		r = fs_names_find(fs, ino, FS_REC_XATTR, name, (unsigned)nlen, s);
