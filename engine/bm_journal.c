@@ -50,7 +50,11 @@
  *   those started before the limit was crossed (a dozen 1 MiB writes from
  *   the kernel's writeback, say) cannot overflow it together. A
  *   transaction that finds no room waits for others to end; one alone
- *   always gets in.
+ *   gets in once the changed pages are at most dirty_limit, running a
+ *   checkpoint first when they are not (pages changed again while the last
+ *   one wrote stay dirty). So dirty pages never pass jr_room, and the pool
+ *   keeps the rest of its frames for eviction (bm_load.c): a transaction
+ *   that needs a frame never waits for the checkpoint that waits for it.
  *
  *   A disk that keeps failing. Dirty pages cannot leave the pool, and the
  *   journal holds one checkpoint's worth: past dirty_limit, with the
@@ -717,6 +721,8 @@ static void ckpt_publish(struct bm *bm, uint64_t seq)
 }
 
 /* The checkpoint is over, home writes and all (r == 0) or failed. */
+static void room_wake(struct bm *bm);
+
 static void ckpt_resign(struct bm *bm, int r)
 {
 	pthread_mutex_lock(&bm->ckpt_mu);
@@ -725,6 +731,7 @@ static void ckpt_resign(struct bm *bm, int r)
 	bm->ckpt_busy = false;
 	pthread_cond_broadcast(&bm->ckpt_cv);
 	pthread_mutex_unlock(&bm->ckpt_mu);
+	room_wake(bm); /* it cleaned pages: room for waiting transactions */
 }
 
 static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
@@ -1109,38 +1116,77 @@ int bm_checkpoint_final(struct bm *bm)
 }
 
 /* Room for one more transaction: BM_TXN_PAGES on top of the pages changed
- * so far and the room the running transactions hold (see the top). */
+ * so far and the room the running transactions hold (see the top). A
+ * transaction alone gets in whatever others hold, but only when the
+ * changed pages are at most dirty_limit: never past jr_room, which keeps
+ * the journal able to take a checkpoint and the pool able to evict
+ * (bm_load.c). */
 static bool room_try(struct bm *bm)
 {
 	uint64_t held = atomic_fetch_add(&bm->room_held, BM_TXN_PAGES) + BM_TXN_PAGES;
-	if (held == BM_TXN_PAGES ||
-	    (uint64_t)atomic_load_explicit(&bm->dirty, memory_order_relaxed) + held <= bm->jr_room)
+	uint64_t dirty = (uint64_t)atomic_load_explicit(&bm->dirty, memory_order_relaxed);
+	if (dirty + held <= bm->jr_room || (held == BM_TXN_PAGES && dirty <= bm->dirty_limit))
 		return true;
 	atomic_fetch_sub(&bm->room_held, BM_TXN_PAGES);
 	return false;
 }
 
-static void room_take(struct bm *bm)
+/* Take journal room for a transaction (bm_txn_begin), waiting for running
+ * transactions to end, and, when none runs and the pages changed so far
+ * still leave no room (changed again while the last checkpoint wrote),
+ * running a checkpoint. Holds nothing (lockorder.h). Returns 0, or the
+ * error of a checkpoint that failed: the transaction then gets no room and
+ * may only read. */
+static int room_take(struct bm *bm)
 {
 	if (room_try(bm))
-		return;
+		return 0;
 	bm_about_to_wait();
-	pthread_mutex_lock(&bm->room_mu);
-	atomic_fetch_add(&bm->room_waiters, 1); /* before the test: room_give looks */
-	while (!room_try(bm))
-		pthread_cond_wait(&bm->room_cv, &bm->room_mu);
-	atomic_fetch_sub(&bm->room_waiters, 1);
-	pthread_mutex_unlock(&bm->room_mu);
+	for (;;) {
+		pthread_mutex_lock(&bm->room_mu);
+		atomic_fetch_add(&bm->room_waiters, 1); /* before the test: room_give looks */
+		bool got = room_try(bm);
+		if (!got && atomic_load(&bm->room_held) > 0) {
+			/* Others run: one of them ends, or a checkpoint
+			 * completes (both broadcast); the timeout is a net. */
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 50 * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&bm->room_cv, &bm->room_mu, &ts);
+			got = room_try(bm);
+		}
+		atomic_fetch_sub(&bm->room_waiters, 1);
+		pthread_mutex_unlock(&bm->room_mu);
+		if (got)
+			return 0;
+		if (atomic_load(&bm->room_held) == 0) {
+			/* Nobody runs, and still no room: make some. */
+			int r = bm_checkpoint(bm);
+			if (r < 0 && (uint64_t)atomic_load(&bm->dirty) > bm->dirty_limit)
+				return r;
+		}
+	}
 }
 
-static void room_give(struct bm *bm)
+/* Wake the transactions waiting for room (a transaction ended, or a
+ * checkpoint cleaned pages). */
+static void room_wake(struct bm *bm)
 {
-	atomic_fetch_sub(&bm->room_held, BM_TXN_PAGES);
 	if (atomic_load(&bm->room_waiters) > 0) {
 		pthread_mutex_lock(&bm->room_mu);
 		pthread_cond_broadcast(&bm->room_cv);
 		pthread_mutex_unlock(&bm->room_mu);
 	}
+}
+
+static void room_give(struct bm *bm)
+{
+	atomic_fetch_sub(&bm->room_held, BM_TXN_PAGES);
+	room_wake(bm);
 }
 
 void bm_txn_begin(struct bm *bm)
@@ -1159,12 +1205,12 @@ void bm_txn_begin(struct bm *bm)
 		r = bm_checkpoint(bm);
 	/* The checkpoint failed and the pool is as full of changes as the
 	 * journal can take: this transaction may only read. */
-	if (r < 0 && (uint64_t)atomic_load(&bm->dirty) > bm->dirty_limit) {
+	if (r == 0 || (uint64_t)atomic_load(&bm->dirty) <= bm->dirty_limit)
+		r = room_take(bm); /* outside the lock: a checkpoint may be waiting */
+	if (r < 0)
 		bm_txn_refused = r;
-	} else {
-		room_take(bm); /* outside the lock: a checkpoint may be waiting */
+	else
 		txn_room = true;
-	}
 	if (pthread_rwlock_tryrdlock(&bm->txn_lock) != 0) {
 		bm_about_to_wait(); /* a checkpoint holds it */
 		pthread_rwlock_rdlock(&bm->txn_lock);
