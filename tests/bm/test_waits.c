@@ -11,6 +11,8 @@
  *    between its release and the reset of its checksum;
  *  - a page that eviction writes home and would drop while a starting
  *    checkpoint takes it in keeps its frame until the checkpoint has read it;
+ *  - a transaction that waited for journal room does not begin, alone, with
+ *    more dirty pages than dirty_limit;
  *  - debug builds abort on a checkpoint wait with an inode lock held.
  *
  * Each of these hung, lost data or handed back stale bytes before the
@@ -441,7 +443,79 @@ static void test_eviction_meets_checkpoint(void **st)
 }
 
 /* ------------------------------------------------------------------ */
-/* 5. The lock-order check                                            */
+/* 5. A transaction alone never gets in past dirty_limit              */
+
+static struct {
+	struct bm *bm;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool go;
+	uint64_t first, each;
+	uint64_t dirty_at_begin;
+} room = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+/* A running transaction: holds room, then changes its pages when told. */
+static void *room_holder_fn(void *arg)
+{
+	uint64_t k = (uint64_t)(uintptr_t)arg;
+	bm_txn_begin(room.bm);
+	pthread_mutex_lock(&room.mu);
+	while (!room.go)
+		pthread_cond_wait(&room.cv, &room.mu);
+	pthread_mutex_unlock(&room.mu);
+	for (uint64_t i = 0; i < room.each; i++)
+		if (vt_page_set(room.bm, room.first + k * room.each + i, 3) != 0)
+			abort();
+	bm_txn_end(room.bm);
+	return NULL;
+}
+
+/* A transaction that finds no room and waits for the others to end. */
+static void *room_waiter_fn(void *arg)
+{
+	struct bm_stats s;
+	bm_txn_begin(room.bm);
+	bm_stats_get(room.bm, &s);
+	room.dirty_at_begin = s.dirty_pages;
+	bm_txn_end(room.bm);
+	return NULL;
+}
+
+static void test_alone_within_limit(void **st)
+{
+	/* Two transactions hold all the room; a third waits for it; the two
+	 * change pages past dirty_limit and end. The third, alone now, must
+	 * not begin with that many dirty pages (a checkpoint first): each
+	 * transaction may add BM_TXN_PAGES more, and the pool must keep the
+	 * rest of its frames for eviction. */
+	struct bm_stats s;
+	pthread_t h[2], w;
+
+	assert_int_equal(bm_format(img, 64 << 20, true), 0);
+	struct bm *bm = jopen(NULL, 4 << 20, 0);
+	bm_stats_get(bm, &s);
+	room.bm = bm;
+	room.go = false;
+	room.each = s.dirty_limit / 2 + 40;
+	room.first = committed_pages(bm, 2 * room.each, 1);
+	for (uintptr_t k = 0; k < 2; k++)
+		assert_int_equal(pthread_create(&h[k], NULL, room_holder_fn, (void *)k), 0);
+	usleep(100 * 1000);
+	assert_int_equal(pthread_create(&w, NULL, room_waiter_fn, NULL), 0);
+	usleep(200 * 1000); /* the third waits for room */
+	pthread_mutex_lock(&room.mu);
+	room.go = true;
+	pthread_cond_broadcast(&room.cv);
+	pthread_mutex_unlock(&room.mu);
+	for (int k = 0; k < 2; k++)
+		join_within(h[k], 20, "a transaction");
+	join_within(w, 20, "the waiting transaction");
+	assert_true(room.dirty_at_begin <= s.dirty_limit);
+	assert_int_equal(bm_close(bm), 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* 6. The lock-order check                                            */
 
 #ifndef NDEBUG
 static void test_lockorder_check_fires(void **st)
@@ -477,6 +551,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_frame_wait_bounded, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_free_forgets_before_release, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_eviction_meets_checkpoint, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_alone_within_limit, setup, teardown),
 #ifndef NDEBUG
 	    cmocka_unit_test_setup_teardown(test_lockorder_check_fires, setup, teardown),
 #endif
