@@ -184,6 +184,7 @@ struct bm {
 	_Atomic bool meta_dirty;     /* superblock slots, or the checksums of pages
 				      * eviction wrote home, changed since the
 				      * checkpoint */
+	_Atomic bool dirty_drift_logged; /* bm_journal.c: the count was off once */
 	_Atomic bool ckpt_kicked;     /* the checkpointer was asked to run now
 				      * (bm_checkpoint_kick) */
 	/* Frames (bm_load.c). */

@@ -760,6 +760,24 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 	taken = c.n;
 	if (r < 0)
 		goto out;
+	if (c.n == 0 && atomic_load(&bm->dirty) > 0) {
+		/* The count says pages are dirty, the list names none: find
+		 * them (a page off the list would never be checkpointed, and
+		 * would hold its frame for good), or put the count right
+		 * (room_take trusts it). Said once: it should not happen. */
+		bm_rset_each(bm, collect_dirty, &c);
+		taken = c.n;
+		if (c.err < 0) {
+			r = c.err;
+			goto out;
+		}
+		int64_t d = atomic_load(&bm->dirty);
+		if (!atomic_exchange(&bm->dirty_drift_logged, true))
+			vs_log(VS_LOG_WARN, "%s: %lld dirty pages counted, %llu found in the pool",
+			       bm->path, (long long)d, (unsigned long long)c.n);
+		if (c.n == 0 && *locked)
+			atomic_fetch_sub(&bm->dirty, d);
+	}
 	if (bm->fault && bm->fault->on_ckpt_taken)
 		bm->fault->on_ckpt_taken(bm->fault);
 	ndata = c.n;
@@ -1164,10 +1182,17 @@ static int room_take(struct bm *bm)
 		if (got)
 			return 0;
 		if (atomic_load(&bm->room_held) == 0) {
-			/* Nobody runs, and still no room: make some. */
+			/* Nobody runs, and still no room: make some. A
+			 * checkpoint with nothing running cleans every page
+			 * it takes; should the count still be high, go in
+			 * anyway rather than checkpoint for ever. */
 			int r = bm_checkpoint(bm);
 			if (r < 0 && (uint64_t)atomic_load(&bm->dirty) > bm->dirty_limit)
 				return r;
+			if (r == 0 && atomic_load(&bm->room_held) == 0) {
+				atomic_fetch_add(&bm->room_held, BM_TXN_PAGES);
+				return 0;
+			}
 		}
 	}
 }
