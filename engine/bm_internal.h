@@ -300,8 +300,7 @@ void bm_journal_close(struct bm *bm);  /* stop the thread */
 int bm_checkpoint_final(struct bm *bm); /* at close: checkpoint, mark clean */
 /* Ask the background checkpointer to run now; never waits. */
 void bm_checkpoint_kick(struct bm *bm);
-/* Is the calling thread inside a transaction of @bm? */
-bool bm_in_txn(struct bm *bm);
+
 void bm_dirty_note(struct bm *bm, uint64_t pid); /* bm.c: add to bm->dl */
 int bm_meta_sb_snapshot(struct bm *bm, uint8_t *page, bool clean, uint64_t applied);
 void bm_meta_sb_set_applied(uint8_t *page, uint64_t applied);

@@ -1270,11 +1270,6 @@ void bm_checkpoint_kick(struct bm *bm)
 	pthread_mutex_unlock(&bm->ckpt_wait_mu);
 }
 
-bool bm_in_txn(struct bm *bm)
-{
-	return txn_depth > 0 && txn_bm == bm;
-}
-
 unsigned bm_thread_txn_depth(void)
 {
 	return txn_depth;

@@ -12,11 +12,6 @@
 
 static _Thread_local unsigned held[LO_INODE + 1];
 
-unsigned lo_held(enum lo_level level)
-{
-	return held[level];
-}
-
 static _Noreturn void lo_die(const char *msg, const char *what)
 {
 	vs_log(VS_LOG_ERR,

@@ -72,9 +72,6 @@ void lo_release(enum lo_level level);
 /* Fails loudly (abort, after a message saying what is held) when the
  * calling thread holds a lock of levels 2-5; @what names the wait. */
 void lo_assert_may_wait_checkpoint(const char *what);
-/* Locks of levels 3-4 the calling thread holds (for the engine's own
- * checks). */
-unsigned lo_held(enum lo_level level);
 #else
 static inline void lo_acquire(enum lo_level level, const char *what)
 {
@@ -88,11 +85,6 @@ static inline void lo_release(enum lo_level level)
 static inline void lo_assert_may_wait_checkpoint(const char *what)
 {
 	(void)what;
-}
-static inline unsigned lo_held(enum lo_level level)
-{
-	(void)level;
-	return 0;
 }
 #endif
 
