@@ -369,8 +369,12 @@ static int drop_link(struct fs *fs, struct fs_inode *in, const struct timespec *
 
 	in->nlink = S_ISDIR(in->mode) ? 0 : in->nlink - 1;
 	in->ctime = *now;
-	if (in->nlink > 0)
+	if (in->nlink > 0) {
+		/* Before the new count can reach any reply: see
+		 * fs_attr_cacheable. */
+		fs_node_lost_name(fs, in->ino);
 		return fs_inode_put(fs, in);
+	}
 	if (fs_node_unlinked(fs, in->ino))
 		return fs_inode_free_locked(fs, in->ino);
 	/* Still open or looked up: keep it, and remember it for a crash. */

@@ -111,6 +111,14 @@ int fs_sync_notify(struct fs *fs, struct bm_durable *d);
  * when it may be. */
 bool fs_blocks_moved_take(struct fs *fs, uint64_t ino);
 
+/* May the kernel cache these attributes of a file? Not when the file has
+ * more than one name, or lost one while the kernel held it: when a stat
+ * races the unlink of another name, the kernel can apply our (already
+ * lowered) link count and then lower it once more itself as the unlink
+ * returns. Such attributes go out with a zero timeout, so the next stat
+ * asks again and finds the true count. */
+bool fs_attr_cacheable(struct fs *fs, const struct stat *st);
+
 /* Block and inode numbers for statfs(2). */
 int fs_statfs(struct fs *fs, struct statvfs *ret);
 

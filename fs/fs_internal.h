@@ -34,6 +34,7 @@ struct fs_node {
 	uint32_t nopen;
 	bool unlinked; /* nlink reached 0: free when the counts do */
 	bool blocks_moved; /* pages allocated since fs_blocks_moved_take */
+	bool lost_name; /* a file that lost one of several names while known */
 	struct fs_node *next;
 };
 
@@ -108,6 +109,7 @@ void fs_ino_rdlock(struct fs *fs, uint64_t ino);
  * fs_ino_unlock ends that transaction. */
 void fs_ino_wrlock_txn(struct fs *fs, uint64_t ino);
 void fs_blocks_moved_note(struct fs *fs, uint64_t ino); /* inode.c */
+void fs_node_lost_name(struct fs *fs, uint64_t ino);     /* inode.c */
 void fs_ino_unlock(struct fs *fs, uint64_t ino);
 
 /* Up to four inodes locked exclusively in stripe order, inside a

@@ -42,13 +42,19 @@ static void reply_err(fuse_req_t req, int r)
 	fuse_reply_err(req, e);
 }
 
+/* How long the kernel may keep @st (fs_attr_cacheable). */
+static double attr_timeout(fuse_req_t req, struct fs *fs, const struct stat *st)
+{
+	return fs_attr_cacheable(fs, st) ? ctx_of(req)->opts.timeout : 0;
+}
+
 static void reply_entry(fuse_req_t req, struct fs *fs, const struct stat *st)
 {
 	struct fs_fuse *f = ctx_of(req);
 	struct fuse_entry_param e = {
 	    .ino = st->st_ino,
 	    .attr = *st,
-	    .attr_timeout = f->opts.timeout,
+	    .attr_timeout = attr_timeout(req, fs, st),
 	    .entry_timeout = f->opts.timeout,
 	};
 	if (fuse_reply_entry(req, &e) != 0)
@@ -130,12 +136,13 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct fs *fs = fs_of(req, FS_REQ_GETATTR);
 	struct stat st;
-	int r = fs_getattr(fs_of(req, FS_REQ_GETATTR), ino, &st);
+	int r = fs_getattr(fs, ino, &st);
 	if (r < 0)
 		reply_err(req, r);
 	else
-		fuse_reply_attr(req, &st, ctx_of(req)->opts.timeout);
+		fuse_reply_attr(req, &st, attr_timeout(req, fs, &st));
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
@@ -178,11 +185,12 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	}
 	if (fs_wire_kill_privs())
 		sa.valid |= FS_SET_KILL_PRIVS;
-	int r = fs_setattr(fs_of(req, FS_REQ_SETATTR), ino, &sa, &st);
+	struct fs *fs = fs_of(req, FS_REQ_SETATTR);
+	int r = fs_setattr(fs, ino, &sa, &st);
 	if (r < 0)
 		reply_err(req, r);
 	else
-		fuse_reply_attr(req, &st, ctx_of(req)->opts.timeout);
+		fuse_reply_attr(req, &st, attr_timeout(req, fs, &st));
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)

@@ -690,6 +690,33 @@ bool fs_blocks_moved_take(struct fs *fs, uint64_t ino)
 	return moved;
 }
 
+void fs_node_lost_name(struct fs *fs, uint64_t ino)
+{
+	struct fs_node_stripe *s = node_stripe(fs, ino);
+
+	pthread_mutex_lock(&s->mu);
+	struct fs_node *node = node_find(s, ino);
+	if (node)
+		node->lost_name = true;
+	pthread_mutex_unlock(&s->mu);
+}
+
+bool fs_attr_cacheable(struct fs *fs, const struct stat *st)
+{
+	if (S_ISDIR(st->st_mode))
+		return true;
+	if (st->st_nlink > 1)
+		return false;
+	struct fs_node_stripe *s = node_stripe(fs, st->st_ino);
+	bool lost;
+
+	pthread_mutex_lock(&s->mu);
+	struct fs_node *node = node_find(s, st->st_ino);
+	lost = node && node->lost_name;
+	pthread_mutex_unlock(&s->mu);
+	return !lost;
+}
+
 bool fs_node_unlinked(struct fs *fs, uint64_t ino)
 {
 	struct fs_node_stripe *s = node_stripe(fs, ino);

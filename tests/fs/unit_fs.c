@@ -137,14 +137,22 @@ static void t_names(void **state)
 	assert_int_equal(attr(d).st_nlink, 2);
 	assert_int_equal(lk(d, "sub"), 0);
 
-	/* Hard links share the inode. */
+	/* Hard links share the inode. Its attributes may be cached by the
+	 * kernel only while it has never had another name taken away. */
+	st = attr(f);
+	assert_true(fs_attr_cacheable(g, &st));
 	assert_int_equal(fs_link(g, f, d, "g", &st), 0);
 	assert_int_equal(st.st_ino, f);
+	assert_false(fs_attr_cacheable(g, &st));
 	assert_int_equal(attr(f).st_nlink, 2);
 	assert_int_equal(fs_link(g, d, FS_INO_ROOT, "dl", &st), -EPERM);
 	assert_int_equal(fs_unlink(g, d, "f"), 0);
-	assert_int_equal(attr(f).st_nlink, 1);
+	st = attr(f);
+	assert_int_equal(st.st_nlink, 1);
+	assert_false(fs_attr_cacheable(g, &st));
 	assert_int_equal(lk(d, "g"), f);
+	st = attr(d);
+	assert_true(fs_attr_cacheable(g, &st));
 
 	/* Devices and symlinks. */
 	assert_int_equal(fs_mknod(g, &root, d, "cdev", S_IFCHR | 0600, makedev(1, 3), &st), 0);
