@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -272,6 +273,59 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 /* ------------------------------------------------------------------ */
 /* Files                                                              */
 
+/* The stats file of one open: rendered at the first read and again at
+ * every read from offset 0, so a reader that reads it in pieces sees one
+ * consistent snapshot, and one that rereads from the start sees fresh
+ * counters. Freed at release, which the kernel sends only after the last
+ * read of the open file has been answered. */
+struct stats_snap {
+	pthread_mutex_t mu;
+	ssize_t len; /* < 0: not rendered yet */
+	char buf[STATS_MAX];
+};
+
+static int stats_open(struct fuse_file_info *fi)
+{
+	struct stats_snap *sn = malloc(sizeof(*sn));
+
+	if (!sn)
+		return -ENOMEM;
+	pthread_mutex_init(&sn->mu, NULL);
+	sn->len = -1;
+	fi->fh = (uintptr_t)sn;
+	return 0;
+}
+
+static void stats_release(struct fuse_file_info *fi)
+{
+	struct stats_snap *sn = (struct stats_snap *)(uintptr_t)fi->fh;
+
+	if (!sn)
+		return;
+	pthread_mutex_destroy(&sn->mu);
+	free(sn);
+	fi->fh = 0;
+}
+
+static void stats_read(fuse_req_t req, struct fs *fs, struct fuse_file_info *fi, size_t size,
+		       off_t off)
+{
+	struct stats_snap *sn = (struct stats_snap *)(uintptr_t)fi->fh;
+
+	pthread_mutex_lock(&sn->mu);
+	if (off == 0 || sn->len < 0)
+		sn->len = fs_stats_render(fs, sn->buf, STATS_MAX);
+	if (sn->len < 0) {
+		reply_err(req, (int)sn->len);
+	} else if (off >= sn->len) {
+		fuse_reply_buf(req, NULL, 0);
+	} else {
+		size_t left = (size_t)(sn->len - off);
+		fuse_reply_buf(req, sn->buf + off, size < left ? size : left);
+	}
+	pthread_mutex_unlock(&sn->mu);
+}
+
 static int ctl_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	int acc = fi->flags & O_ACCMODE;
@@ -289,7 +343,7 @@ static int ctl_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (acc != O_RDONLY)
 		return -EACCES;
 	fi->direct_io = 1;
-	return 0;
+	return ino == FS_INO_STATS ? stats_open(fi) : 0;
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -301,8 +355,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		r = ctl_open(req, ino, fi);
 		if (r < 0)
 			reply_err(req, r);
-		else
-			fuse_reply_open(req, fi);
+		else if (fuse_reply_open(req, fi) != 0 && ino == FS_INO_STATS)
+			stats_release(fi);
 		return;
 	}
 	r = 0;
@@ -368,35 +422,13 @@ static int read_sink(void *vctx, const struct iovec *iov, int cnt)
 	return 0;
 }
 
-/* Every read renders the file afresh and returns its slice: no state per
- * open file, so reads racing each other or a release (the kernel may split
- * one direct read into concurrent requests) share nothing. */
-static void stats_read(fuse_req_t req, struct fs *fs, size_t size, off_t off)
-{
-	char *buf = malloc(STATS_MAX);
-	ssize_t n;
-
-	if (!buf) {
-		reply_err(req, -ENOMEM);
-		return;
-	}
-	n = fs_stats_render(fs, buf, STATS_MAX);
-	if (n < 0)
-		reply_err(req, (int)n);
-	else if (off >= n)
-		fuse_reply_buf(req, NULL, 0);
-	else
-		fuse_reply_buf(req, buf + off, size < (size_t)(n - off) ? size : (size_t)(n - off));
-	free(buf);
-}
-
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req, FS_REQ_READ);
 
 	if (ino == FS_INO_STATS) {
-		stats_read(req, fs, size, off);
+		stats_read(req, fs, fi, size, off);
 		return;
 	}
 	if (fs_is_ctl_ino(ino)) {
@@ -460,6 +492,8 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	if (ino == FS_INO_STATS)
+		stats_release(fi);
 	fs_release(fs_of(req, FS_REQ_RELEASE), ino);
 	fuse_reply_err(req, 0);
 }

@@ -269,6 +269,28 @@ for bad in poll=20000 poll=x; do
 done
 vt_note "poll=0: no polling; bad values refused"
 
+# ---- the stats file: one snapshot per open, however it is read -----------
+# Read in 16-byte pieces, every piece is a FUSE read that counts itself. If
+# the pieces came from one rendering (taken at the first read), the read
+# counter it shows is at least one read per piece below what a fresh open
+# shows after; if each piece were rendered afresh, the counter line (in the
+# middle of the file) would show the reads before it, and the gap would be
+# only the pieces after it.
+vt_mount "$OPTS"
+S=$VT_MNT/.virtuscale/stats
+rc() { awk '$1 == "virtuscale_fuse_requests_total{op=\"read\"}" {print $2}'; }
+pieces=$(dd if="$S" bs=16 2>/dev/null)
+after=$(cat "$S" | rc)
+before=$(printf '%s\n' "$pieces" | rc)
+n=$(((${#pieces} + 15) / 16))
+[ -n "$before" ] && [ -n "$after" ] || vt_fail "stats: no read counter in '$pieces'"
+[ $((after - before)) -ge "$n" ] ||
+	vt_fail "stats read in $n pieces shows $before reads, a fresh read $after: torn"
+bad=$(printf '%s\n' "$pieces" | grep -Ev '^(# (HELP|TYPE) .*|[a-z_]+(\{[^}]*\})? -?[0-9][0-9.e+]*)$' | head -3)
+[ -z "$bad" ] || vt_fail "stats read in pieces: malformed lines: $bad"
+vt_umount
+vt_note "stats file: one snapshot per open"
+
 # ---- mkfs --force really starts over ----------------------------------------
 "$VS_MKFS" "$VT_IMAGE" --size 256M --force >>"$VT_LOG" 2>&1 || vt_fail "mkfs --force failed"
 vt_mount "$OPTS"
