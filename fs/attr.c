@@ -123,6 +123,11 @@ int fs_kill_privs(struct fs *fs, uint64_t ino)
 	return fs_setattr(fs, ino, &sa, &st);
 }
 
+void fs_set_kernel_cmtime(struct fs *fs, bool on)
+{
+	fs->kernel_cmtime = on;
+}
+
 void fs_forget(struct fs *fs, uint64_t ino, uint64_t n)
 {
 	if (fs_node_forget(fs, ino, n))

@@ -635,8 +635,12 @@ ssize_t fs_write(struct fs *fs, uint64_t ino, uint64_t off, const void *buf, siz
 	if (done > 0) {
 		if (off + done > in.size)
 			in.size = off + done;
-		in.mtime = now;
-		in.ctime = now;
+		/* With the kernel's writeback cache this write-back may come
+		 * after the setattr that brought the kernel's times. */
+		if (!fs->kernel_cmtime) {
+			in.mtime = now;
+			in.ctime = now;
+		}
 	}
 	int r2 = fs_inode_put(fs, &in);
 	if (r == 0)

@@ -119,6 +119,13 @@ bool fs_blocks_moved_take(struct fs *fs, uint64_t ino);
  * asks again and finds the true count. */
 bool fs_attr_cacheable(struct fs *fs, const struct stat *st);
 
+/* The kernel keeps regular files' mtime and ctime (its writeback cache):
+ * it stamps them at write(2) and hands them over in a setattr, before or
+ * after the write-back that carries the data. Writes then leave both
+ * alone, so that the times a stat showed are the ones stored. Off by
+ * default. */
+void fs_set_kernel_cmtime(struct fs *fs, bool on);
+
 /* Block and inode numbers for statfs(2). */
 int fs_statfs(struct fs *fs, struct statvfs *ret);
 
@@ -285,8 +292,9 @@ int fs_residency(struct fs *fs, uint64_t ino, uint64_t *ret_resident, uint64_t *
 /* XATTR_CREATE / XATTR_REPLACE in @flags. Names 1..255 bytes, values up to
  * 64 KiB (stored in chunks: a B-tree value holds at most BT_VAL_MAX).
  * Errors: -EEXIST (XATTR_CREATE), -ENODATA (XATTR_REPLACE), -ERANGE (name
- * longer than 255), -E2BIG (value longer than 64 KiB), -ENOSPC, -EPERM (the
- * residency attribute, the control files), -EOPNOTSUPP (POSIX ACLs,
+ * longer than 255), -E2BIG (value longer than 64 KiB), -ENOSPC (also: a new
+ * name that would make the list of names longer than listxattr(2) can
+ * return, 64 KiB), -EPERM (the residency attribute, the control files), -EOPNOTSUPP (POSIX ACLs,
  * "system.posix_acl_*": not supported, so tools fall back to the mode bits),
  * -EROFS. */
 int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value, size_t size,

@@ -49,6 +49,7 @@ struct fs {
 	struct bm *bm;
 	struct bt tree;
 	bool read_only;
+	bool kernel_cmtime; /* the kernel keeps files' mtime/ctime (fs_set_kernel_cmtime) */
 	struct timespec mount_time;
 
 	pthread_rwlock_t ino_locks[FS_LOCK_STRIPES];

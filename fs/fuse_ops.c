@@ -91,6 +91,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	/* We are the only writer: cached pages never go stale behind the
 	 * kernel's back, so attribute refreshes need not drop them. */
 	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+	/* Regular files' mtime and ctime are the kernel's with its writeback
+	 * cache (it sends them in setattr): writes must not stamp their own. */
+	fs_set_kernel_cmtime(f->fs, (conn->want & FUSE_CAP_WRITEBACK_CACHE) != 0);
 	if (f->opts.max_write)
 		conn->max_write = f->opts.max_write;
 	if (f->opts.max_read)

@@ -25,9 +25,14 @@
 #include "engine/lockorder.h"
 #include "engine/log.h"
 
+/* The clock the kernel stamps files with (current_time(): the coarse
+ * clock, one tick per jiffy, on a filesystem without fine-grained
+ * timestamps such as FUSE). With writeback caching the kernel stamps
+ * written files itself: a precise clock here would make a file written
+ * right after a directory was made look up to a tick older than it. */
 void fs_now(struct timespec *ret)
 {
-	clock_gettime(CLOCK_REALTIME, ret);
+	clock_gettime(CLOCK_REALTIME_COARSE, ret);
 }
 
 /* ------------------------------------------------------------------ */

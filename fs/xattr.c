@@ -113,6 +113,8 @@ static int residency_value(struct fs *fs, uint64_t ino, char *buf, size_t *ret_l
 	return 0;
 }
 
+static int list_len(struct fs *fs, uint64_t ino, size_t *ret_len);
+
 int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value, size_t size,
 		int flags)
 {
@@ -160,6 +162,15 @@ int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value
 	} else if (flags & XATTR_REPLACE) {
 		r = -ENODATA;
 		goto out;
+	} else {
+		/* A new name must leave every name listable: listxattr(2)
+		 * returns at most XATTR_LIST_LIMIT bytes (as ext4 refuses). */
+		size_t list = 0;
+		r = list_len(fs, ino, &list);
+		if (r == -E2BIG || (r == 0 && list + nlen + 1 > XATTR_LIST_LIMIT))
+			r = -ENOSPC;
+		if (r < 0)
+			goto out;
 	}
 
 	/* Chunks, then the head that makes them reachable. */
@@ -301,10 +312,28 @@ static bool list_fn(void *vctx, const void *key, unsigned klen, const void *val,
 		c->err = -E2BIG;
 		return false;
 	}
-	memcpy(c->buf + c->len, v + 1, v[0]);
-	c->len += v[0];
-	c->buf[c->len++] = 0;
+	if (c->buf) {
+		memcpy(c->buf + c->len, v + 1, v[0]);
+		c->buf[c->len + v[0]] = 0;
+	}
+	c->len += v[0] + 1u;
 	return true;
+}
+
+/* Bytes listxattr would return for @ino (lock held); -E2BIG past
+ * XATTR_LIST_LIMIT. */
+static int list_len(struct fs *fs, uint64_t ino, size_t *ret_len)
+{
+	uint8_t key[FS_KEY_LEN];
+	struct list_ctx c = {.ino = ino};
+
+	fs_key(key, ino, FS_REC_XATTR, 0);
+	int r = bt_scan_asc(&fs->tree, key, sizeof(key), list_fn, &c);
+	if (r == 0)
+		r = c.err;
+	if (r == 0)
+		*ret_len = c.len;
+	return r;
 }
 
 int fs_listxattr(struct fs *fs, uint64_t ino, char *buf, size_t cap, size_t *ret_len)

@@ -243,6 +243,85 @@ static void t_times(void **state)
 	assert_true(VT_TS_EQ(a.st_atim, a.st_mtim));
 }
 
+/* The times a stat shows are the times the image keeps: with writeback
+ * caching the kernel stamps writes and hands its times over later, and
+ * write-back arriving after them must not stamp its own. Several rounds
+ * of files written through the cache (plain writes; many small writes with
+ * fsyncs, as a database does), each compared to the ns after a remount. */
+#define REMOUNT_FILES 6
+static void t_times_survive_remount(void **state)
+{
+	const char *d = vt_fresh_dir(&g_fs, "times_remount");
+	struct stat before[REMOUNT_FILES], after;
+	char buf[4096];
+
+	assert_non_null(d);
+	if (g_fs.external)
+		skip(); /* nothing to remount */
+	memset(buf, 'w', sizeof(buf));
+	for (int round = 0; round < 4; round++) {
+		for (int i = 0; i < REMOUNT_FILES; i++) {
+			const char *f = P(d, "r%d_%d", round, i);
+			int fd = VT_OK(open(f, O_CREAT | O_RDWR, 0644));
+
+			if (i % 2 == 0) {
+				for (int k = 0; k < 64; k++)
+					VT_OK(vt_pwrite_all(fd, buf, sizeof(buf), k * 4096L));
+			} else {
+				for (int k = 0; k < 300; k++) {
+					VT_OK(vt_pwrite_all(fd, buf, 100, (k * 7919L) % 65536));
+					if (k % 50 == 49)
+						VT_OK(fsync(fd));
+				}
+			}
+			VT_OK(close(fd));
+			before[i] = lstat_of(f);
+		}
+		VT_OK(vt_fs_remount(&g_fs));
+		for (int i = 0; i < REMOUNT_FILES; i++) {
+			after = lstat_of(P(d, "r%d_%d", round, i));
+			SAME(before[i], after, st_mtim);
+			SAME(before[i], after, st_ctim);
+			assert_int_equal(before[i].st_size, after.st_size);
+		}
+	}
+}
+
+/* The kernel stamps written files with its coarse clock (writeback
+ * caching): times the daemon stamps must come from the same clock, or a
+ * file written right after a directory was made looks older than it. */
+static void t_times_one_clock(void **state)
+{
+	const char *d = vt_fresh_dir(&g_fs, "times_clock");
+	char w[PATH_MAX]; /* P's buffers rotate */
+	int older = 0;
+
+	assert_non_null(d);
+	snprintf(w, sizeof(w), "%s", P(d, "written"));
+	touch(w, "");
+	for (int i = 0; i < 300; i++) {
+		const char *n = P(d, "n%d", i);
+		int fd;
+
+		if (i % 2)
+			VT_OK(mkdir(n, 0755));
+		else
+			touch(n, "");
+		fd = VT_OK(open(w, O_WRONLY));
+		VT_EQ(pwrite(fd, "x", 1, i), 1);
+		VT_OK(close(fd));
+		struct stat sn = lstat_of(n), sw = lstat_of(w);
+		if (VT_TS_LT(sw.st_mtim, sn.st_mtim)) {
+			if (!older++)
+				printf("trial %d: written %lld.%09ld < earlier node %lld.%09ld\n", i,
+				       (long long)sw.st_mtim.tv_sec, sw.st_mtim.tv_nsec,
+				       (long long)sn.st_mtim.tv_sec, sn.st_mtim.tv_nsec);
+		}
+	}
+	if (older)
+		fail_msg("%d of 300 files written after a new node have an older mtime", older);
+}
+
 static long long ts_ns(struct timespec t)
 {
 	return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
@@ -515,12 +594,66 @@ static void t_xattr_large(void **state)
 	free(got);
 }
 
+/* listxattr(2) returns at most 64 KiB of names (XATTR_LIST_MAX): a name
+ * that would make the list longer is refused (ENOSPC, as ext4 does), so
+ * every attribute a file has can be listed. */
+static void t_xattr_list_limit(void **state)
+{
+	const char *d = vt_fresh_dir(&g_fs, "xattr_list");
+	char name[256], *list = malloc(65536);
+	const char *f;
+	size_t total = 0;
+	int n = 0;
+
+	assert_non_null(d);
+	assert_non_null(list);
+	f = P(d, "f");
+	touch(f, "");
+	for (;; n++) {
+		/* 250-byte names: 251 bytes each in the list */
+		snprintf(name, sizeof(name), "user.%0245d", n);
+		if (setxattr(f, name, "v", 1, XATTR_CREATE) != 0) {
+			if (errno != ENOSPC)
+				fail_msg("setxattr #%d: %s, want ENOSPC at the list limit", n,
+					 vt_errname(errno));
+			break;
+		}
+		total += strlen(name) + 1;
+		if (total > 65536)
+			fail_msg("%d names (%zu bytes of list) accepted: past 64 KiB", n + 1,
+				 total);
+	}
+	if (g_fs.external && n < 200) {
+		printf("note: %s stops at %d attributes (space, not the list); skipped\n",
+		       g_fs.mnt, n);
+		free(list);
+		skip();
+	}
+	/* Refused only when the list would pass 64 KiB. */
+	assert_true(total + strlen(name) + 1 > 65536);
+	VT_EQ(listxattr(f, NULL, 0), (ssize_t)total);
+	VT_EQ(listxattr(f, list, 65536), (ssize_t)total);
+	/* Replacing an existing one is no new name; a shorter name fits. */
+	snprintf(name, sizeof(name), "user.%0245d", 0);
+	VT_OK(setxattr(f, name, "w", 1, XATTR_REPLACE));
+	if (total + sizeof("user.s") <= 65536)
+		VT_OK(setxattr(f, "user.s", "v", 1, 0));
+	else
+		VT_ERR(setxattr(f, "user.s", "v", 1, 0), ENOSPC);
+	/* Room again after a removal. */
+	VT_OK(removexattr(f, name));
+	VT_OK(setxattr(f, name, "v", 1, XATTR_CREATE));
+	VT_OK(unlink(f));
+	free(list);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(t_stat_fields), cmocka_unit_test(t_times),
 	    cmocka_unit_test(t_utimensat),   cmocka_unit_test(t_xattr_basic),
-	    cmocka_unit_test(t_xattr_large),
+	    cmocka_unit_test(t_xattr_large), cmocka_unit_test(t_xattr_list_limit),
+	    cmocka_unit_test(t_times_one_clock), cmocka_unit_test(t_times_survive_remount),
 	};
 	int r = vt_fs_start(&g_fs, "256M", NULL);
 

@@ -404,6 +404,32 @@ static void t_xattr(void **state)
 	assert_string_equal(back, "3 3");
 }
 
+/* With the kernel keeping files' mtime and ctime (writeback caching), a
+ * write leaves them as the last setattr gave them; without, it stamps. */
+static void t_kernel_cmtime(void **state)
+{
+	uint64_t f = mk(FS_INO_ROOT, "kt", S_IFREG | 0644);
+	struct fs_setattr sa = {.valid = FS_SET_MTIME | FS_SET_CTIME,
+				.mtime = {.tv_sec = 1000, .tv_nsec = 123},
+				.ctime = {.tv_sec = 2000, .tv_nsec = 456}};
+	struct stat st;
+
+	assert_int_equal(fs_setattr(g, f, &sa, &st), 0);
+	fs_set_kernel_cmtime(g, true);
+	assert_int_equal(fs_write(g, f, 4096, "data", 4), 4);
+	st = attr(f);
+	fs_set_kernel_cmtime(g, false);
+	assert_int_equal(st.st_size, 4100);
+	assert_int_equal(st.st_mtim.tv_sec, 1000);
+	assert_int_equal(st.st_mtim.tv_nsec, 123);
+	assert_int_equal(st.st_ctim.tv_sec, 2000);
+	assert_int_equal(st.st_ctim.tv_nsec, 456);
+	assert_int_equal(fs_write(g, f, 0, "data", 4), 4);
+	st = attr(f);
+	assert_true(st.st_mtim.tv_sec > 1000);
+	assert_true(st.st_ctim.tv_sec > 2000);
+}
+
 static void t_unlinked_open(void **state)
 {
 	uint64_t before = free_pages();
@@ -635,6 +661,7 @@ int main(void)
 	    cmocka_unit_test(t_readdir),
 	    cmocka_unit_test(t_data),
 	    cmocka_unit_test(t_xattr),
+	    cmocka_unit_test(t_kernel_cmtime),
 	    cmocka_unit_test(t_unlinked_open),
 	    cmocka_unit_test(t_orphan_after_crash),
 	    cmocka_unit_test(t_persist),
