@@ -29,7 +29,10 @@ static int kill_caps(struct fs *fs, uint64_t ino)
 	return r == -ENODATA ? 0 : r;
 }
 
-int fs_setattr(struct fs *fs, uint64_t ino, const struct fs_setattr *sa, struct stat *ret)
+/* fs_setattr, telling in *@ret_stripped whether FS_SET_KILL_PRIVS took
+ * set-ID bits away. */
+static int setattr(struct fs *fs, uint64_t ino, const struct fs_setattr *sa, struct stat *ret,
+		   bool *ret_stripped)
 {
 	struct fs_inode in;
 	struct timespec now;
@@ -94,6 +97,7 @@ int fs_setattr(struct fs *fs, uint64_t ino, const struct fs_setattr *sa, struct 
 		in.mode &= ~(mode_t)S_ISUID;
 		if (in.mode & S_IXGRP)
 			in.mode &= ~(mode_t)S_ISGID;
+		*ret_stripped = in.mode != old_mode;
 		if (sa->valid == FS_SET_KILL_PRIVS && in.mode == old_mode) {
 			fs_inode_to_stat(&in, ret); /* nothing to strip: no change */
 			goto out;
@@ -116,11 +120,21 @@ out:
 	return r;
 }
 
-int fs_kill_privs(struct fs *fs, uint64_t ino)
+int fs_setattr(struct fs *fs, uint64_t ino, const struct fs_setattr *sa, struct stat *ret)
+{
+	bool stripped = false;
+	return setattr(fs, ino, sa, ret, &stripped);
+}
+
+int fs_kill_privs(struct fs *fs, uint64_t ino, bool *ret_stripped)
 {
 	struct fs_setattr sa = { .valid = FS_SET_KILL_PRIVS };
 	struct stat st;
-	return fs_setattr(fs, ino, &sa, &st);
+	bool stripped = false;
+	int r = setattr(fs, ino, &sa, &st, &stripped);
+	if (r == 0 && ret_stripped)
+		*ret_stripped = stripped;
+	return r;
 }
 
 void fs_set_kernel_cmtime(struct fs *fs, bool on)

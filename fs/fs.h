@@ -177,8 +177,10 @@ struct fs_setattr {
 int fs_setattr(struct fs *fs, uint64_t ino, const struct fs_setattr *sa, struct stat *ret);
 
 /* FS_SET_KILL_PRIVS alone, for a write or an open with O_TRUNC; writes
- * nothing when there is nothing to strip. */
-int fs_kill_privs(struct fs *fs, uint64_t ino);
+ * nothing when there is nothing to strip. *@ret_stripped (may be NULL)
+ * says whether set-ID bits went: attributes the kernel has cached are
+ * stale then. */
+int fs_kill_privs(struct fs *fs, uint64_t ino, bool *ret_stripped);
 
 /* Create a regular file, directory, fifo, socket or device named @name in
  * @parent with @mode (type and permissions) and @rdev (devices). A new

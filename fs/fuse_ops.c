@@ -364,7 +364,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	r = 0;
 	if ((fi->flags & O_TRUNC) && fs_wire_kill_privs())
-		r = fs_kill_privs(fs, ino);
+		r = fs_kill_privs(fs, ino, NULL); /* O_TRUNC: the kernel refreshes */
 	if (r == 0)
 		r = fs_open(fs, ino, fi->flags);
 	if (r < 0) {
@@ -463,11 +463,17 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		return;
 	}
 	if (fs_wire_kill_privs()) {
-		int r = fs_kill_privs(fs, ino);
+		bool stripped = false;
+		int r = fs_kill_privs(fs, ino, &stripped);
 		if (r < 0) {
 			reply_err(req, r);
 			return;
 		}
+		/* The kernel cached the mode with the bits, and will not ask
+		 * again before its timeout: a stat would show them. (Offset -1:
+		 * the attributes only, no wait, no page cache.) */
+		if (stripped && ctx_of(req)->se)
+			fuse_lowlevel_notify_inval_inode(ctx_of(req)->se, ino, -1, 0);
 	}
 	n = fs_write(fs, ino, (uint64_t)off, buf, size);
 	/* A short write is how write(2) says "the disk is full", but the

@@ -249,6 +249,42 @@ static void t_suid_cleared_on_write(void **state)
 	assert_int_equal(lstat_of(P("rootwrite")).st_mode & 07777, 06755);
 }
 
+static int child_write_one(void *arg)
+{
+	int fd = C_OK(open(P("%s", (const char *)arg), O_WRONLY));
+
+	VT_CHILD_CHECK(pwrite(fd, "w", 1, 0) == 1);
+	close(fd);
+	return 0;
+}
+
+/* The mode a stat shows right after another user's write cleared the
+ * set-ID bits: the daemon cleared them on its own, so the kernel's cached
+ * attributes (cached just before, by the stat here) must not outlive it.
+ * statx asking for the mode alone is answered from that cache when it is
+ * valid. */
+static void t_suid_cleared_seen_at_once(void **state)
+{
+	struct statx sx;
+
+	setup_dir("suidseen");
+	for (int i = 0; i < 4; i++) {
+		char name[16];
+
+		snprintf(name, sizeof(name), "f%d", i);
+		mkfile(name, NOBODY, NOGROUP, 06755);
+		VT_OK(statx(AT_FDCWD, P("%s", name), 0, STATX_MODE, &sx));
+		assert_int_equal(sx.stx_mode & 07777, 06755);
+		if (vt_run_as(NOBODY, NOGROUP, child_write_one, name) != 0)
+			fail_msg("write as nobody failed; see the line above");
+		VT_OK(statx(AT_FDCWD, P("%s", name), 0, STATX_MODE, &sx));
+		if ((sx.stx_mode & 07777) != 0755)
+			fail_msg("%s: mode %04o after another user's write, want 0755", name,
+				 sx.stx_mode & 07777);
+		assert_int_equal(lstat_of(P("%s", name)).st_mode & 07777, 0755);
+	}
+}
+
 static int child_strip_paths(void *arg)
 {
 	int fd;
@@ -357,6 +393,7 @@ int main(void)
 	    cmocka_unit_test(t_denied),
 	    cmocka_unit_test(t_sticky_and_owner),
 	    cmocka_unit_test(t_suid_cleared_on_write),
+	    cmocka_unit_test(t_suid_cleared_seen_at_once),
 	    cmocka_unit_test(t_suid_cleared_on_chown),
 	    cmocka_unit_test(t_privs_stripped_by_daemon),
 	    cmocka_unit_test(t_sgid_directory),
