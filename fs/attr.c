@@ -181,6 +181,8 @@ int fs_open(struct fs *fs, uint64_t ino, int flags)
 			return r;
 	}
 	fs_node_open_add(fs, ino);
+	if (writing)
+		fs_node_writing(fs, ino);
 	return 0;
 }
 

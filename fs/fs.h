@@ -126,6 +126,11 @@ bool fs_attr_cacheable(struct fs *fs, const struct stat *st);
  * default. */
 void fs_set_kernel_cmtime(struct fs *fs, bool on);
 
+/* Might the kernel hold dirty pages of @ino that have not come to us yet?
+ * True while any open of it for writing lasts (the kernel writes them all
+ * back before the last release). */
+bool fs_may_have_dirty_pages(struct fs *fs, uint64_t ino);
+
 /* Block and inode numbers for statfs(2). */
 int fs_statfs(struct fs *fs, struct statvfs *ret);
 

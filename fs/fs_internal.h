@@ -35,6 +35,7 @@ struct fs_node {
 	bool unlinked; /* nlink reached 0: free when the counts do */
 	bool blocks_moved; /* pages allocated since fs_blocks_moved_take */
 	bool lost_name; /* a file that lost one of several names while known */
+	bool wopen; /* open for writing: the kernel may hold dirty pages */
 	struct fs_node *next;
 };
 
@@ -111,6 +112,7 @@ void fs_ino_rdlock(struct fs *fs, uint64_t ino);
 void fs_ino_wrlock_txn(struct fs *fs, uint64_t ino);
 void fs_blocks_moved_note(struct fs *fs, uint64_t ino); /* inode.c */
 void fs_node_lost_name(struct fs *fs, uint64_t ino);     /* inode.c */
+void fs_node_writing(struct fs *fs, uint64_t ino);       /* inode.c */
 void fs_ino_unlock(struct fs *fs, uint64_t ino);
 
 /* Up to four inodes locked exclusively in stripe order, inside a

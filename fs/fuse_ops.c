@@ -91,6 +91,13 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	/* We are the only writer: cached pages never go stale behind the
 	 * kernel's back, so attribute refreshes need not drop them. */
 	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+	/* Asynchronous direct I/O (libfuse asks for it by default) leaves in
+	 * the page cache what a buffered reader brought back while an AIO
+	 * O_DIRECT write was in flight: the kernel drops such pages after a
+	 * synchronous direct write, but not when one completes asynchronously.
+	 * Without it the kernel waits for each direct request, and AIO on
+	 * O_DIRECT descriptors completes at submission. */
+	conn->want &= ~FUSE_CAP_ASYNC_DIO;
 	/* Regular files' mtime and ctime are the kernel's with its writeback
 	 * cache (it sends them in setattr): writes must not stamp their own. */
 	fs_set_kernel_cmtime(f->fs, (conn->want & FUSE_CAP_WRITEBACK_CACHE) != 0);
@@ -555,12 +562,23 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
 static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		     struct fuse_file_info *fi)
 {
+	struct fs *fs = fs_of(req, FS_REQ_LSEEK);
+	struct fuse_session *se = ctx_of(req)->se;
 	uint64_t pos;
 	if (off < 0) {
 		reply_err(req, -ENXIO);
 		return;
 	}
-	int r = fs_lseek(fs_of(req, FS_REQ_LSEEK), ino, (uint64_t)off, whence, &pos);
+	/* Data still dirty in the kernel's page cache has not reached us, so
+	 * we would call it a hole (or the offset past the end). Have the
+	 * kernel write back what it holds from @off on first: invalidating
+	 * the range writes each dirty page back (and waits for it) before
+	 * dropping it. Only while the file is open for writing: the kernel
+	 * writes everything back before the last release. This thread holds
+	 * nothing the write-back needs (no inode lock, no transaction). */
+	if (se && fs_may_have_dirty_pages(fs, ino))
+		fuse_lowlevel_notify_inval_inode(se, ino, off, 0);
+	int r = fs_lseek(fs, ino, (uint64_t)off, whence, &pos);
 	if (r < 0)
 		reply_err(req, r);
 	else

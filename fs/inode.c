@@ -662,6 +662,8 @@ bool fs_node_close(struct fs *fs, uint64_t ino)
 	struct fs_node *node = node_find(s, ino);
 	if (node && node->nopen > 0) {
 		node->nopen--;
+		if (node->nopen == 0)
+			node->wopen = false; /* written back before the release */
 		atomic_fetch_sub_explicit(&fs->open_files, 1, memory_order_relaxed);
 		free_now = node_settle(s, node);
 	}
@@ -704,6 +706,28 @@ void fs_node_lost_name(struct fs *fs, uint64_t ino)
 	if (node)
 		node->lost_name = true;
 	pthread_mutex_unlock(&s->mu);
+}
+
+void fs_node_writing(struct fs *fs, uint64_t ino)
+{
+	struct fs_node_stripe *s = node_stripe(fs, ino);
+
+	pthread_mutex_lock(&s->mu);
+	struct fs_node *node = node_find(s, ino);
+	if (node)
+		node->wopen = true;
+	pthread_mutex_unlock(&s->mu);
+}
+
+bool fs_may_have_dirty_pages(struct fs *fs, uint64_t ino)
+{
+	struct fs_node_stripe *s = node_stripe(fs, ino);
+
+	pthread_mutex_lock(&s->mu);
+	struct fs_node *node = node_find(s, ino);
+	bool dirty = node && node->wopen;
+	pthread_mutex_unlock(&s->mu);
+	return dirty;
 }
 
 bool fs_attr_cacheable(struct fs *fs, const struct stat *st)

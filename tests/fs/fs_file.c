@@ -12,12 +12,17 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <linux/aio_abi.h>
 #include <linux/falloc.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -420,6 +425,46 @@ static void t_seek_data_hole(void **state)
 	VT_OK(close(fd));
 }
 
+/* SEEK_DATA/SEEK_HOLE on data still in the kernel's page cache (writeback
+ * caching: nothing has reached the daemon yet). ext4 answers 1 MiB; an
+ * answer of 0 (all data) is also true, ENXIO is not. */
+static void t_seek_unflushed(void **state)
+{
+	const char *d = vt_fresh_dir(&g_fs, "seeknew");
+	char f[PATH_MAX];
+	int fd;
+
+	assert_non_null(d);
+	for (int i = 0; i < 20; i++) {
+		snprintf(f, sizeof(f), "%s/f%d", d, i);
+		fd = VT_OK(open(f, O_CREAT | O_RDWR, 0644));
+		write_pattern(fd, 30, MiB, VT_PAGE);
+		off_t data = lseek(fd, 0, SEEK_DATA);
+		int data_err = errno;
+		off_t hole = lseek(fd, 0, SEEK_HOLE);
+		int hole_err = errno;
+		bool data_ok = data == 0 || data == MiB;
+		bool hole_ok = hole >= 0 && (hole < MiB || hole == MiB + VT_PAGE);
+		if (!data_ok || !hole_ok)
+			close(fd); /* the unmount at the end must not find it busy */
+		if (!data_ok)
+			fail_msg("file %d: lseek(0, SEEK_DATA) = %lld (%s), want %ld or 0", i,
+				 (long long)data, vt_errname(data_err), MiB);
+		if (!hole_ok)
+			fail_msg("file %d: lseek(0, SEEK_HOLE) = %lld (%s): not a hole", i,
+				 (long long)hole, vt_errname(hole_err));
+		VT_EQ(lseek(fd, MiB + 100, SEEK_DATA), MiB + 100);
+		VT_EQ(lseek(fd, MiB, SEEK_HOLE), MiB + VT_PAGE);
+		VT_ERR(lseek(fd, MiB + VT_PAGE, SEEK_DATA), ENXIO);
+		expect_pattern(fd, 30, MiB, VT_PAGE);
+		/* Once written back, the hole before the data is reported. */
+		VT_OK(fsync(fd));
+		VT_EQ(lseek(fd, 0, SEEK_DATA), MiB);
+		VT_EQ(lseek(fd, 0, SEEK_HOLE), 0);
+		VT_OK(close(fd));
+	}
+}
+
 static void t_copy_file_range(void **state)
 {
 	const char *d = vt_fresh_dir(&g_fs, "cfr");
@@ -762,6 +807,92 @@ static void t_direct_io(void **state)
 	VT_OK(close(fd));
 }
 
+/* Native AIO, without libaio: one request submitted and waited for. */
+static long aio_rw(int fd, int opcode, void *buf, size_t len, off_t off)
+{
+	aio_context_t ctx = 0;
+	struct iocb cb = {.aio_fildes = (uint32_t)fd, .aio_lio_opcode = (uint16_t)opcode,
+			  .aio_buf = (uint64_t)(uintptr_t)buf, .aio_nbytes = len,
+			  .aio_offset = off};
+	struct iocb *cbs[1] = {&cb};
+	struct io_event ev;
+	long r;
+
+	VT_OK(syscall(SYS_io_setup, 1, &ctx));
+	VT_EQ(syscall(SYS_io_submit, ctx, 1, cbs), 1);
+	VT_EQ(syscall(SYS_io_getevents, ctx, 1, 1, &ev, NULL), 1);
+	r = (long)ev.res;
+	VT_OK(syscall(SYS_io_destroy, ctx));
+	return r;
+}
+
+/* A buffered reader of the range an asynchronous O_DIRECT write is
+ * replacing may bring the old bytes back into the page cache while the
+ * write is in flight: once the write has completed, buffered reads must
+ * see the new bytes (as after a synchronous one, which drops such pages
+ * when it is done). */
+struct aio_reader {
+	int fd;
+	atomic_bool stop;
+	atomic_long reads;
+};
+
+static void *aio_reader_main(void *arg)
+{
+	struct aio_reader *rd = arg;
+	char buf[4 * VT_PAGE];
+
+	while (!atomic_load(&rd->stop)) {
+		if (pread(rd->fd, buf, sizeof(buf), 0) < 0)
+			break;
+		atomic_fetch_add(&rd->reads, 1);
+	}
+	return NULL;
+}
+
+static void t_aio_direct(void **state)
+{
+	const char *d = vt_fresh_dir(&g_fs, "aio");
+	char f[PATH_MAX], buf[4 * VT_PAGE], want[4 * VT_PAGE];
+	void *abuf = NULL;
+	int stale = 0;
+
+	assert_non_null(d);
+	assert_int_equal(posix_memalign(&abuf, VT_PAGE, 2 * VT_PAGE), 0);
+	for (int i = 0; i < 40; i++) {
+		struct aio_reader rd = {.stop = false};
+		pthread_t th;
+
+		snprintf(f, sizeof(f), "%s/f%d", d, i);
+		rd.fd = VT_OK(open(f, O_CREAT | O_RDWR, 0644));
+		write_pattern(rd.fd, 40, 0, sizeof(buf));
+		VT_OK(fsync(rd.fd));
+		int dfd = VT_OK(open(f, O_RDWR | O_DIRECT));
+		assert_int_equal(pthread_create(&th, NULL, aio_reader_main, &rd), 0);
+		while (atomic_load(&rd.reads) < 2)
+			sched_yield();
+		vt_pattern_fill(abuf, 2 * VT_PAGE, 41 + i, VT_PAGE);
+		long n = aio_rw(dfd, IOCB_CMD_PWRITE, abuf, 2 * VT_PAGE, VT_PAGE);
+		atomic_store(&rd.stop, true);
+		pthread_join(th, NULL);
+		VT_EQ(n, 2 * VT_PAGE);
+		vt_pattern_fill(want, sizeof(want), 40, 0);
+		vt_pattern_fill(want + VT_PAGE, 2 * VT_PAGE, 41 + i, VT_PAGE);
+		VT_OK(vt_pread_all(rd.fd, buf, sizeof(buf), 0));
+		stale += memcmp(buf, want, sizeof(want)) != 0;
+		/* And an AIO direct read sees a buffered write. */
+		VT_EQ(pwrite(rd.fd, "buffered", 8, VT_PAGE), 8);
+		VT_EQ(aio_rw(dfd, IOCB_CMD_PREAD, abuf, VT_PAGE, VT_PAGE), VT_PAGE);
+		assert_memory_equal(abuf, "buffered", 8);
+		VT_OK(close(dfd));
+		VT_OK(close(rd.fd));
+	}
+	free(abuf);
+	if (stale)
+		fail_msg("%d of 40 buffered reads after an AIO O_DIRECT write returned the old "
+			 "bytes", stale);
+}
+
 static void t_big_sequential(void **state)
 {
 	/* Larger than the 64 MiB pool: the data must survive eviction. */
@@ -804,12 +935,14 @@ int main(void)
 	    cmocka_unit_test(t_truncate),
 	    cmocka_unit_test(t_fallocate),
 	    cmocka_unit_test(t_seek_data_hole),
+	    cmocka_unit_test(t_seek_unflushed),
 	    cmocka_unit_test(t_copy_file_range),
 	    cmocka_unit_test(t_fsync),
 	    cmocka_unit_test(t_statfs),
 	    cmocka_unit_test(t_unlinked_open),
 	    cmocka_unit_test(t_mmap),
 	    cmocka_unit_test(t_direct_io),
+	    cmocka_unit_test(t_aio_direct),
 	    cmocka_unit_test(t_big_sequential),
 	};
 	int r = vt_fs_start(&g_fs, "256M", NULL);
