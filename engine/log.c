@@ -36,7 +36,9 @@ int vs_corrupt(const char *file, int line, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
-	snprintf(buf, sizeof(buf), "corruption: %s (detected at %s:%d)", what, file, line);
+	snprintf(buf, sizeof(buf), "corruption: %s", what);
 	log_emit(VS_LOG_ERR, buf);
+	snprintf(buf, sizeof(buf), "the corruption above was detected at %s:%d", file, line);
+	log_emit(VS_LOG_DEBUG, buf);
 	return -EUCLEAN;
 }

@@ -16,7 +16,9 @@ void vs_log_set_sink(vs_log_sink sink);
 
 __attribute__((format(printf, 2, 3))) void vs_log(enum vs_log_level level, const char *fmt, ...);
 
-/* Report corruption found on disk: logs file, line and what was wrong, and
+/* Report corruption found on disk: logs what was wrong (an error, in words
+ * a user can act on) and where in the source it was found (a debug line:
+ * file and line help a developer, not the person whose disk it is), and
  * evaluates to -EUCLEAN for the caller to return. Never an assert: bad bytes
  * on disk are input, not a programming error. */
 #define VS_CORRUPT(...) vs_corrupt(__FILE__, __LINE__, __VA_ARGS__)
