@@ -652,14 +652,38 @@ static uint64_t find_run(struct bm *bm, uint64_t from, uint64_t to, uint64_t n)
 	return BM_PID_NONE;
 }
 
+uint64_t bm_alloc_floor(struct bm *bm, uint64_t pages)
+{
+	struct bm_thread *t = bm_thread_get(bm);
+	uint64_t old = t->alloc_floor;
+
+	t->alloc_floor = pages;
+	return old;
+}
+
+uint64_t bm_free_pages(struct bm *bm)
+{
+	pthread_mutex_lock(&bm->alloc_mu);
+	uint64_t n = bm->free_pages;
+	pthread_mutex_unlock(&bm->alloc_mu);
+	return n;
+}
+
+uint64_t bm_alloc_room(struct bm *bm)
+{
+	uint64_t free = bm_free_pages(bm), floor = bm_thread_get(bm)->alloc_floor;
+
+	return free > floor ? free - floor : 0;
+}
+
 int bm_alloc(struct bm *bm, uint64_t n, uint64_t hint, uint64_t *ret_first)
 {
-	uint64_t first;
+	uint64_t first, floor = bm_thread_get(bm)->alloc_floor;
 
 	if (n == 0 || bm->read_only)
 		return n == 0 ? -EINVAL : -EROFS;
 	pthread_mutex_lock(&bm->alloc_mu);
-	if (bm->free_pages < n) {
+	if (bm->free_pages < n || bm->free_pages - n < floor) {
 		pthread_mutex_unlock(&bm->alloc_mu);
 		return -ENOSPC;
 	}

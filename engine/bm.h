@@ -262,6 +262,19 @@ uint64_t bm_sb_free_recorded(struct bm *bm);
  * read as zeros on their first fix. Errors: -ENOSPC. */
 int bm_alloc(struct bm *bm, uint64_t n, uint64_t hint, uint64_t *ret_first);
 
+/* From now on, bm_alloc in the calling thread fails with -ENOSPC rather than
+ * leave fewer than @pages pages free (0, the default: it may take the last
+ * one). The layer above sets it for each request, so that reserves (room for
+ * metadata when data has filled the image, room for root) stay for the
+ * requests allowed to spend them. Returns the previous floor. */
+uint64_t bm_alloc_floor(struct bm *bm, uint64_t pages);
+
+/* Unallocated pages right now (cheaper than bm_stats_get). */
+uint64_t bm_free_pages(struct bm *bm);
+
+/* Pages bm_alloc would give the calling thread right now (above its floor). */
+uint64_t bm_alloc_room(struct bm *bm);
+
 /* Return @n pages starting at @first. The caller guarantees nothing reachable
  * refers to them any more; optimistic readers still looking at them fail
  * their next bm_check. Must not be called while holding a guard on them. */

@@ -91,6 +91,7 @@ struct bm_thread {
 	bool ring_failed;
 	struct io_uring ring;
 	uint8_t *staging; /* bm->wb_max aligned pages for write-back */
+	uint64_t alloc_floor; /* bm_alloc leaves this many pages free */
 };
 
 /* The set of resident pids, an open-addressing hash table (vmcache's

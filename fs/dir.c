@@ -377,7 +377,15 @@ static int drop_link(struct fs *fs, struct fs_inode *in, const struct timespec *
 	}
 	if (fs_node_unlinked(fs, in->ino))
 		return fs_inode_free_locked(fs, in->ino);
-	/* Still open or looked up: keep it, and remember it for a crash. */
+	/* Still open or looked up: keep it, and remember it for a crash. If
+	 * only looked up, nothing can reach its data any more (no name, no
+	 * open file): give the space back now, so that the request after the
+	 * unlink finds it, rather than when the kernel forgets the inode. */
+	if (S_ISREG(in->mode) && in->size > 0 && !fs_node_is_open(fs, in->ino)) {
+		r = fs_file_resize_locked(fs, in, 0);
+		if (r < 0)
+			return r;
+	}
 	r = fs_orphan_add(fs, in->ino);
 	if (r < 0)
 		vs_log(VS_LOG_WARN,

@@ -1139,13 +1139,94 @@ int fs_file_resize_locked(struct fs *fs, struct fs_inode *in, uint64_t size)
 /* ------------------------------------------------------------------ */
 /* fallocate, lseek, copy_file_range, residency                       */
 
+/* The holes of file pages [lo, hi): runs without pages, into @runs (grown
+ * with realloc; the caller frees it), and their total in *ret_pages. */
+struct hole {
+	uint64_t start, n;
+};
+
+static int holes_find(struct fs *fs, uint64_t ino, uint64_t lo, uint64_t hi, struct hole **runs,
+		      unsigned *nruns, uint64_t *ret_pages)
+{
+	uint64_t at = lo, total = 0;
+	unsigned n = 0, cap = 0;
+	struct hole *h = NULL;
+	int r = 0;
+
+	while (at < hi) {
+		struct ext x;
+		uint64_t stop = hi;
+		r = ext_at_or_after(fs, ino, at, &x);
+		if (r < 0 && r != -ENOENT)
+			break;
+		if (r == 0 && x.start < hi)
+			stop = x.start > at ? x.start : at;
+		r = 0;
+		if (stop > at) {
+			if (n == cap) {
+				cap = cap ? cap * 2 : 16;
+				struct hole *g = realloc(h, cap * sizeof(*h));
+				if (!g) {
+					r = -ENOMEM;
+					break;
+				}
+				h = g;
+			}
+			h[n++] = (struct hole){.start = at, .n = stop - at};
+			total += stop - at;
+		}
+		if (stop >= hi)
+			break;
+		at = x.start + x.n; /* past the extent that stopped us */
+	}
+	*runs = h;
+	*nruns = n;
+	*ret_pages = total;
+	return r;
+}
+
+/* Allocate every page of [off, end) that has none, or none of them: an
+ * fallocate that cannot be done whole leaves the file as it was (as ext4
+ * and XFS do), rather than keep a part of the space. The check first (its
+ * pages and a margin for the extent records), so that the usual refusal
+ * costs nothing; if other writers took the space meanwhile, what this call
+ * allocated is punched out again. */
+static int falloc_all(struct fs *fs, struct fs_inode *in, uint64_t off, uint64_t end)
+{
+	uint64_t a = off & ~(uint64_t)(BM_PAGE_SIZE - 1);
+	uint64_t lo = a >> BM_PAGE_SHIFT, hi = (end + BM_PAGE_SIZE - 1) >> BM_PAGE_SHIFT;
+	struct hole *holes = NULL;
+	unsigned nholes = 0;
+	uint64_t need;
+	size_t done;
+	int r;
+
+	r = holes_find(fs, in->ino, lo, hi, &holes, &nholes, &need);
+	if (r == 0 && need + need / 256 + 8 > bm_alloc_room(fs->bm))
+		r = -ENOSPC;
+	if (r == 0 && need > 0) {
+		r = write_pages(fs, in, a, NULL, end - a, true, &done);
+		if (r == 0 && done < end - a)
+			r = -ENOSPC;
+		if (r < 0) {
+			for (unsigned i = 0; i < nholes; i++) {
+				int u = punch_pages(fs, in, holes[i].start,
+						    holes[i].start + holes[i].n);
+				if (u < 0 && r == -ENOSPC)
+					r = u;
+			}
+		}
+	}
+	free(holes);
+	return r;
+}
+
 int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t len)
 {
 	struct fs_inode in;
 	struct timespec now;
 	bool keep = mode & FALLOC_FL_KEEP_SIZE;
 	int op = mode & ~FALLOC_FL_KEEP_SIZE;
-	size_t done;
 	int r;
 
 	if (op != 0 && op != FALLOC_FL_PUNCH_HOLE && op != FALLOC_FL_ZERO_RANGE)
@@ -1196,12 +1277,9 @@ int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t l
 			if (r < 0)
 				goto out;
 		}
-		uint64_t a = off & ~(uint64_t)(BM_PAGE_SIZE - 1);
-		r = write_pages(fs, &in, a, NULL, end - a, true, &done);
-		if (r == 0 && done < end - a)
-			r = -ENOSPC;
+		r = falloc_all(fs, &in, off, end);
 		if (r < 0) {
-			/* Leave what was allocated counted; report the error. */
+			/* The page count as punching left it. */
 			(void)fs_inode_put(fs, &in);
 			goto out;
 		}

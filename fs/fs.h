@@ -77,6 +77,44 @@ struct fs_cred {
  * (the image already holds a filesystem), -ENOSPC, -EUCLEAN, -EIO. */
 int fs_format(struct bm *bm, uint32_t root_uid, uint32_t root_gid);
 
+/* Before fs_format: the share of the image kept for root, in tenths of a
+ * percent (0-500; mkfs --reserved-percent). Images formatted without it
+ * keep FS_RESERVED_DEFAULT (5%). */
+void fs_format_reserve(struct bm *bm, unsigned tenths);
+
+/* What the requests of the calling thread may spend, from now on (the FUSE
+ * layer says it at the start of each request; a thread that never says,
+ * such as the daemon's own, may spend everything):
+ *   FS_SPACE_USER  requests that add (data, names, attributes) for anyone
+ *                  but root: leave both reserves alone
+ *   FS_SPACE_ROOT  the same for root: may spend root's reserve
+ *   FS_SPACE_ALL   requests that change or remove what exists (chmod,
+ *                  utimes, rename, unlink, truncate, ...): may spend the
+ *                  metadata reserve too, so they never fail for want of
+ *                  space on a full image */
+enum fs_space { FS_SPACE_USER, FS_SPACE_ROOT, FS_SPACE_ALL };
+void fs_space_enter(struct fs *fs, enum fs_space what);
+
+/* Pages the requests of class FS_SPACE_USER can still take. */
+uint64_t fs_space_user_free(struct fs *fs);
+
+/* Root opened @ino for writing: the kernel's write-back of its cached
+ * writes, which comes without the writer's identity, may then spend root's
+ * reserve (fs_writer_is_root). Kept while the kernel holds the inode. */
+void fs_writer_note_root(struct fs *fs, uint64_t ino);
+bool fs_writer_is_root(struct fs *fs, uint64_t ino);
+
+/* The kernel's write-back of @ino's cached writes failed for want of space.
+ * Its writer learns at its next write(2): the FUSE layer fails the
+ * attribute check the kernel makes before each cached write while
+ * fs_nospace_pending says so (see op_getattr). */
+void fs_nospace_note(struct fs *fs, uint64_t ino);
+
+/* Is a failure noted for @ino still true? False, and forgotten, once at
+ * least FS_NOSPACE_CLEAR pages are free again for its writer. */
+bool fs_nospace_pending(struct fs *fs, uint64_t ino);
+#define FS_NOSPACE_CLEAR 256 /* 1 MiB */
+
 /* Open the image and get the filesystem ready: frees inodes left unlinked
  * by the previous session (orphans), recounts inodes after an unclean
  * shutdown, reserves a fresh batch of inode numbers. bm_open's errors

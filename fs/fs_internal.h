@@ -36,6 +36,8 @@ struct fs_node {
 	bool blocks_moved; /* pages allocated since fs_blocks_moved_take */
 	bool lost_name; /* a file that lost one of several names while known */
 	bool wopen; /* open for writing: the kernel may hold dirty pages */
+	bool root_writer; /* root opened it for writing (fs_writer_note) */
+	bool nospace; /* a write-back failed for want of space (fs_nospace_note) */
 	struct fs_node *next;
 };
 
@@ -51,6 +53,10 @@ struct fs {
 	struct bt tree;
 	bool read_only;
 	bool kernel_cmtime; /* the kernel keeps files' mtime/ctime (fs_set_kernel_cmtime) */
+	/* Space only some requests may take (fs_space_enter), in pages: room
+	 * for metadata changes when data has filled the image, and room for
+	 * root, as ext4's reserved blocks. */
+	uint64_t reserve_meta, reserve_root;
 	struct timespec mount_time;
 
 	pthread_rwlock_t ino_locks[FS_LOCK_STRIPES];
@@ -112,6 +118,7 @@ void fs_ino_rdlock(struct fs *fs, uint64_t ino);
 void fs_ino_wrlock_txn(struct fs *fs, uint64_t ino);
 void fs_blocks_moved_note(struct fs *fs, uint64_t ino); /* inode.c */
 void fs_node_lost_name(struct fs *fs, uint64_t ino);     /* inode.c */
+bool fs_node_is_open(struct fs *fs, uint64_t ino);       /* inode.c */
 void fs_node_writing(struct fs *fs, uint64_t ino);       /* inode.c */
 void fs_ino_unlock(struct fs *fs, uint64_t ino);
 

@@ -28,10 +28,37 @@ static struct fs_fuse *ctx_of(fuse_req_t req)
 	return fuse_req_userdata(req);
 }
 
+/* Requests that add to the image (data, names, attributes); the others
+ * change or remove what exists. */
+static bool req_adds(enum fs_req what)
+{
+	switch (what) {
+	case FS_REQ_MKNOD:
+	case FS_REQ_MKDIR:
+	case FS_REQ_SYMLINK:
+	case FS_REQ_LINK:
+	case FS_REQ_CREATE:
+	case FS_REQ_WRITE:
+	case FS_REQ_SETXATTR:
+	case FS_REQ_FALLOCATE:
+	case FS_REQ_COPY_FILE_RANGE:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Every handler starts here: count the request and say which reserves it
+ * may spend (fs_space_enter). The kernel's write-back of cached writes is
+ * classed by who opened the file (op_write). */
 static struct fs *fs_of(fuse_req_t req, enum fs_req what)
 {
 	struct fs *fs = ctx_of(req)->fs;
 	fs_count(fs, what);
+	if (!req_adds(what))
+		fs_space_enter(fs, FS_SPACE_ALL);
+	else
+		fs_space_enter(fs, fuse_req_ctx(req)->uid == 0 ? FS_SPACE_ROOT : FS_SPACE_USER);
 	return fs;
 }
 
@@ -149,6 +176,15 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct fs *fs = fs_of(req, FS_REQ_GETATTR);
 	struct stat st;
+
+	/* With a file handle, this is the check the kernel makes before a
+	 * cached write(2) (or a read past the size it knows): the way to tell
+	 * the writer that its earlier writes found no space, rather than let
+	 * it fill the page cache for ever (fs_nospace_note). */
+	if (fi && fs_nospace_pending(fs, ino)) {
+		reply_err(req, -ENOSPC);
+		return;
+	}
 	int r = fs_getattr(fs, ino, &st);
 	if (r < 0)
 		reply_err(req, r);
@@ -356,6 +392,17 @@ static int ctl_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	return ino == FS_INO_STATS ? stats_open(fi) : 0;
 }
 
+/* An open for writing: refit the kernel's dirty limit before the writes
+ * (fs_dirty_fit), and remember root (fs_writer_note_root). */
+static void note_writer(fuse_req_t req, struct fs *fs, uint64_t ino, const struct fuse_file_info *fi)
+{
+	if ((fi->flags & O_ACCMODE) == O_RDONLY)
+		return;
+	if (fuse_req_ctx(req)->uid == 0)
+		fs_writer_note_root(fs, ino);
+	fs_dirty_fit(ctx_of(req));
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req, FS_REQ_OPEN);
@@ -378,6 +425,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		reply_err(req, r);
 		return;
 	}
+	note_writer(req, fs, ino, fi);
 	/* Only this daemon changes the image: what the kernel cached at the
 	 * last open is still right. */
 	fi->keep_cache = 1;
@@ -398,6 +446,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		r = fs_open(fs, st.st_ino, fi->flags & ~O_TRUNC);
 		if (r < 0)
 			fs_forget(fs, st.st_ino, 1);
+		else
+			note_writer(req, fs, st.st_ino, fi);
 	}
 	if (r < 0) {
 		reply_err(req, r);
@@ -482,16 +532,27 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		if (stripped && ctx_of(req)->se)
 			fuse_lowlevel_notify_inval_inode(ctx_of(req)->se, ino, -1, 0);
 	}
+	struct fs_fuse *f = ctx_of(req); /* req is gone once answered */
+	bool writeback = fi && fi->writepage;
+	if (writeback) /* comes without the writer's identity */
+		fs_space_enter(fs, fs_writer_is_root(fs, ino) ? FS_SPACE_ROOT : FS_SPACE_USER);
 	n = fs_write(fs, ino, (uint64_t)off, buf, size);
 	/* A short write is how write(2) says "the disk is full", but the
 	 * kernel's writeback (writepage) would take it as success and drop
 	 * the rest: fail it instead, so fsync and close report ENOSPC. */
-	if (n >= 0 && (size_t)n < size && fi && fi->writepage)
+	if (n >= 0 && (size_t)n < size && writeback)
 		n = -ENOSPC;
 	if (n < 0)
 		reply_err(req, (int)n);
 	else
 		fuse_reply_write(req, (size_t)n);
+	if (writeback && n == -ENOSPC) {
+		/* Make the kernel ask before the writer's next write(2). */
+		fs_nospace_note(fs, ino);
+		if (f->se)
+			fuse_lowlevel_notify_inval_inode(f->se, ino, -1, 0);
+	}
+	fs_dirty_fit(f);
 }
 
 /* FLUSH comes with every close(2) of a descriptor and carries nothing for

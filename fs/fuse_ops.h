@@ -10,6 +10,7 @@
 #define FUSE_USE_VERSION 314
 
 #include <fuse_lowlevel.h>
+#include <stdint.h>
 #include <stdbool.h>
 
 #include "fs/fs.h"
@@ -21,13 +22,33 @@ struct fs_fuse_opts {
 	unsigned max_write;   /* bytes per write request */
 	unsigned max_read;    /* the max_read mount option, 0 when not given */
 	unsigned max_readahead;
+	uint64_t dirty_bytes; /* dirty_cache (0: leave the kernel's limits); see dirty.c */
+	bool dirty_capped;    /* dirty_cache was given: it caps the tight limit too */
+};
+
+/* The kernel's dirty-page limit of this mount (dirty.c). */
+struct fs_dirty {
+	_Atomic int state; /* 0 not looked for, 1 found, 2 looking, -1 unavailable */
+	char dir[64];		   /* /sys/class/bdi/MAJ:MIN/ */
+	uint64_t thresh;	   /* bytes: the machine's dirty limit (vm.dirty_*) */
+	_Atomic uint64_t set;	   /* max_bytes we last wrote; 0 none, UINT64_MAX ample */
 };
 
 struct fs_fuse {
 	struct fs *fs;
 	struct fuse_session *se; /* for notifications to the kernel */
+	const char *mountpoint;	 /* for finding the mount's bdi (dirty.c) */
 	struct fs_fuse_opts opts;
+	struct fs_dirty dirty;
 };
+
+/* dirty.c: with the writeback cache, keep the kernel's dirty-page limit of
+ * the mount below a quarter of the space ordinary writers have left, so that
+ * a writer hears ENOSPC (op_write, op_getattr) soon after the space runs
+ * out; put the kernel's own limit back when space returns. Cheap when
+ * nothing changes; a no-op when the limit cannot be set (not root, or a
+ * kernel without per-bdi max_bytes). */
+void fs_dirty_fit(struct fs_fuse *f);
 
 /* The operation table to give fuse_session_new with a struct fs_fuse. */
 extern const struct fuse_lowlevel_ops fs_fuse_ops;

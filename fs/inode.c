@@ -697,6 +697,17 @@ bool fs_blocks_moved_take(struct fs *fs, uint64_t ino)
 	return moved;
 }
 
+bool fs_node_is_open(struct fs *fs, uint64_t ino)
+{
+	struct fs_node_stripe *s = node_stripe(fs, ino);
+
+	pthread_mutex_lock(&s->mu);
+	struct fs_node *node = node_find(s, ino);
+	bool open = node && node->nopen > 0;
+	pthread_mutex_unlock(&s->mu);
+	return open;
+}
+
 void fs_node_lost_name(struct fs *fs, uint64_t ino)
 {
 	struct fs_node_stripe *s = node_stripe(fs, ino);
@@ -730,6 +741,59 @@ bool fs_may_have_dirty_pages(struct fs *fs, uint64_t ino)
 	return dirty;
 }
 
+void fs_writer_note_root(struct fs *fs, uint64_t ino)
+{
+	struct fs_node_stripe *s = node_stripe(fs, ino);
+
+	pthread_mutex_lock(&s->mu);
+	struct fs_node *node = node_find(s, ino);
+	if (node)
+		node->root_writer = true;
+	pthread_mutex_unlock(&s->mu);
+}
+
+bool fs_writer_is_root(struct fs *fs, uint64_t ino)
+{
+	struct fs_node_stripe *s = node_stripe(fs, ino);
+
+	pthread_mutex_lock(&s->mu);
+	struct fs_node *node = node_find(s, ino);
+	bool root = node && node->root_writer;
+	pthread_mutex_unlock(&s->mu);
+	return root;
+}
+
+void fs_nospace_note(struct fs *fs, uint64_t ino)
+{
+	struct fs_node_stripe *s = node_stripe(fs, ino);
+
+	pthread_mutex_lock(&s->mu);
+	struct fs_node *node = node_find(s, ino);
+	if (node)
+		node->nospace = true;
+	pthread_mutex_unlock(&s->mu);
+}
+
+bool fs_nospace_pending(struct fs *fs, uint64_t ino)
+{
+	struct fs_node_stripe *s = node_stripe(fs, ino);
+	bool pending;
+
+	pthread_mutex_lock(&s->mu);
+	struct fs_node *node = node_find(s, ino);
+	pending = node && node->nospace;
+	if (pending) {
+		uint64_t free = bm_free_pages(fs->bm), floor = fs->reserve_meta;
+
+		if (!node->root_writer)
+			floor += fs->reserve_root;
+		if (free >= floor + FS_NOSPACE_CLEAR)
+			pending = node->nospace = false;
+	}
+	pthread_mutex_unlock(&s->mu);
+	return pending;
+}
+
 bool fs_attr_cacheable(struct fs *fs, const struct stat *st)
 {
 	if (S_ISDIR(st->st_mode))
@@ -741,7 +805,7 @@ bool fs_attr_cacheable(struct fs *fs, const struct stat *st)
 
 	pthread_mutex_lock(&s->mu);
 	struct fs_node *node = node_find(s, st->st_ino);
-	lost = node && node->lost_name;
+	lost = node && (node->lost_name || node->nospace);
 	pthread_mutex_unlock(&s->mu);
 	return !lost;
 }

@@ -99,6 +99,10 @@
 #define FS_SB_INO_LIMIT 3 /* numbers below this may have been handed out */
 #define FS_SB_INODES	4 /* inode count (recounted after an unclean close) */
 #define FS_SB_MOUNTS	5 /* times mounted */
+#define FS_SB_RESERVED	6 /* root's reserve: FS_SB_SET | tenths of a percent;
+			     0 (images from before): FS_RESERVED_DEFAULT */
+#define FS_SB_SET	(UINT64_C(1) << 63)
+#define FS_RESERVED_DEFAULT 50 /* 5.0%, as ext4 */
 
 #define FS_MAGIC UINT64_C(0x5653465300000001) /* "VSFS", layout version 1 */
 

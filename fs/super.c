@@ -61,6 +61,48 @@ int fs_format(struct bm *bm, uint32_t root_uid, uint32_t root_gid)
 	return bm_flush(bm);
 }
 
+void fs_format_reserve(struct bm *bm, unsigned tenths)
+{
+	bm_sb_set(bm, FS_SB_RESERVED, FS_SB_SET | (tenths > 500 ? 500 : tenths));
+}
+
+/* The metadata reserve: 1% of the data area, at least 256 KiB and at most
+ * 64 MiB. A change to what exists needs a few pages at most (a leaf split
+ * here and there); the reserve lets many thousands of them through, e.g.
+ * `cp -a` setting the times and modes of every file it just copied. */
+static void reserves_compute(struct fs *fs)
+{
+	uint64_t data = bm_page_count(fs->bm) - bm_first_data_pid(fs->bm);
+	uint64_t v = bm_sb_get(fs->bm, FS_SB_RESERVED);
+	uint64_t tenths = (v & FS_SB_SET) ? (v & ~FS_SB_SET) : FS_RESERVED_DEFAULT;
+	uint64_t meta = data / 100;
+
+	if (meta < 64)
+		meta = 64;
+	if (meta > 16384)
+		meta = 16384;
+	if (meta > data / 4)
+		meta = data / 4;
+	fs->reserve_meta = meta;
+	fs->reserve_root = data * (tenths > 500 ? 500 : tenths) / 1000;
+}
+
+void fs_space_enter(struct fs *fs, enum fs_space what)
+{
+	uint64_t floor = 0;
+
+	if (what != FS_SPACE_ALL)
+		floor = fs->reserve_meta + (what == FS_SPACE_USER ? fs->reserve_root : 0);
+	bm_alloc_floor(fs->bm, floor);
+}
+
+uint64_t fs_space_user_free(struct fs *fs)
+{
+	uint64_t free = bm_free_pages(fs->bm), floor = fs->reserve_meta + fs->reserve_root;
+
+	return free > floor ? free - floor : 0;
+}
+
 static void store_counters(struct fs *fs)
 {
 	pthread_mutex_lock(&fs->ino_mu);
@@ -81,6 +123,7 @@ static int mount_prepare(struct fs *fs)
 	fs->ino_limit = bm_sb_get(fs->bm, FS_SB_INO_LIMIT);
 	atomic_store(&fs->inode_count, bm_sb_get(fs->bm, FS_SB_INODES));
 	fs->mounts = bm_sb_get(fs->bm, FS_SB_MOUNTS) + 1;
+	reserves_compute(fs);
 
 	r = fs_inode_get(fs, FS_INO_ROOT, &root);
 	if (r == 0 && !S_ISDIR(root.mode))
@@ -221,8 +264,12 @@ int fs_statfs(struct fs *fs, struct statvfs *ret)
 	ret->f_bsize = BM_PAGE_SIZE;
 	ret->f_frsize = BM_PAGE_SIZE;
 	ret->f_blocks = data_pages;
+	/* As ext4: f_bfree counts every free page, f_bavail what an ordinary
+	 * user can still write (both reserves left out). */
 	ret->f_bfree = s.free_pages;
-	ret->f_bavail = s.free_pages;
+	ret->f_bavail = s.free_pages > fs->reserve_meta + fs->reserve_root
+			    ? s.free_pages - fs->reserve_meta - fs->reserve_root
+			    : 0;
 	/* Every new inode needs at most about a page of tree: free pages bound
 	 * how many more there can be. */
 	ret->f_files = atomic_load(&fs->inode_count) + s.free_pages;

@@ -746,6 +746,13 @@ static void test_alloc_free_reuse_persist(void **st)
 	assert_int_equal(s0.free_pages, 1024 - bm_first_data_pid(bm));
 	assert_int_equal(bm_alloc(bm, s0.free_pages + 1, BM_PID_NONE, &a), -ENOSPC);
 	assert_int_equal(bm_alloc(bm, 0, BM_PID_NONE, &a), -EINVAL);
+	/* A floor keeps its pages for threads without one. */
+	assert_int_equal(bm_alloc_floor(bm, 10), 0);
+	assert_int_equal(bm_alloc(bm, s0.free_pages - 9, BM_PID_NONE, &a), -ENOSPC);
+	assert_int_equal(bm_alloc(bm, s0.free_pages - 10, BM_PID_NONE, &a), 0);
+	assert_int_equal(bm_alloc(bm, 1, BM_PID_NONE, &b), -ENOSPC);
+	assert_int_equal(bm_alloc_floor(bm, 0), 10);
+	bm_free(bm, a, s0.free_pages - 10);
 	assert_int_equal(bm_alloc(bm, s0.free_pages, BM_PID_NONE, &a), 0);
 	assert_int_equal(a, bm_first_data_pid(bm));
 	assert_int_equal(bm_alloc(bm, 1, BM_PID_NONE, &b), -ENOSPC);

@@ -183,20 +183,26 @@ else
 	vt_note "read-ahead: not checked (needs root)"
 fi
 
-# ---- written data the kernel may hold: the pool's size by default ----------
-# The strict 1% a FUSE mount gets is lifted and max_bytes set (fs/main.c).
+# ---- written data the kernel may hold (fs/dirty.c) -------------------------
+# With less free space than twice the machine's dirty limit: strict, and at
+# most half the free space (capped by dirty_cache when given). With more
+# (a sparse image): the strict 1% a FUSE mount gets is lifted and max_bytes
+# is dirty_cache, the pool's size by default. dirty_cache=0: the kernel's.
 bdi_of() { cat "/sys/class/bdi/$(mountpoint -d "$VT_MNT")/$1"; }
 wait_bdi() { # wait_bdi KNOB VALUE
 	for _ in $(seq 100); do [ "$(bdi_of "$1")" = "$2" ] && return 0; sleep 0.1; done
 	return 1
 }
+near() { # near VALUE WANT PERCENT: the kernel rounds max_bytes to its ratio steps
+	[ "$1" -ge $(($2 * (100 - $3) / 100)) ] && [ "$1" -le $(($2 * (100 + $3) / 100)) ]
+}
 if [ "$(id -u)" = 0 ] && ls /sys/class/bdi/*/max_bytes >/dev/null 2>&1; then
 	vt_mount "$OPTS"
-	wait_bdi strict_limit 0 || vt_fail "strict_limit is $(bdi_of strict_limit), not lifted"
+	wait_bdi strict_limit 1 || vt_fail "256M image: strict_limit is $(bdi_of strict_limit), not 1"
 	mb=$(bdi_of max_bytes)
-	# the kernel rounds max_bytes to its ratio steps: within 1% of 64 MiB
-	[ "$mb" -ge $((64 * 1048576 * 99 / 100)) ] && [ "$mb" -le $((64 * 1048576 * 101 / 100)) ] ||
-		vt_fail "max_bytes is $mb, not about the 64M pool"
+	half=$(($(stat -f -c '%a * %S' "$VT_MNT") / 2))
+	[ "$mb" -le $((half * 101 / 100)) ] && [ "$mb" -ge $((half / 2 * 99 / 100)) ] ||
+		vt_fail "256M image: max_bytes is $mb, not the power of two below half the free $((half * 2))"
 	# and buffered writes still land: rewrite, fsync, remount, compare
 	head -c 8M /dev/urandom >"$VT_BASE/dirty"
 	for _ in 1 2 3; do cp "$VT_BASE/dirty" "$VT_MNT/dirty"; done
@@ -204,10 +210,24 @@ if [ "$(id -u)" = 0 ] && ls /sys/class/bdi/*/max_bytes >/dev/null 2>&1; then
 	vt_umount
 	vt_mount "$OPTS,dirty_cache=16M"
 	cmp "$VT_BASE/dirty" "$VT_MNT/dirty" || vt_fail "dirty data lost across the remount"
-	wait_bdi strict_limit 0 || vt_fail "dirty_cache=16M: strict_limit is $(bdi_of strict_limit)"
-	mb=$(bdi_of max_bytes)
-	[ "$mb" -ge $((16 * 1048576 * 95 / 100)) ] && [ "$mb" -le $((16 * 1048576 * 105 / 100)) ] ||
-		vt_fail "dirty_cache=16M: max_bytes is $mb"
+	wait_bdi strict_limit 1 || vt_fail "dirty_cache=16M: strict_limit is $(bdi_of strict_limit)"
+	near "$(bdi_of max_bytes)" $((16 << 20)) 5 || vt_fail "dirty_cache=16M: max_bytes is $(bdi_of max_bytes)"
+	vt_umount
+	vt_mount "$OPTS,dirty_cache=0"
+	sleep 1
+	[ "$(bdi_of strict_limit)" = 1 ] && ! near "$(bdi_of max_bytes)" $((64 << 20)) 10 ||
+		vt_fail "dirty_cache=0 should keep the kernel's limits"
+	vt_umount
+	# Ample space: a sparse image of three times the machine's dirty limit.
+	thresh=$(awk '$1 == "nr_dirty_threshold" {printf "%.0f", $2 * 4096}' /proc/vmstat)
+	big=$VT_BASE/big.img
+	"$VS_MKFS" "$big" --size $(((thresh * 3 >> 30) + 2))G --sparse >>"$VT_LOG" 2>&1 ||
+		vt_fail "mkfs of a sparse image of $(((thresh * 3 >> 30) + 2))G"
+	img=$VT_IMAGE
+	VT_IMAGE=$big
+	vt_mount "$OPTS"
+	wait_bdi strict_limit 0 || vt_fail "ample space: strict_limit is $(bdi_of strict_limit), not lifted"
+	near "$(bdi_of max_bytes)" $((64 << 20)) 1 || vt_fail "ample space: max_bytes is $(bdi_of max_bytes), not the 64M pool"
 	vt_umount
 	# more than the kernel's whole dirty limit: all of it, and no crash
 	vt_mount "$OPTS,dirty_cache=64T"
@@ -216,11 +236,9 @@ if [ "$(id -u)" = 0 ] && ls /sys/class/bdi/*/max_bytes >/dev/null 2>&1; then
 	echo alive >"$VT_MNT/alive" && [ "$(cat "$VT_MNT/alive")" = alive ] ||
 		vt_fail "dirty_cache=64T: the mount does not work"
 	vt_umount
-	vt_mount "$OPTS,dirty_cache=0"
-	sleep 1
-	[ "$(bdi_of strict_limit)" = 1 ] || vt_fail "dirty_cache=0 should keep the strict limit"
-	vt_umount
-	vt_note "dirty cache: the pool's size by default, 16M and 0 as asked"
+	VT_IMAGE=$img
+	rm -f "$big"
+	vt_note "dirty cache: half the free space when tight, the pool's size when ample, 16M and 0 as asked"
 else
 	vt_note "dirty cache: not checked (needs root and a kernel with max_bytes)"
 fi
