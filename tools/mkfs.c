@@ -30,6 +30,7 @@
 
 #include "engine/bm.h"
 #include "fs/fs.h"
+#include "fs/keys.h"
 
 #define DEFAULT_SIZE (UINT64_C(1) << 30)
 #define MIN_SIZE (UINT64_C(16) << 20)
@@ -37,7 +38,8 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: mkfs.virtuscale IMAGE [--size SIZE] [--sparse] [--force] [--quiet]\n"
+	fprintf(f, "usage: mkfs.virtuscale IMAGE [--size SIZE] [--sparse] [--reserved-percent P]\n"
+		   "                       [--force] [--quiet]\n"
 		   "\n"
 		   "Format IMAGE (a file, created if missing, or a block device) as an empty\n"
 		   "VirtuScale filesystem.\n"
@@ -48,6 +50,9 @@ static void usage(FILE *f)
 		   "      --sparse      do not preallocate a file image (by default it gets all its\n"
 		   "                    blocks now, so that a full host filesystem shows here and\n"
 		   "                    not as write errors later)\n"
+		   "  -m, --reserved-percent P\n"
+		   "                    the share of the space only root may fill, 0 to 50\n"
+		   "                    (default 5, as ext4; decimals allowed, e.g. 0.5)\n"
 		   "  -f, --force       overwrite an existing VirtuScale image\n"
 		   "  -q, --quiet       print nothing on success\n"
 		   "  -h, --help        this text\n"
@@ -84,17 +89,30 @@ static int preallocate(const char *image, const char **note)
 	return r;
 }
 
+/* "5", "0.5", "12.3": tenths of a percent, 0 to 500. */
+static int parse_percent(const char *s, unsigned *ret_tenths)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || end == s || *end || !(v >= 0 && v <= 50))
+		return -EINVAL;
+	*ret_tenths = (unsigned)(v * 10 + 0.5);
+	return 0;
+}
+
 int main(int argc, char *argv[])
 {
 	static const struct option longopts[] = {
 	    {"size", required_argument, NULL, 's'},
 	    {"force", no_argument, NULL, 'f'},
 	    {"sparse", no_argument, NULL, 'S'},
+	    {"reserved-percent", required_argument, NULL, 'm'},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	const char *image, *size_arg = NULL;
+	const char *image, *size_arg = NULL, *reserved_arg = NULL;
 	bool force = false, quiet = false, sparse = false;
 	const char *alloc_note = "";
 	uint64_t size = 0;
@@ -102,8 +120,11 @@ int main(int argc, char *argv[])
 	struct bm *bm;
 	int c, r;
 
-	while ((c = getopt_long(argc, argv, "s:fqh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:m:fqh", longopts, NULL)) != -1) {
 		switch (c) {
+		case 'm':
+			reserved_arg = optarg;
+			break;
 		case 's':
 			size_arg = optarg;
 			break;
@@ -123,6 +144,14 @@ int main(int argc, char *argv[])
 			usage(stderr);
 			return 2;
 		}
+	}
+	unsigned reserved_tenths = FS_RESERVED_DEFAULT;
+	if (reserved_arg && parse_percent(reserved_arg, &reserved_tenths) < 0) {
+		fprintf(stderr,
+			"mkfs.virtuscale: --reserved-percent %s: use a percentage from 0 to 50, "
+			"e.g. 5 or 0.5\n",
+			reserved_arg);
+		return 2;
 	}
 	if (optind != argc - 1) {
 		fprintf(stderr, "mkfs.virtuscale: %s\n",
@@ -199,6 +228,7 @@ int main(int argc, char *argv[])
 			strerror(-r));
 		return 1;
 	}
+	fs_format_reserve(bm, reserved_tenths);
 	r = fs_format(bm, getuid(), getgid());
 	if (r < 0) {
 		fprintf(stderr, "mkfs.virtuscale: %s: creating the filesystem: %s\n", image,

@@ -107,4 +107,21 @@ fallocate -l 150M "$M/d" 2>/dev/null && vt_fail "an unlinked file still open los
 exec 3>&-
 vt_note "a deleted file's space: free at unlink, or at the last close when open"
 vt_umount
+
+# ---- mkfs --reserved-percent: the share kept for root -----------------------
+for pct in 0 20; do
+	rm -f "$VT_IMAGE"
+	"$VS_MKFS" "$VT_IMAGE" --size 64M --reserved-percent $pct >>"$VT_LOG" 2>&1 ||
+		vt_fail "mkfs --reserved-percent $pct"
+	vt_mount "pool=16M"
+	read -r blocks bfree bavail < <(stat -f -c '%b %f %a' "$M")
+	kept=$(((bfree - bavail) * 100 / blocks))
+	# the metadata reserve (1%) comes on top of root's
+	[ $kept -ge $pct ] && [ $kept -le $((pct + 2)) ] ||
+		vt_fail "--reserved-percent $pct: f_bavail keeps $kept% of the blocks"
+	vt_umount
+done
+"$VS_MKFS" "$VT_BASE/bad.img" --size 64M --reserved-percent 60 >>"$VT_LOG" 2>&1 &&
+	vt_fail "mkfs --reserved-percent 60 accepted"
+vt_note "mkfs --reserved-percent: 0 and 20 kept, 60 refused"
 exit 0
