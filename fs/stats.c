@@ -19,6 +19,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *const req_names[FS_REQ_COUNT] = {
     [FS_REQ_LOOKUP] = "lookup",
@@ -282,6 +283,12 @@ ssize_t fs_stats_render(struct fs *fs, char *buf, size_t cap)
 	metric(&o, "mounts_total", "counter", "Times this image has been mounted.", fs->mounts);
 	metric(&o, "uptime_seconds", "gauge", "Seconds since the filesystem was mounted.",
 	       (uint64_t)(now.tv_sec - fs->mount_time.tv_sec));
+	/* How an unmount finds the process to wait for: the image is written
+	 * back and released when it exits (tools/unmount.h). */
+	metric(&o, "daemon_pid", "gauge",
+	       "Process id of the daemon serving this mount (it writes everything back and "
+	       "releases the image after the unmount, then exits).",
+	       (uint64_t)getpid());
 	put(&o,
 	    "# HELP virtuscale_backend_info The pool's memory backend.\n"
 	    "# TYPE virtuscale_backend_info gauge\n"

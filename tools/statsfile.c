@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
@@ -241,21 +242,204 @@ fail:
 	return r;
 }
 
+/* ------------------------------------------------------------------ */
+/* Is this a VirtuScale mount?                                        */
+
+/*
+ * The tools run as root and write to MOUNTPOINT/.virtuscale/control, so a
+ * directory that merely holds files with those names must not pass: anyone
+ * can make one, with `control` a symlink to a file of root's.  A mount
+ * passes when the directory is the root of a mount (not a directory inside
+ * one: a user may create .virtuscale there), that mount is a FUSE
+ * filesystem of type fuse.virtuscale in /proc/self/mountinfo, and the
+ * control directory and its files are on the same device, opened without
+ * following symlinks.
+ *
+ * Tests build a copy of this file with SF_TEST_PLAIN_DIRS to feed the tools
+ * hand-written stats files from a plain directory; the installed tools
+ * never accept one.
+ */
+#ifdef SF_TEST_PLAIN_DIRS
+static int check_vs_root(int dir)
+{
+	(void)dir;
+	return 0;
+}
+#else
+#ifndef FUSE_SUPER_MAGIC
+#define FUSE_SUPER_MAGIC 0x65735546
+#endif
+
+/* The id of the mount @fd is on, from /proc/self/fdinfo (Linux 3.15+). */
+static int fd_mnt_id(int fd, long *ret)
+{
+	char path[64], line[256];
+	FILE *f;
+	int r = -ENOENT;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "mnt_id: %ld", ret) == 1) {
+			r = 0;
+			break;
+		}
+	fclose(f);
+	return r;
+}
+
+/* Type and root of mount @id, from /proc/self/mountinfo:
+ *   ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER */
+static int mountinfo_find(long id, char *type, size_t tcap, char *root, size_t rcap)
+{
+	char *line = NULL;
+	size_t cap = 0;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	int r = -ENOENT;
+
+	if (!f)
+		return -errno;
+	while (getline(&line, &cap, f) > 0) {
+		char *save = NULL, *tok = strtok_r(line, " ", &save);
+		char *fields[4] = {0};
+		unsigned i;
+
+		if (!tok || strtol(tok, NULL, 10) != id)
+			continue;
+		for (i = 0; i < 4 && (tok = strtok_r(NULL, " ", &save)); i++)
+			fields[i] = tok; /* parent, maj:min, root, mountpoint */
+		while (tok && strcmp(tok, "-") != 0)
+			tok = strtok_r(NULL, " ", &save);
+		tok = tok ? strtok_r(NULL, " ", &save) : NULL;
+		if (i == 4 && tok) {
+			snprintf(type, tcap, "%s", tok);
+			snprintf(root, rcap, "%s", fields[2]);
+			r = 0;
+		}
+		break;
+	}
+	free(line);
+	fclose(f);
+	return r;
+}
+
+static bool is_vs_type(const char *type)
+{
+	return strcmp(type, "fuse.virtuscale") == 0 || strcmp(type, "fuseblk.virtuscale") == 0;
+}
+
+/* 0 if @dir is the root of a VirtuScale mount, else -EMEDIUMTYPE (another
+ * filesystem) or -EXDEV (a directory inside one, or a bind mount of one). */
+static int check_vs_root(int dir)
+{
+	char type[64], root[16];
+	struct statfs sfs;
+	long id, parent_id;
+	int up, r;
+
+	if (fstatfs(dir, &sfs) != 0)
+		return -errno;
+	if (sfs.f_type != FUSE_SUPER_MAGIC)
+		return -EMEDIUMTYPE;
+	r = fd_mnt_id(dir, &id);
+	if (r < 0)
+		return r;
+	/* A mount root's ".." is on the parent mount. */
+	up = openat(dir, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (up < 0)
+		return -errno;
+	r = fd_mnt_id(up, &parent_id);
+	close(up);
+	if (r < 0)
+		return r;
+	if (parent_id == id)
+		return -EXDEV;
+	r = mountinfo_find(id, type, sizeof(type), root, sizeof(root));
+	if (r < 0)
+		return r;
+	if (!is_vs_type(type))
+		return -EMEDIUMTYPE;
+	if (strcmp(root, "/") != 0)
+		return -EXDEV;
+	return 0;
+}
+#endif /* SF_TEST_PLAIN_DIRS */
+
+int sf_ctl_open(const char *mnt)
+{
+	struct stat dst, cst;
+	int dir, ctl, r;
+
+	dir = open(mnt, O_RDONLY | O_DIRECTORY | O_NOCTTY | O_CLOEXEC);
+	if (dir < 0)
+		return -errno;
+	r = check_vs_root(dir);
+	if (r < 0)
+		goto out;
+	ctl = openat(dir, SF_CTL_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+	if (ctl < 0) {
+		/* ENOTDIR: a file or a symlink where the directory should be */
+		r = errno == ENOTDIR || errno == ELOOP ? -ELOOP : -errno;
+		goto out;
+	}
+	if (fstat(dir, &dst) != 0 || fstat(ctl, &cst) != 0) {
+		r = -errno;
+		close(ctl);
+		goto out;
+	}
+	if (dst.st_dev != cst.st_dev) {
+		close(ctl);
+		r = -EBADFD;
+		goto out;
+	}
+	r = ctl;
+out:
+	close(dir);
+	return r;
+}
+
+int sf_ctl_open_file(int ctl, const char *name, int flags)
+{
+	struct stat cst, st;
+	int fd, r;
+
+	/* O_NONBLOCK: a FIFO in its place must not hang the open. */
+	fd = openat(ctl, name, flags | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0) /* ENXIO: a FIFO nobody reads */
+		return errno == ENXIO ? -EBADFD : -errno;
+	if (fstat(ctl, &cst) != 0 || fstat(fd, &st) != 0) {
+		r = -errno;
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_dev != cst.st_dev) {
+		r = -EBADFD;
+		goto fail;
+	}
+	r = fcntl(fd, F_GETFL);
+	if (r < 0 || fcntl(fd, F_SETFL, (r & ~O_NONBLOCK) | (flags & O_NONBLOCK)) != 0) {
+		r = -errno;
+		goto fail;
+	}
+	return fd;
+fail:
+	close(fd);
+	return r;
+}
+
 int sf_check_mount(const char *mnt)
 {
-	char path[4096];
-	struct stat st;
+	int ctl, fd;
 
-	if (stat(mnt, &st) != 0)
-		return -errno;
-	if (!S_ISDIR(st.st_mode))
-		return -ENOTDIR;
-	if ((size_t)snprintf(path, sizeof(path), "%s/%s", mnt, SF_STATS_REL) >= sizeof(path))
-		return -ENAMETOOLONG;
-	if (stat(path, &st) != 0)
-		return -errno;
-	if (!S_ISREG(st.st_mode))
-		return -ENOENT;
+	ctl = sf_ctl_open(mnt);
+	if (ctl < 0)
+		return ctl;
+	fd = sf_ctl_open_file(ctl, SF_STATS_NAME, O_RDONLY);
+	close(ctl);
+	if (fd < 0)
+		return fd;
+	close(fd);
 	return 0;
 }
 
@@ -267,6 +451,21 @@ void sf_mount_error(const char *prog, const char *mnt, int err)
 		fprintf(stderr,
 			"%s: %s: not a VirtuScale mount (no %s there; is the daemon running?)\n",
 			prog, mnt, SF_STATS_REL);
+	else if (err == -EMEDIUMTYPE)
+		fprintf(stderr,
+			"%s: %s: not a VirtuScale mount (the filesystem there is not "
+			"fuse.virtuscale; is the daemon running?)\n",
+			prog, mnt);
+	else if (err == -EXDEV)
+		fprintf(stderr,
+			"%s: %s: not a VirtuScale mount point (a directory inside a mount, or a "
+			"bind mount of one): give the mount point itself\n",
+			prog, mnt);
+	else if (err == -ELOOP || err == -EBADFD)
+		fprintf(stderr,
+			"%s: %s: refusing %s: not the daemon's files (a symbolic link, not a "
+			"regular file, or on another filesystem)\n",
+			prog, mnt, SF_CTL_DIR);
 	else if (err == -ENOTDIR)
 		fprintf(stderr, "%s: %s: not a directory (expected a VirtuScale mountpoint)\n",
 			prog, mnt);
@@ -281,16 +480,17 @@ void sf_mount_error(const char *prog, const char *mnt, int err)
 
 int sf_read_mount(const char *mnt, struct sf_snap *ret)
 {
-	char path[4096];
 	size_t cap = 16384, len = 0;
 	char *buf;
-	int fd, r;
+	int ctl, fd, r;
 
-	if ((size_t)snprintf(path, sizeof(path), "%s/%s", mnt, SF_STATS_REL) >= sizeof(path))
-		return -ENAMETOOLONG;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	ctl = sf_ctl_open(mnt);
+	if (ctl < 0)
+		return ctl;
+	fd = sf_ctl_open_file(ctl, SF_STATS_NAME, O_RDONLY);
+	close(ctl);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	buf = malloc(cap);
 	if (!buf) {
 		close(fd);

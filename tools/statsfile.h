@@ -32,8 +32,11 @@
 /* Pool and file pages are this large (the residency xattr counts them). */
 #define SF_PAGE_SIZE 4096
 
-#define SF_STATS_REL	   ".virtuscale/stats"
-#define SF_CONTROL_REL	   ".virtuscale/control"
+#define SF_CTL_DIR	   ".virtuscale"
+#define SF_STATS_NAME	   "stats"
+#define SF_CONTROL_NAME	   "control"
+#define SF_STATS_REL	   SF_CTL_DIR "/" SF_STATS_NAME
+#define SF_CONTROL_REL	   SF_CTL_DIR "/" SF_CONTROL_NAME
 #define SF_RESIDENCY_XATTR "user.virtuscale.residency"
 
 /* Refuse stats files larger than this: the daemon's is a few KiB, and a
@@ -67,20 +70,43 @@ void sf_snap_free(struct sf_snap *snap);
 
 /*
  * Read and parse MOUNTPOINT/.virtuscale/stats into @ret, stamping the clock
- * readings.  Errors: -ENOENT/-ENOTDIR when @mnt is not a VirtuScale mount
- * (or does not exist), -EFBIG, read errors, sf_parse() errors.
+ * readings.  Errors: those of sf_ctl_open() and sf_ctl_open_file() when
+ * @mnt is not a VirtuScale mount (or does not exist), -EFBIG, read errors,
+ * sf_parse() errors.
  */
 int sf_read_mount(const char *mnt, struct sf_snap *ret);
 
 /*
- * Check that @mnt looks like a VirtuScale mount (a directory holding
- * .virtuscale/stats).  Returns 0, or a negative errno after which
- * sf_mount_error() prints a useful line.
+ * Open the control directory MNT/.virtuscale of the VirtuScale mount @mnt,
+ * after checking that it is one: @mnt is the root of a mount (not a
+ * directory inside one), the mount is FUSE (statfs f_type) of type
+ * fuse.virtuscale in /proc/self/mountinfo, and .virtuscale is a directory on
+ * the same device, not a symlink.  A directory a user made to look like a
+ * mount does not pass.  Returns the directory's fd (O_CLOEXEC) or
+ * -ENOENT/-ENOTDIR/-EACCES (the path), -ENOTCONN (the daemon is gone),
+ * -EMEDIUMTYPE (another filesystem), -EXDEV (inside a mount, not its root),
+ * -ELOOP/-EBADFD (.virtuscale is not the daemon's).
+ */
+int sf_ctl_open(const char *mnt);
+
+/*
+ * Open @name ("stats", "control") in the control directory @ctl with
+ * @flags (O_RDONLY, O_WRONLY), never following a symlink, never as a
+ * controlling terminal, never blocking on a FIFO; a file that is not
+ * regular or not on @ctl's device is refused (-EBADFD).  Returns the fd or
+ * a negative errno (-ELOOP: a symlink).
+ */
+int sf_ctl_open_file(int ctl, const char *name, int flags);
+
+/*
+ * Check that @mnt is a VirtuScale mount (sf_ctl_open) whose stats file
+ * opens.  Returns 0, or a negative errno after which sf_mount_error()
+ * prints a useful line.
  */
 int sf_check_mount(const char *mnt);
 
-/* Print "PROG: MNT: <why>" to stderr for an error from sf_check_mount() or
- * sf_read_mount(), naming the missing stats file when that is the reason. */
+/* Print "PROG: MNT: <why>" to stderr for an error from sf_ctl_open(),
+ * sf_check_mount() or sf_read_mount(). */
 void sf_mount_error(const char *prog, const char *mnt, int err);
 
 /*

@@ -1,8 +1,13 @@
 /*
  * vsctl - control a VirtuScale mount and report per-file pool residency.
  *
- *   vsctl MOUNTPOINT flush|evict|checkpoint|stats
+ *   vsctl MOUNTPOINT flush|evict|checkpoint|stats|unmount
  *   vsctl residency [-r] PATH...
+ *
+ * Options go anywhere (getopt_long permutes), so `vsctl /mnt/vs evict -v`
+ * is `vsctl -v /mnt/vs evict`.  MOUNTPOINT must be the root of a
+ * fuse.virtuscale mount (statsfile.h: sf_ctl_open), checked before anything
+ * is written: a directory dressed up as one is refused.
  *
  * Commands go to MOUNTPOINT/.virtuscale/control as the word followed by a
  * newline, exactly what `echo evict > MOUNTPOINT/.virtuscale/control` writes,
@@ -11,6 +16,7 @@
  * in pages) that the daemon computes on each getxattr.
  */
 #include "tools/statsfile.h"
+#include "tools/unmount.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -26,7 +32,7 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "Usage: " PROG " [-v] MOUNTPOINT COMMAND\n"
+	fprintf(f, "Usage: " PROG " [-v] [-t SECONDS] MOUNTPOINT COMMAND\n"
 		   "       " PROG " residency [-r] PATH...\n"
 		   "\n"
 		   "Commands (written to MOUNTPOINT/.virtuscale/control):\n"
@@ -35,6 +41,11 @@ static void usage(FILE *f)
 		   "  checkpoint   take a checkpoint of the write-ahead log (refused with\n"
 		   "               EINVAL while the filesystem has no log)\n"
 		   "  stats        print MOUNTPOINT/.virtuscale/stats\n"
+		   "  unmount      unmount, then wait until the daemon has written everything\n"
+		   "               back and released the image (at most -t SECONDS, default\n"
+		   "               %.0f): the image can be checked, copied or mounted again\n"
+		   "               as soon as this returns (umount does the same through\n"
+		   "               umount.fuse.virtuscale; fusermount3 -u does not wait)\n"
 		   "\n"
 		   "residency: for each file, how many of its pages are in the pool now, like\n"
 		   "fincore or vmtouch, and a total line. With -r, directories are walked\n"
@@ -45,6 +56,7 @@ static void usage(FILE *f)
 		   "Options:\n"
 		   "  -v, --verbose     after flush/evict/checkpoint, show the pool's resident\n"
 		   "                    and dirty pages before and after\n"
+		   "  -t, --timeout SECONDS  (unmount) how long to wait for the daemon\n"
 		   "  -r, --recursive   (residency) descend into directories\n"
 		   "  -h, --help        this help\n"
 		   "\n"
@@ -52,13 +64,16 @@ static void usage(FILE *f)
 		   "  " PROG " /mnt/vs evict                 cold pool for the next benchmark\n"
 		   "  " PROG " -v /mnt/vs flush\n"
 		   "  " PROG " /mnt/vs stats | grep fuse_requests\n"
+		   "  " PROG " /mnt/vs unmount && fsck.virtuscale -n /srv/vs.img\n"
 		   "  " PROG " residency /mnt/vs/db/*.sst\n"
 		   "  " PROG " residency -r /mnt/vs/src\n"
 		   "\n"
 		   "A mountpoint literally named 'residency' must be written ./residency.\n"
 		   "\n"
 		   "Exit status: 0 ok, 1 runtime error (not a VirtuScale mount or file, the\n"
-		   "daemon refused the command, a file could not be read), 2 usage error.\n");
+		   "daemon refused the command, a file could not be read, the unmount failed\n"
+		   "or timed out), 2 usage error.\n",
+		UM_DEFAULT_TIMEOUT);
 }
 
 /* ------------------------------------------------------------------ */
@@ -84,16 +99,15 @@ static void explain_control_error(const char *cmd, int err)
 		fprintf(stderr, PROG ": %s: %s\n", cmd, strerror(-err));
 }
 
-static int send_control(const char *mnt, const char *cmd)
+static int send_control(int ctl, const char *cmd)
 {
-	char path[4096], buf[64];
+	char buf[64];
 	int fd, len, r = 0;
 	ssize_t n;
 
-	snprintf(path, sizeof(path), "%s/%s", mnt, SF_CONTROL_REL);
-	fd = open(path, O_WRONLY | O_CLOEXEC);
+	fd = sf_ctl_open_file(ctl, SF_CONTROL_NAME, O_WRONLY);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	len = snprintf(buf, sizeof(buf), "%s\n", cmd);
 	do
 		n = write(fd, buf, len);
@@ -121,16 +135,15 @@ static void print_levels(const char *mnt, const char *when)
 	sf_snap_free(&s);
 }
 
-static int cat_stats(const char *mnt)
+static int cat_stats(int ctl)
 {
-	char path[4096], buf[8192];
+	char buf[8192];
 	ssize_t n;
 	int fd;
 
-	snprintf(path, sizeof(path), "%s/%s", mnt, SF_STATS_REL);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = sf_ctl_open_file(ctl, SF_STATS_NAME, O_RDONLY);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	while ((n = read(fd, buf, sizeof(buf))) != 0) {
 		if (n < 0) {
 			if (errno == EINTR)
@@ -146,22 +159,46 @@ static int cat_stats(const char *mnt)
 	return 0;
 }
 
-static int run_command(const char *mnt, const char *cmd, bool verbose)
+static int run_unmount(const char *mnt, bool verbose, double timeout)
 {
+	struct um_opts o = {
+	    .prog = PROG, .timeout = timeout, .verbose = verbose, .require_vs = true};
+	char *abs = realpath(mnt, NULL);
 	int r;
 
+	if (!abs) {
+		sf_mount_error(PROG, mnt, -errno);
+		return SF_EXIT_RUNTIME;
+	}
+	/* The mount point itself (umount2 follows no symlink), checked again
+	 * by um_unmount. */
+	r = um_unmount(abs, &o);
+	free(abs);
+	return r == 0 ? SF_EXIT_OK : SF_EXIT_RUNTIME;
+}
+
+static int run_command(const char *mnt, const char *cmd, bool verbose, double timeout)
+{
+	int ctl, r;
+
 	if (strcmp(cmd, "flush") != 0 && strcmp(cmd, "evict") != 0 &&
-	    strcmp(cmd, "checkpoint") != 0 && strcmp(cmd, "stats") != 0) {
+	    strcmp(cmd, "checkpoint") != 0 && strcmp(cmd, "stats") != 0 &&
+	    strcmp(cmd, "unmount") != 0) {
 		fprintf(stderr, PROG ": unknown command '%s'\nTry '" PROG " --help'.\n", cmd);
 		return SF_EXIT_USAGE;
 	}
-	r = sf_check_mount(mnt);
-	if (r < 0) {
-		sf_mount_error(PROG, mnt, r);
+	if (strcmp(cmd, "unmount") == 0)
+		return run_unmount(mnt, verbose, timeout);
+	/* Everything below goes through this one checked directory fd: the
+	 * path is not looked up again. */
+	ctl = sf_ctl_open(mnt);
+	if (ctl < 0) {
+		sf_mount_error(PROG, mnt, ctl);
 		return SF_EXIT_RUNTIME;
 	}
 	if (strcmp(cmd, "stats") == 0) {
-		r = cat_stats(mnt);
+		r = cat_stats(ctl);
+		close(ctl);
 		if (r < 0) {
 			sf_mount_error(PROG, mnt, r);
 			return SF_EXIT_RUNTIME;
@@ -170,7 +207,12 @@ static int run_command(const char *mnt, const char *cmd, bool verbose)
 	}
 	if (verbose)
 		print_levels(mnt, "before:");
-	r = send_control(mnt, cmd);
+	r = send_control(ctl, cmd);
+	close(ctl);
+	if (r == -ELOOP || r == -EBADFD) {
+		sf_mount_error(PROG, mnt, r);
+		return SF_EXIT_RUNTIME;
+	}
 	if (r < 0) {
 		explain_control_error(cmd, r);
 		return SF_EXIT_RUNTIME;
@@ -332,24 +374,56 @@ static int run_residency(int argc, char **argv)
 	return rs.failed ? SF_EXIT_RUNTIME : SF_EXIT_OK;
 }
 
+/* Index of the first argument that is not an option (or an option's
+ * value), -1 if none: "residency" there takes the rest of the line with
+ * its own options. */
+static int first_operand(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		size_t n = strlen(a);
+
+		if (strcmp(a, "--") == 0)
+			return i + 1 < argc ? i + 1 : -1;
+		if (a[0] != '-' || n == 1)
+			return i;
+		/* -t SECONDS, --timeout SECONDS, -vt SECONDS */
+		if (strcmp(a, "--timeout") == 0 || (a[1] != '-' && a[n - 1] == 't'))
+			i++;
+	}
+	return -1;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 	    {"verbose", no_argument, NULL, 'v'},
+	    {"timeout", required_argument, NULL, 't'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
+	double timeout = UM_DEFAULT_TIMEOUT;
 	bool verbose = false;
 	int c;
 
-	if (argc >= 2 && strcmp(argv[1], "residency") == 0)
-		return run_residency(argc - 1, argv + 1);
-	/* '+': stop at the mountpoint so that "vsctl MNT stats" never
-	 * reorders arguments. */
-	while ((c = getopt_long(argc, argv, "+vh", longopts, NULL)) != -1) {
+	c = first_operand(argc, argv);
+	if (c > 0 && strcmp(argv[c], "residency") == 0)
+		return run_residency(argc - c, argv + c);
+	/* Options anywhere, as getopt_long permutes by default; "--" ends
+	 * them (a mountpoint named "-x"). */
+	while ((c = getopt_long(argc, argv, "vt:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'v':
 			verbose = true;
+			break;
+		case 't':
+			if (sf_parse_interval(optarg, &timeout) < 0) {
+				fprintf(stderr,
+					PROG ": -t %s: expected a positive number of seconds\n"
+					     "Try '" PROG " --help'.\n",
+					optarg);
+				return SF_EXIT_USAGE;
+			}
 			break;
 		case 'h':
 			usage(stdout);
@@ -359,11 +433,9 @@ int main(int argc, char **argv)
 			return SF_EXIT_USAGE;
 		}
 	}
-	if (optind < argc && strcmp(argv[optind], "residency") == 0)
-		return run_residency(argc - optind, argv + optind);
 	if (argc - optind != 2) {
 		fprintf(stderr, PROG ": expected MOUNTPOINT COMMAND\nTry '" PROG " --help'.\n");
 		return SF_EXIT_USAGE;
 	}
-	return run_command(argv[optind], argv[optind + 1], verbose);
+	return run_command(argv[optind], argv[optind + 1], verbose, timeout);
 }

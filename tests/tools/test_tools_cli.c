@@ -1,8 +1,11 @@
 /*
  * test_tools_cli.c - command-line behaviour of vsstat, vsctl and vstop that
  * needs no daemon: --help, usage errors (exit 2), a path that is not a
- * VirtuScale mount (exit 1), and the output for a hand-written stats file in
- * a fake mount directory, where every number is known in advance.
+ * VirtuScale mount (exit 1), a directory dressed up as a mount to make root
+ * write through a symlink (refused, the target untouched), and the output for
+ * a hand-written stats file in a fake mount directory, where every number is
+ * known in advance (read by the *-plain test builds of the tools, which take
+ * a plain directory for a mount; the real tools refuse it).
  */
 #include <errno.h>
 #include <math.h>
@@ -23,6 +26,7 @@
 #include "tr_run.h"
 
 static const char *vsstat, *vsctl, *vstop;
+static const char *vsstat_plain, *vsctl_plain, *vstop_plain;
 static char tmp[512];	/* private temp dir */
 static char fake[600];	/* fake mount: tmp/fake with .virtuscale/stats */
 static char plain[600]; /* a plain directory: tmp/plain */
@@ -89,7 +93,10 @@ static int setup(void **state)
 	vsstat = tr_tool("VS_VSSTAT");
 	vsctl = tr_tool("VS_VSCTL");
 	vstop = tr_tool("VS_VSTOP"); /* not built without ncursesw: its tests skip */
-	if (!vsstat || !vsctl) {
+	vsstat_plain = tr_tool("VS_VSSTAT_PLAIN");
+	vsctl_plain = tr_tool("VS_VSCTL_PLAIN");
+	vstop_plain = tr_tool("VS_VSTOP_PLAIN");
+	if (!vsstat || !vsctl || !vsstat_plain || !vsctl_plain) {
 		fprintf(stderr, "SKIP: tools not built\n");
 		exit(77);
 	}
@@ -242,7 +249,7 @@ static void test_vsstat_fake(void **state)
 	char *last;
 
 	/* One line: header (2 lines) + averages over the 100 s uptime. */
-	RUN((char *)vsstat, fake);
+	RUN((char *)vsstat_plain, fake);
 	assert_int_equal(res.status, 0);
 	assert_int_equal(count_char(res.out, '\n'), 3);
 	assert_int_equal(tr_count_lines(res.out, "loads"), 1);
@@ -257,11 +264,11 @@ static void test_vsstat_fake(void **state)
 	assert_true(t.resident == 4000 && t.dirty == 96 && t.free == 16384 - 4000);
 
 	/* The header comes back every 20 lines, like vmstat; -n prints it once. */
-	RUN((char *)vsstat, fake, "0.01", "45");
+	RUN((char *)vsstat_plain, fake, "0.01", "45");
 	assert_int_equal(res.status, 0);
 	assert_int_equal(tr_count_lines(res.out, "resident"), 3);
 	assert_int_equal(tr_count_lines(res.out, "16384") + tr_count_lines(res.out, "12384"), 45);
-	RUN((char *)vsstat, "-n", fake, "0.01", "45");
+	RUN((char *)vsstat_plain, "-n", fake, "0.01", "45");
 	assert_int_equal(res.status, 0);
 	assert_int_equal(tr_count_lines(res.out, "resident"), 1);
 }
@@ -272,7 +279,7 @@ static void test_vsstat_fake_intervals(void **state)
 	unsigned data = 0;
 	struct text_line t;
 
-	RUN((char *)vsstat, "-n", fake, "0.01", "5");
+	RUN((char *)vsstat_plain, "-n", fake, "0.01", "5");
 	assert_int_equal(res.status, 0);
 	for (line = strtok_r(res.out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		if (parse_text_line(line, &t) != 0)
@@ -293,7 +300,7 @@ static void test_vsstat_json_fake(void **state)
 	char *line, *save = NULL;
 	unsigned n = 0;
 
-	RUN((char *)vsstat, "--json", fake, "0.01", "3");
+	RUN((char *)vsstat_plain, "--json", fake, "0.01", "3");
 	assert_int_equal(res.status, 0);
 	for (line = strtok_r(res.out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		assert_true(line[0] == '{' && line[strlen(line) - 1] == '}');
@@ -325,11 +332,11 @@ static void test_vsctl_fake(void **state)
 	char buf[256] = "";
 	FILE *f;
 
-	RUN((char *)vsctl, fake, "stats");
+	RUN((char *)vsctl_plain, fake, "stats");
 	assert_int_equal(res.status, 0);
 	assert_string_equal(res.out, stats_text);
 
-	RUN((char *)vsctl, fake, "evict");
+	RUN((char *)vsctl_plain, fake, "evict");
 	assert_int_equal(res.status, 0);
 	f = fopen(path_in(fake, ".virtuscale/control"), "r");
 	assert_non_null(f);
@@ -348,11 +355,11 @@ static void test_vsctl_fake(void **state)
 			tmp);
 		return;
 	}
-	RUN((char *)vsctl, "residency", path_in(fake, "a"));
+	RUN((char *)vsctl_plain, "residency", path_in(fake, "a"));
 	assert_int_equal(res.status, 0);
 	assert_int_equal(tr_count_lines(res.out, "75.0%"), 2); /* the file and the total */
 	assert_int_equal(tr_count_lines(res.out, "total (1 file)"), 1);
-	RUN((char *)vsctl, "residency", "-r", fake);
+	RUN((char *)vsctl_plain, "residency", "-r", fake);
 	assert_int_equal(res.status, 0);
 	assert_int_equal(tr_count_lines(res.out, "total (2 files)"), 1);
 	assert_int_equal(tr_count_lines(res.out, "50.0%"), 1); /* (3 + 1) / (4 + 4) */
@@ -362,9 +369,9 @@ static void test_vsctl_fake(void **state)
 
 static void test_vstop_text_fake(void **state)
 {
-	if (!vstop)
+	if (!vstop_plain)
 		skip();
-	RUN((char *)vstop, "-n", "2", "-d", "0.05", fake);
+	RUN((char *)vstop_plain, "-n", "2", "-d", "0.05", fake);
 	assert_int_equal(res.status, 0);
 	/* stdout is a pipe: plain text, one snapshot per refresh. */
 	assert_int_equal(tr_count_lines(res.out, "vstop "), 2);
@@ -373,6 +380,87 @@ static void test_vstop_text_fake(void **state)
 	assert_int_equal(tr_count_lines(res.out, "resident 4000 (24.4%) dirty 96"), 2);
 	assert_int_equal(tr_count_lines(res.out, "Most resident files"), 2);
 	assert_null(strchr(res.out, '\033')); /* no terminal escapes */
+}
+
+/*
+ * The attack: a user makes a directory with a fake stats file and a control
+ * "file" that is a symlink to a file of root's, and waits for root to run
+ * `vsctl DIR evict`.  Every tool must refuse the directory, say why, exit 1,
+ * and leave the target as it was; the fake numbers must not be shown.
+ */
+static void test_fake_mount_refused(void **state)
+{
+	char evil[700], target[700], buf[64] = "";
+	const char *const cmds[] = {"evict", "flush", "checkpoint", "stats", "unmount"};
+	FILE *f;
+
+	snprintf(evil, sizeof(evil), "%s/evil", tmp);
+	snprintf(target, sizeof(target), "%s/precious", tmp);
+	write_file(target, "precious data\n");
+	assert_int_equal(mkdir(evil, 0755), 0);
+	assert_int_equal(mkdir(path_in(evil, ".virtuscale"), 0755), 0);
+	write_file(path_in(evil, ".virtuscale/stats"), stats_text);
+	assert_int_equal(symlink(target, path_in(evil, ".virtuscale/control")), 0);
+
+	for (unsigned i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		RUN((char *)vsctl, evil, (char *)cmds[i]);
+		assert_int_equal(res.status, 1);
+		assert_non_null(strstr(res.err, "not a VirtuScale mount"));
+		assert_int_equal(res.out_len, 0); /* no fake stats printed */
+	}
+	RUN((char *)vsctl, "-v", evil, "evict");
+	assert_int_equal(res.status, 1);
+	assert_int_equal(res.out_len, 0); /* no fake "before:" levels */
+	RUN((char *)vsstat, evil);
+	assert_int_equal(res.status, 1);
+	assert_non_null(strstr(res.err, "not a VirtuScale mount"));
+	assert_int_equal(res.out_len, 0);
+	if (vstop) {
+		RUN((char *)vstop, "-n", "1", evil);
+		assert_int_equal(res.status, 1);
+		assert_non_null(strstr(res.err, "not a VirtuScale mount"));
+		assert_int_equal(res.out_len, 0);
+	}
+
+	/* Even a tool that took a plain directory for a mount (the test
+	 * builds) does not follow the symlink, and says so. */
+	RUN((char *)vsctl_plain, evil, "evict");
+	assert_int_equal(res.status, 1);
+	assert_non_null(strstr(res.err, "refusing .virtuscale"));
+	/* Nor a FIFO in place of control, which would hang the open. */
+	assert_int_equal(unlink(path_in(evil, ".virtuscale/control")), 0);
+	assert_int_equal(mkfifo(path_in(evil, ".virtuscale/control"), 0600), 0);
+	RUN((char *)vsctl_plain, evil, "evict");
+	assert_int_equal(res.status, 1);
+	assert_non_null(strstr(res.err, "refusing .virtuscale"));
+
+	f = fopen(target, "r");
+	assert_non_null(f);
+	assert_non_null(fgets(buf, sizeof(buf), f));
+	fclose(f);
+	assert_string_equal(buf, "precious data\n");
+}
+
+/* Options go anywhere, as with getopt_long: after the operands too. */
+static void test_options_anywhere(void **state)
+{
+	RUN((char *)vsctl_plain, fake, "stats", "-v");
+	assert_int_equal(res.status, 0);
+	assert_string_equal(res.out, stats_text);
+	RUN((char *)vsctl_plain, fake, "evict", "-v");
+	assert_int_equal(res.status, 0);
+	assert_int_equal(tr_count_lines(res.out, "before:"), 1);
+	assert_int_equal(tr_count_lines(res.out, "after:"), 1);
+	RUN((char *)vsctl_plain, fake, "evict", "--bogus");
+	assert_int_equal(res.status, 2);
+	RUN((char *)vsstat_plain, fake, "0.01", "2", "-n");
+	assert_int_equal(res.status, 0);
+	assert_int_equal(tr_count_lines(res.out, "resident"), 1);
+	if (vstop_plain) {
+		RUN((char *)vstop_plain, fake, "-n", "1", "-d", "0.05");
+		assert_int_equal(res.status, 0);
+		assert_int_equal(tr_count_lines(res.out, "vstop "), 1);
+	}
 }
 
 int main(void)
@@ -386,6 +474,8 @@ int main(void)
 	    cmocka_unit_test(test_vsstat_json_fake),
 	    cmocka_unit_test(test_vsctl_fake),
 	    cmocka_unit_test(test_vstop_text_fake),
+	    cmocka_unit_test(test_fake_mount_refused),
+	    cmocka_unit_test(test_options_anywhere),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
