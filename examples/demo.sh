@@ -13,7 +13,8 @@ set -euo pipefail
 build=${1:-${VS_BUILD:-build}}
 vs=${VS_VIRTUSCALE:-$build/fs/virtuscale}
 mkfs=${VS_MKFS:-$build/tools/mkfs.virtuscale}
-for x in "$vs" "$mkfs"; do
+vsctl=${VS_VSCTL:-$(dirname "$vs")/../tools/vsctl}
+for x in "$vs" "$mkfs" "$vsctl"; do
 	[ -x "$x" ] || { echo "demo: $x not built" >&2; exit 77; }
 done
 [ -c /dev/fuse ] && command -v fusermount3 >/dev/null || { echo "demo: no FUSE here" >&2; exit 77; }
@@ -22,16 +23,19 @@ dir=$(mktemp -d "${TMPDIR:-/tmp}/vsdemo.XXXXXX")
 img=$dir/image
 mnt=$dir/mnt
 mkdir "$mnt"
+# The daemon writes back after the unmount and holds the image locked
+# (flock) until it is done: vsctl unmount waits for that; after a bare
+# fusermount3 -u, a probe of the lock (flock(1), util-linux) does.
+wait_free() { for _ in $(seq 300); do flock -n "$img" true && return 0; sleep 0.1; done; return 1; }
 cleanup() {
-	if mountpoint -q "$mnt"; then fusermount3 -u "$mnt" || true; fi
-	# The daemon writes back and exits after the unmount; wait for it.
-	for _ in $(seq 100); do pgrep -f -- "$img" >/dev/null || break; sleep 0.1; done
+	if mountpoint -q "$mnt"; then
+		"$vsctl" "$mnt" unmount || { fusermount3 -u "$mnt" && wait_free; } || true
+	fi
 	rm -rf "$dir"
 }
 trap cleanup EXIT
 
 metric() { awk -v m="virtuscale_$1" '$1 == m { print $2 }' "$mnt/.virtuscale/stats"; }
-wait_gone() { for _ in $(seq 100); do pgrep -f -- "$img" >/dev/null || return 0; sleep 0.1; done; return 1; }
 
 step() { printf '\n== %s\n' "$*"; }
 
@@ -72,8 +76,7 @@ echo "pages loaded for that: $(( $(metric pool_loads_total) - loads ))"
 echo "residency now: $(getfattr --only-values -n user.virtuscale.residency "$mnt/random.bin" 2>/dev/null || echo '?')"
 
 step "unmount, mount again, check"
-fusermount3 -u "$mnt"
-wait_gone
+"$vsctl" "$mnt" unmount # returns once the image is written back and free
 "$vs" "$img" "$mnt" -o pool=64M
 [ "$(md5sum < "$mnt/random.bin")" = "$sum" ] && echo "random.bin intact after remount"
 diff -r --no-dereference "$src" "$mnt/src" >/dev/null 2>&1 && echo "$src copy intact after remount"
