@@ -519,8 +519,15 @@ int bm_journal_recover(struct bm *bm, uint64_t image_pages, bool sb_ok, uint64_t
 	}
 	if (bm->read_only) {
 		free(desc);
-		vs_log(VS_LOG_ERR, "%s: the image was left in the middle of a checkpoint; open it "
-				   "read-write once to replay the journal", bm->path);
+		if (sb_ok)
+			vs_log(VS_LOG_ERR, "%s: the image was left in the middle of a checkpoint; "
+					   "open it read-write once to replay the journal", bm->path);
+		else
+			vs_log(VS_LOG_ERR,
+			       "%s: the superblock is damaged (checksum mismatch); the journal holds "
+			       "checkpoint %llu with a copy of it: open the image read-write once "
+			       "(mount it, or fsck.virtuscale without -n) to restore it from there",
+			       bm->path, (unsigned long long)seq);
 		return -EROFS;
 	}
 	r = journal_write_home(bm, desc, n);

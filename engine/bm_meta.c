@@ -257,8 +257,20 @@ int bm_meta_load(struct bm *bm)
 	if (r < 0)
 		return r;
 	if (!sb_has_magic(sb)) {
-		vs_log(VS_LOG_ERR, "%s: not a VirtuScale image (no magic; format it with "
-				   "mkfs.virtuscale)", bm->path);
+		/* Never advise mkfs here: on a damaged image it erases what
+		 * is left. */
+		bool zeroed = true;
+		for (unsigned i = 0; i < BM_PAGE_SIZE && zeroed; i++)
+			zeroed = sb[i] == 0;
+		if (zeroed)
+			vs_log(VS_LOG_ERR,
+			       "%s: the superblock (the first 4 KiB) is all zeros: if this image "
+			       "held a VirtuScale filesystem, its superblock is damaged; keep a copy "
+			       "of the image, and do not run mkfs.virtuscale on it (that erases what "
+			       "is left)", bm->path);
+		else
+			vs_log(VS_LOG_ERR, "%s: not a VirtuScale image (no VirtuScale superblock at "
+					   "its start)", bm->path);
 		return -EUCLEAN;
 	}
 	if (get_u32(sb, SB_OFF_VERSION) != BM_FORMAT_VERSION) {
@@ -280,7 +292,8 @@ int bm_meta_load(struct bm *bm)
 		sb_ok = get_u64(sb, SB_OFF_CSUM) == XXH3_64bits(sb, SB_OFF_CSUM);
 	}
 	if (!sb_ok)
-		return VS_CORRUPT("%s: superblock checksum mismatch", bm->path);
+		return VS_CORRUPT("%s: the superblock is damaged (checksum mismatch), and the "
+				  "journal holds no copy of it to restore it from", bm->path);
 
 	pages = get_u64(sb, SB_OFF_PAGES);
 	bm->jr_start = get_u64(sb, SB_OFF_JRSTART);
@@ -290,16 +303,28 @@ int bm_meta_load(struct bm *bm)
 	bm->cs_start = get_u64(sb, SB_OFF_CSSTART);
 	bm->cs_pages = get_u64(sb, SB_OFF_CSPAGES);
 	bm->first_data = get_u64(sb, SB_OFF_DATA);
-	if (get_u32(sb, SB_OFF_PAGESIZE) != BM_PAGE_SIZE || pages * BM_PAGE_SIZE > size ||
+	if (get_u32(sb, SB_OFF_PAGESIZE) != BM_PAGE_SIZE || pages > UINT64_MAX / BM_PAGE_SIZE ||
 	    bm->jr_start != 1 || bm->jr_pages != bm_journal_pages_for(pages) ||
 	    bm->bmp_start != 1 + bm->jr_pages ||
 	    bm->bmp_pages != (pages + BM_PIDS_PER_BMP - 1) / BM_PIDS_PER_BMP ||
 	    bm->cs_start != bm->bmp_start + bm->bmp_pages ||
 	    bm->cs_pages != (pages + BM_PIDS_PER_CS - 1) / BM_PIDS_PER_CS ||
 	    bm->first_data != bm->cs_start + bm->cs_pages || bm->first_data >= pages)
-		return VS_CORRUPT("%s: superblock layout is inconsistent (pages %llu, image %llu "
-				  "bytes)", bm->path, (unsigned long long)pages,
-				  (unsigned long long)size);
+		return VS_CORRUPT("%s: the superblock is damaged: its layout does not add up "
+				  "(pages %llu, image %llu bytes)", bm->path,
+				  (unsigned long long)pages, (unsigned long long)size);
+	/* A sound superblock naming more pages than there are: the file was
+	 * cut short (a copy that did not finish, a partition too small). */
+	if (pages * BM_PAGE_SIZE > size) {
+		vs_log(VS_LOG_ERR,
+		       "%s: truncated: the image is %llu bytes, its superblock says %llu; copy "
+		       "the whole image again, or, to save what is left, extend it (truncate "
+		       "-s %llu) and run fsck.virtuscale on it",
+		       bm->path, (unsigned long long)size,
+		       (unsigned long long)(pages * BM_PAGE_SIZE),
+		       (unsigned long long)(pages * BM_PAGE_SIZE));
+		return -EUCLEAN;
+	}
 	bm->page_count = pages;
 	/* The last checkpoint home: the one the superblock names, or a later
 	 * one the journal holds and the home pages already match (a crash

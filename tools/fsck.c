@@ -25,7 +25,7 @@
  * what was done"), then a line of totals and "N problems corrected, M left".
  * Exit status, as fsck(8), bits or'ed: 0 clean, 1 problems corrected, 4
  * problems left uncorrected, 8 operational error (not an image, in use,
- * cannot be read or written).
+ * cannot be read or written), 16 usage or syntax error.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -40,6 +40,9 @@
 #include "engine/log.h"
 #include "fs/keys.h"
 #include "tools/fsck.h"
+
+/* fsck(8): usage or syntax error. */
+#define FSCK_USAGE 16
 
 /* Progress lines only for images where a pass takes noticeable time. */
 #define PROGRESS_MIN_BYTES (UINT64_C(1) << 30)
@@ -105,7 +108,8 @@ static void usage(FILE *out)
 		     "\n"
 		     "exit status (fsck(8), or'ed): 0 clean, 1 problems corrected,\n"
 		     "  4 problems left uncorrected, 8 operational error (not an image,\n"
-		     "  in use, I/O error; with -n also: needs journal replay)\n");
+		     "  in use, I/O error; with -n also: needs journal replay),\n"
+		     "  16 usage error\n");
 }
 
 static const char *open_error(int r)
@@ -117,7 +121,7 @@ static const char *open_error(int r)
 		return "the image needs its journal replayed, which -n does not do; run "
 		       "fsck.virtuscale without -n (or mount it once)";
 	case -EUCLEAN:
-		return "not a VirtuScale image, or its superblock is damaged";
+		return "not checked: not a VirtuScale image, or its superblock is damaged";
 	case -EPROTONOSUPPORT:
 		return "an image of another format version";
 	default:
@@ -172,8 +176,13 @@ static int open_image(struct fsck *f, bool rw)
 
 static void open_failed(const struct fsck *f, int r)
 {
+	bool explained = nheld > 0;
+
 	held_flush(true);
-	if (r == -EMEDIUMTYPE)
+	if (r == -EUCLEAN && explained)
+		fprintf(stderr, "fsck.virtuscale: %s: not checked (the reason is above)\n",
+			f->image);
+	else if (r == -EMEDIUMTYPE)
 		fprintf(stderr,
 			"fsck.virtuscale: %s: no filesystem in this image (run "
 			"mkfs.virtuscale)\n",
@@ -362,20 +371,25 @@ int main(int argc, char *argv[])
 			return FSCK_OK;
 		default:
 			usage(stderr);
-			return FSCK_OPERROR;
+			return FSCK_USAGE;
 		}
 	}
 	if (optind != argc - 1) {
 		fprintf(stderr, "fsck.virtuscale: %s\n",
 			optind == argc ? "no image given" : "more than one image given");
 		usage(stderr);
-		return FSCK_OPERROR;
+		return FSCK_USAGE;
 	}
 	f.image = argv[optind];
 	log_verbose = f.verbose;
 
 	r = open_image(&f, false);
 	if (r == -EROFS && !no_action) {
+		/* Why the journal must be replayed: a checkpoint cut short, or
+		 * a damaged superblock whose copy the journal holds. */
+		bool sb_damaged = false;
+		for (unsigned i = 0; i < nheld; i++)
+			sb_damaged |= strstr(held[i], "superblock is damaged") != NULL;
 		held_flush(log_verbose);
 		/* Replaying is what opening for writing does first. */
 		r = open_image(&f, true);
@@ -390,9 +404,14 @@ int main(int argc, char *argv[])
 			close_image(&f, &rc);
 			if (rc)
 				return rc;
-			printf("FIXED: journal: the image was left in the middle of a checkpoint: "
-			       "%llu pages replayed\n",
-			       (unsigned long long)n);
+			if (sb_damaged)
+				printf("FIXED: superblock: damaged (checksum mismatch): restored "
+				       "from the journal's copy (%llu pages replayed)\n",
+				       (unsigned long long)n);
+			else
+				printf("FIXED: journal: the image was left in the middle of a "
+				       "checkpoint: %llu pages replayed\n",
+				       (unsigned long long)n);
 			corrected++;
 			r = open_image(&f, false);
 		}

@@ -5,7 +5,9 @@
 # orphan that fsck -n accepts (0) and fsck frees (1), after which the files
 # read back through a new mount; one flipped byte in a file's data page
 # must exit 4 naming a checksum error, in both modes, without a write; a
-# file that is not an image must exit 8.
+# file that is not an image must exit 8, a usage error 16; a truncated
+# image, a zeroed superblock and a damaged one are each named for what they
+# are, with no advice to run mkfs.
 # Needs VS_FSCK, VS_MKFS, VS_VIRTUSCALE and /dev/fuse, else exits 77.
 set -u
 
@@ -100,6 +102,7 @@ cat "$T/out"
 grep -q "^0 problems corrected, 0 left$" "$T/out" || fail "no summary line"
 "$VS_FSCK" -n "$IMG" >"$T/out" 2>&1 || fail "fsck -n of a clean image exited $?"
 [ "$(md5sum <"$IMG")" = "$sum0" ] || fail "fsck of a clean image changed it"
+cp "$IMG" "$T/clean" # for the superblock cases at the end
 
 # ---- an orphan: the daemon killed with an unlinked file open -------------------
 mount_fs
@@ -170,4 +173,51 @@ st=$?
 "$VS_FSCK" "$T/missing" >"$T/out" 2>&1
 st=$?
 [ $st = 8 ] || fail "fsck of a missing file exited $st, expected 8"
+
+# ---- usage errors: 16, as fsck(8) says ------------------------------------------
+for args in "" "--no-such-option $IMG" "$IMG $IMG"; do
+	"$VS_FSCK" $args >"$T/out" 2>&1
+	st=$?
+	[ $st = 16 ] || fail "fsck $args exited $st, expected 16 (usage error)"
+done
+
+# ---- a damaged superblock: named, no mkfs advice ---------------------------------
+# Every case starts from a copy of the clean image.
+no_mkfs() {
+	! grep -qE "format it with|[(;] run mkfs" "$T/out" || fail "$1: advises mkfs: $(cat "$T/out")"
+}
+cp "$T/clean" "$T/trunc"
+truncate -s 128M "$T/trunc"
+"$VS_FSCK" "$T/trunc" >"$T/out" 2>&1
+st=$?
+[ $st = 8 ] || fail "fsck of a truncated image exited $st, expected 8"
+grep -q "truncated: the image is 134217728 bytes, its superblock says 268435456" "$T/out" ||
+	fail "fsck of a truncated image does not say it is truncated"
+no_mkfs "truncated image"
+cp "$T/clean" "$T/zeroed"
+dd if=/dev/zero of="$T/zeroed" bs=4096 count=1 conv=notrunc status=none
+"$VS_FSCK" -n "$T/zeroed" >"$T/out" 2>&1
+st=$?
+[ $st = 8 ] || fail "fsck of a zeroed superblock exited $st, expected 8"
+grep -q "superblock (the first 4 KiB) is all zeros" "$T/out" ||
+	fail "fsck of a zeroed superblock does not say so"
+no_mkfs "zeroed superblock"
+# One flipped byte in the superblock of a cleanly unmounted image: not a
+# checkpoint cut short; the journal's copy restores it.
+cp "$T/clean" "$T/sbflip"
+b=$(dd if="$T/sbflip" bs=1 skip=100 count=1 status=none | od -An -tx1 | tr -d ' ')
+printf "\\x$(printf %02x $((0x$b ^ 0xff)))" | dd of="$T/sbflip" bs=1 seek=100 conv=notrunc status=none
+"$VS_FSCK" -n "$T/sbflip" >"$T/out" 2>&1
+st=$?
+[ $st = 8 ] || fail "fsck -n of a damaged superblock exited $st, expected 8"
+grep -q "middle of a checkpoint" "$T/out" && fail "fsck -n blames a checkpoint: $(cat "$T/out")"
+grep -q "superblock is damaged (checksum mismatch); the journal holds checkpoint" "$T/out" ||
+	fail "fsck -n does not say the superblock is damaged: $(cat "$T/out")"
+no_mkfs "damaged superblock"
+"$VS_FSCK" "$T/sbflip" >"$T/out" 2>&1
+st=$?
+[ $st = 1 ] || fail "fsck of a damaged superblock exited $st, expected 1 (restored)"
+grep -q "^FIXED: superblock: damaged (checksum mismatch): restored from the journal" "$T/out" ||
+	fail "no repair line for the superblock: $(cat "$T/out")"
+"$VS_FSCK" -n "$T/sbflip" >"$T/out" 2>&1 || fail "fsck -n after the superblock repair exited $?"
 echo "PASS"
