@@ -66,4 +66,9 @@ void fs_wire_detach(void);
  * file's set-ID bits and capabilities (the caller lacks CAP_FSETID)? */
 bool fs_wire_kill_privs(void);
 
+/* Note the request in @buf (@n bytes) that this thread is about to serve:
+ * its kill flag for fs_wire_kill_privs, and INIT's flags for the reply.
+ * wire.c does it for /dev/fuse, uring.c for a ring entry. */
+void fs_wire_note_request(const void *buf, size_t n);
+
 #endif

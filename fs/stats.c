@@ -14,6 +14,7 @@
  * are made up here.
  */
 #include "fs/fs_internal.h"
+#include "fs/uring.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -312,6 +313,19 @@ ssize_t fs_stats_render(struct fs *fs, char *buf, size_t cap)
 	    "virtuscale_fuse_reader_handoffs_total{why=\"wait\"} %llu\n"
 	    "virtuscale_fuse_reader_handoffs_total{why=\"watchdog\"} %llu\n",
 	    (unsigned long long)w.handoffs_wait, (unsigned long long)w.handoffs_watchdog);
+	put(&o,
+	    "# HELP virtuscale_fuse_transport_info How requests reach the daemon: FUSE over "
+	    "io_uring (mount option uring) or /dev/fuse.\n"
+	    "# TYPE virtuscale_fuse_transport_info gauge\n"
+	    "virtuscale_fuse_transport_info{transport=\"%s\"} 1\n",
+	    fs_uring_transport());
+	if (fs_uring_queue_count() > 0)
+		put(&o, "# HELP virtuscale_fuse_uring_requests_total Requests served from the "
+			"io_uring queue of each CPU.\n"
+			"# TYPE virtuscale_fuse_uring_requests_total counter\n");
+	for (unsigned q = 0; q < fs_uring_queue_count(); q++)
+		put(&o, "virtuscale_fuse_uring_requests_total{queue=\"%u\"} %llu\n", q,
+		    (unsigned long long)fs_uring_queue_requests(q));
 	put(&o, "# HELP virtuscale_fuse_requests_total FUSE requests served, by operation.\n"
 		"# TYPE virtuscale_fuse_requests_total counter\n");
 	for (unsigned i = 0; i < FS_REQ_COUNT; i++)

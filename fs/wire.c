@@ -25,12 +25,24 @@
  * And one thing the kernel cannot do for us: keep a thread reading while
  * requests arrive (polling, below).
  *
+ * FUSE over io_uring (uring.c) uses the same two seams. The INIT reply is
+ * where the daemon accepts the ring: writev asks fs_uring_init_reply
+ * whether to set FUSE_OVER_IO_URING (libfuse 3.14 builds that reply and
+ * knows nothing of the flag), and once the reply is written tells
+ * fs_uring_init_sent, after which the ring threads may register (the
+ * kernel takes registrations only once INIT is answered). Replies to
+ * requests that came from a ring entry are taken into the entry
+ * (fs_uring_take_reply) instead of being written to /dev/fuse; the kill
+ * flag of such a request is noted by the ring thread through
+ * fs_wire_note_request, as wire_read does for /dev/fuse.
+ *
  * Everything else passes through untouched. Without fs_wire_attach (unit
  * tests driving the handlers, a kernel that does not offer the flag) the
  * kernel strips powers itself as before and fs_wire_kill_privs() is false.
  */
 #include "fs/fuse_ops.h"
 #include "fs/fs_internal.h"
+#include "fs/uring.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -50,6 +62,7 @@
 
 static _Atomic uint64_t init_unique = UINT64_MAX; /* the INIT in flight */
 static atomic_bool init_offered;                  /* the kernel offered v2 */
+static _Atomic uint32_t init_flags, init_flags2;   /* of the INIT in flight */
 static _Thread_local bool req_kill;               /* the request being served */
 
 bool fs_wire_kill_privs(void)
@@ -305,38 +318,66 @@ static ssize_t wire_read(int fd, void *buf, size_t len, void *userdata)
 	(void)userdata;
 	ssize_t n = read_request(fd, buf, len);
 
+	if (n >= 0)
+		fs_wire_note_request(buf, (size_t)n);
+	return n;
+}
+
+/* The 32-bit field at @off of the argument of the request in @buf. */
+static uint32_t arg_u32(const uint8_t *buf, size_t n, size_t off)
+{
+	uint32_t v = 0;
+	if (n >= sizeof(struct fuse_in_header) + off + sizeof(v))
+		memcpy(&v, buf + sizeof(struct fuse_in_header) + off, sizeof(v));
+	return v;
+}
+
+void fs_wire_note_request(const void *buf, size_t n)
+{
 	req_kill = false;
-	if (n < (ssize_t)sizeof(struct fuse_in_header))
-		return n;
+	if (n < sizeof(struct fuse_in_header))
+		return;
 	const struct fuse_in_header *h = buf;
 	if (h->opcode == FUSE_INIT) {
-		atomic_store(&init_offered,
-			     arg_flag(buf, (size_t)n, offsetof(struct fuse_init_in, flags),
-				      FUSE_HANDLE_KILLPRIV_V2));
+		atomic_store(&init_offered, arg_flag(buf, n, offsetof(struct fuse_init_in, flags),
+						     FUSE_HANDLE_KILLPRIV_V2));
+		atomic_store(&init_flags, arg_u32(buf, n, offsetof(struct fuse_init_in, flags)));
+		atomic_store(&init_flags2, arg_u32(buf, n, offsetof(struct fuse_init_in, flags2)));
 		atomic_store(&init_unique, h->unique);
 	} else {
-		req_kill = wants_kill(buf, (size_t)n);
+		req_kill = wants_kill(buf, n);
 	}
-	return n;
 }
 
 static ssize_t wire_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
 	(void)userdata;
+	ssize_t r;
+	if (fs_uring_take_reply(iov, count, &r))
+		return r;
 	/* libfuse replies to INIT with the header and fuse_init_out in two
-	 * pieces; any other shape is left alone. */
+	 * pieces; any other shape is left alone. (Its flags2 arrived with
+	 * protocol 7.36: an INIT reply without it offers no ring either.) */
+	bool init = false, ring = false;
 	if (count >= 2 && iov[0].iov_len == sizeof(struct fuse_out_header) &&
 	    iov[1].iov_len >= offsetof(struct fuse_init_out, flags) + sizeof(uint32_t)) {
 		struct fuse_out_header *o = iov[0].iov_base;
 		uint64_t want = atomic_load(&init_unique);
 		if (o->unique == want && o->error == 0 &&
-		    atomic_compare_exchange_strong(&init_unique, &want, UINT64_MAX) &&
-		    atomic_load(&init_offered)) {
+		    atomic_compare_exchange_strong(&init_unique, &want, UINT64_MAX)) {
 			struct fuse_init_out *io = iov[1].iov_base;
-			io->flags |= FUSE_HANDLE_KILLPRIV_V2;
+			init = true;
+			if (atomic_load(&init_offered))
+				io->flags |= FUSE_HANDLE_KILLPRIV_V2;
+			if (iov[1].iov_len >= sizeof(struct fuse_init_out))
+				ring = fs_uring_init_reply(io, atomic_load(&init_flags),
+							   atomic_load(&init_flags2));
 		}
 	}
-	return writev(fd, iov, count);
+	r = writev(fd, iov, count);
+	if (init)
+		fs_uring_init_sent(ring, r >= 0);
+	return r;
 }
 
 int fs_wire_attach(struct fuse_session *se, unsigned poll_us)
