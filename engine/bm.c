@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "engine/bm_fault.h"
+#include "engine/lockorder.h"
 #include "engine/log.h"
 
 
@@ -42,6 +43,21 @@ enum { JUMP_RESTART = 1, JUMP_FAIL = 2, JUMP_SEGV = 3 };
 #define SPIN_LIMIT 1024
 /* Restarts for an out-of-range pid before we call it corruption. */
 #define BAD_PID_LIMIT 64
+
+/* A latch wait that SPIN_LIMIT spins did not end, with nothing held (so no
+ * restart will end it), goes into the lock-holder table (lockorder.h)
+ * until the loop ends or the operation restarts (bm_run). */
+static inline void latch_wait_note(unsigned spins, unsigned nheld, uint64_t pid)
+{
+	if (__builtin_expect(spins == SPIN_LIMIT, 0) && nheld == 0)
+		lo_wait_begin(LO_WAIT_LATCH, pid);
+}
+
+static inline void latch_wait_over(unsigned spins)
+{
+	if (__builtin_expect(spins >= SPIN_LIMIT, 0))
+		lo_wait_end();
+}
 
 static _Thread_local struct bm_op *tls_op;
 static _Thread_local uint64_t tls_bm_id;
@@ -345,6 +361,7 @@ int bm_run(struct bm *bm, bm_op_fn fn, void *arg)
 	if (jr != 0) {
 		tls_op = &op;
 		release_all(&op);
+		lo_wait_end(); /* a latch or frame wait the jump left */
 		if (jr == JUMP_FAIL) {
 			tls_op = op.outer;
 			return op.err;
@@ -431,9 +448,11 @@ const void *bm_fix_o(struct bm_op *op, uint64_t pid, struct bm_guard *g)
 		if (s == PS_LOCKED) {
 			if (op->nheld > 0 && spins > SPIN_LIMIT)
 				bm_restart(op);
+			latch_wait_note(spins, op->nheld, pid);
 			cpu_relax(spins);
 			continue;
 		}
+		latch_wait_over(spins);
 		if (s == PS_MARKED)
 			ps_clear_mark(ps, w);
 		BM_COUNT(op->thread, hits, 1);
@@ -490,11 +509,13 @@ const void *bm_fix_s(struct bm_op *op, uint64_t pid, struct bm_guard *g)
 			continue;
 		}
 		if (ps_try_lock_s(ps, w)) {
+			latch_wait_over(spins);
 			BM_COUNT(op->thread, hits, 1);
 			break;
 		}
 		if (op->nheld > 0 && spins > SPIN_LIMIT)
 			bm_restart(op);
+		latch_wait_note(spins, op->nheld, pid);
 		cpu_relax(spins);
 	}
 	return guard_hold(op, g, pid, BM_S);
@@ -511,6 +532,7 @@ static void *fix_x(struct bm_op *op, uint64_t pid, struct bm_guard *g, bool fres
 	for (unsigned spins = 0;; spins++) {
 		uint64_t w = ps_load(ps);
 		if (ps_try_lock_x(ps, w)) {
+			latch_wait_over(spins);
 			if (ps_state(w) == PS_EVICTED)
 				bm_page_load(op, pid, fresh);
 			else
@@ -519,6 +541,7 @@ static void *fix_x(struct bm_op *op, uint64_t pid, struct bm_guard *g, bool fres
 		}
 		if (op->nheld > 0 && spins > SPIN_LIMIT)
 			bm_restart(op);
+		latch_wait_note(spins, op->nheld, pid);
 		cpu_relax(spins);
 	}
 	return guard_hold(op, g, pid, BM_X);
@@ -723,8 +746,11 @@ static bool page_discard(struct bm *bm, uint64_t pid)
 	uint64_t w;
 	for (unsigned spins = 0;; spins++) {
 		w = ps_load(ps);
-		if (ps_try_lock_x(ps, w))
+		if (ps_try_lock_x(ps, w)) {
+			latch_wait_over(spins);
 			break;
+		}
+		latch_wait_note(spins, 0, pid);
 		cpu_relax(spins);
 	}
 	if (atomic_load_explicit(&bm->csum[pid], memory_order_relaxed) != 0)

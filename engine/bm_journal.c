@@ -697,20 +697,29 @@ static int write_run(struct bm *bm, struct bm_thread *t, void *const *bufs,
 static bool ckpt_lead(struct bm *bm, uint64_t target, bool until_home)
 {
 	_Atomic uint64_t *reached = until_home ? &bm->ckpt_done : &bm->ckpt_durable;
+	bool waited = false;
 	pthread_mutex_lock(&bm->ckpt_mu);
 	for (;;) {
 		if (target > 0 && atomic_load(reached) >= target) {
 			pthread_mutex_unlock(&bm->ckpt_mu);
+			if (waited)
+				lo_wait_end();
 			return false;
 		}
 		if (!bm->ckpt_busy)
 			break;
+		if (!waited)
+			lo_wait_begin(LO_WAIT_CHECKPOINT, 0);
+		waited = true;
 		atomic_fetch_add(&bm->ckpt_waiters, 1);
 		pthread_cond_wait(&bm->ckpt_cv, &bm->ckpt_mu);
 		atomic_fetch_sub(&bm->ckpt_waiters, 1);
 	}
 	bm->ckpt_busy = true;
 	pthread_mutex_unlock(&bm->ckpt_mu);
+	if (waited)
+		lo_wait_end();
+	lo_acquire(LO_CHECKPOINT, 0, true);
 	return true;
 }
 
@@ -738,6 +747,7 @@ static void ckpt_resign(struct bm *bm, int r)
 	bm->ckpt_busy = false;
 	pthread_cond_broadcast(&bm->ckpt_cv);
 	pthread_mutex_unlock(&bm->ckpt_mu);
+	lo_release(LO_CHECKPOINT, 0);
 	room_wake(bm); /* it cleaned pages: room for waiting transactions */
 }
 
@@ -905,6 +915,7 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 			ckpt_release(bm, &c, taken);
 			taken = 0;
 			pthread_rwlock_unlock(&bm->txn_lock);
+			lo_release(LO_TXN, 0);
 			*locked = false;
 		}
 	}
@@ -1079,6 +1090,18 @@ static void durable_tell(struct bm_durable *d, int r)
 	}
 }
 
+/* The checkpoint leader takes the transaction lock exclusively: it waits
+ * for the running transactions to end (lockorder.h, level 1). */
+static void txn_lock_excl(struct bm *bm)
+{
+	if (pthread_rwlock_trywrlock(&bm->txn_lock) != 0) {
+		lo_wait_begin(LO_WAIT_TXN_DRAIN, 0);
+		pthread_rwlock_wrlock(&bm->txn_lock);
+		lo_wait_end();
+	}
+	lo_acquire(LO_TXN, 0, true);
+}
+
 int bm_checkpoint_notify(struct bm *bm, struct bm_durable *d)
 {
 	int r;
@@ -1111,10 +1134,12 @@ int bm_checkpoint_notify(struct bm *bm, struct bm_durable *d)
 	}
 	bm->ckpt_durable_cb = d; /* told at the commit (ckpt_publish) */
 	bool locked = true;
-	pthread_rwlock_wrlock(&bm->txn_lock);
+	txn_lock_excl(bm);
 	r = checkpoint_locked(bm, false, &locked);
-	if (locked)
+	if (locked) {
 		pthread_rwlock_unlock(&bm->txn_lock);
+		lo_release(LO_TXN, 0);
+	}
 	bm->ckpt_durable_cb = NULL;
 	/* Not told yet: nothing to write, or it failed before its commit. */
 	durable_tell(d, r);
@@ -1132,10 +1157,12 @@ int bm_checkpoint_final(struct bm *bm)
 	int r;
 	ckpt_lead(bm, 0, true);
 	bool locked = true;
-	pthread_rwlock_wrlock(&bm->txn_lock);
+	txn_lock_excl(bm);
 	r = checkpoint_locked(bm, true, &locked);
-	if (locked)
+	if (locked) {
 		pthread_rwlock_unlock(&bm->txn_lock);
+		lo_release(LO_TXN, 0);
+	}
 	ckpt_resign(bm, r);
 	return r;
 }
@@ -1167,6 +1194,7 @@ static int room_take(struct bm *bm)
 	if (room_try(bm))
 		return 0;
 	bm_about_to_wait();
+	lo_wait_begin(LO_WAIT_ROOM, 0);
 	for (;;) {
 		pthread_mutex_lock(&bm->room_mu);
 		atomic_fetch_add(&bm->room_waiters, 1); /* before the test: room_give looks */
@@ -1186,13 +1214,16 @@ static int room_take(struct bm *bm)
 		}
 		atomic_fetch_sub(&bm->room_waiters, 1);
 		pthread_mutex_unlock(&bm->room_mu);
-		if (got)
+		if (got) {
+			lo_wait_end();
 			return 0;
+		}
 		if (atomic_load(&bm->room_held) == 0) {
 			/* Nobody runs, and still no room: make some. A
 			 * checkpoint with nothing running cleans every page
 			 * it takes; should the count still be high, go in
 			 * anyway rather than checkpoint for ever. */
+			lo_wait_end(); /* the checkpoint records its own */
 			int r = bm_checkpoint(bm);
 			if (r < 0 && (uint64_t)atomic_load(&bm->dirty) > bm->dirty_limit)
 				return r;
@@ -1200,6 +1231,7 @@ static int room_take(struct bm *bm)
 				atomic_fetch_add(&bm->room_held, BM_TXN_PAGES);
 				return 0;
 			}
+			lo_wait_begin(LO_WAIT_ROOM, 0);
 		}
 	}
 }
@@ -1245,8 +1277,11 @@ void bm_txn_begin(struct bm *bm)
 		txn_room = true;
 	if (pthread_rwlock_tryrdlock(&bm->txn_lock) != 0) {
 		bm_about_to_wait(); /* a checkpoint holds it */
+		lo_wait_begin(LO_WAIT_TXN_LOCK, 0);
 		pthread_rwlock_rdlock(&bm->txn_lock);
+		lo_wait_end();
 	}
+	lo_acquire(LO_TXN, 0, false);
 	txn_bm = bm;
 	txn_depth = 1;
 }
@@ -1260,6 +1295,7 @@ void bm_txn_end(struct bm *bm)
 	txn_bm = NULL;
 	bm_txn_refused = 0;
 	pthread_rwlock_unlock(&bm->txn_lock);
+	lo_release(LO_TXN, 0);
 	if (txn_room) {
 		txn_room = false;
 		room_give(bm);

@@ -33,6 +33,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "engine/lockorder.h"
 #include "engine/log.h"
 
 /* Fruitless rounds (nothing to evict) before an operation that holds
@@ -67,6 +68,7 @@ static int frame_reserve(struct bm *bm, struct bm_thread *t, struct bm_op *op)
 {
 	uint64_t t0 = op ? op->frame_wait_ns : 0;
 	unsigned sleep_us = 50;
+	bool waiting = false; /* in the lock-holder table (lockorder.h) */
 
 	for (unsigned round = 0;; round++) {
 		if (frame_take(bm))
@@ -91,6 +93,8 @@ static int frame_reserve(struct bm *bm, struct bm_thread *t, struct bm_op *op)
 		bm_checkpoint_kick(bm);
 		if (op && op->nheld > 0 && round >= FRAME_SPINS_HELD) {
 			op->frame_wait_ns = t0; /* the bound counts across restarts */
+			if (waiting)
+				lo_wait_end();
 			return 1;
 		}
 		if (now - t0 > (uint64_t)bm->frame_wait_ms * 1000000) {
@@ -102,14 +106,21 @@ static int frame_reserve(struct bm *bm, struct bm_thread *t, struct bm_op *op)
 				       bm->path, bm->frame_wait_ms, (unsigned long long)bm->capacity);
 			if (op)
 				op->frame_wait_ns = 0;
+			if (waiting)
+				lo_wait_end();
 			return -ENOMEM;
 		}
+		if (!waiting)
+			lo_wait_begin_at(LO_WAIT_FRAME, 0, t0);
+		waiting = true;
 		frame_sleep(sleep_us);
 		if (sleep_us < 5000)
 			sleep_us *= 2;
 	}
 	if (op)
 		op->frame_wait_ns = 0;
+	if (waiting)
+		lo_wait_end();
 	return 0;
 }
 

@@ -697,8 +697,12 @@ int fs_rename(struct fs *fs, uint64_t parent, const char *name, uint64_t newpare
 	 * request's it only nests. */
 	bm_txn_begin(fs->bm);
 	if (parent != newparent) {
-		lo_acquire(LO_RENAME, "rename_mu");
-		pthread_mutex_lock(&fs->rename_mu);
+		lo_acquire(LO_RENAME, 0, true);
+		if (pthread_mutex_trylock(&fs->rename_mu) != 0) {
+			lo_wait_begin(LO_WAIT_RENAME, 0);
+			pthread_mutex_lock(&fs->rename_mu);
+			lo_wait_end();
+		}
 	}
 	r = rename_lock(fs, st, name, (unsigned)nlen, newname, (unsigned)newlen, &ls);
 	if (r < 0)
@@ -735,7 +739,7 @@ out:
 out_unlocked:
 	if (parent != newparent) {
 		pthread_mutex_unlock(&fs->rename_mu);
-		lo_release(LO_RENAME);
+		lo_release(LO_RENAME, 0);
 	}
 	bm_txn_end(fs->bm);
 	free(st);

@@ -416,10 +416,25 @@ void fs_locks_destroy(struct fs *fs)
 #define WR_HELD_MAX 8
 static _Thread_local unsigned wr_held[WR_HELD_MAX], wr_nheld;
 
+/* Take stripe @idx for @ino, recorded (lockorder.h) before it is taken:
+ * the order check comes first, and a wait shows in the lock-holder table. */
+static void ino_take(struct fs *fs, unsigned idx, uint64_t ino, bool excl)
+{
+	pthread_rwlock_t *lk = &fs->ino_locks[idx];
+	lo_acquire(LO_INODE, ino, excl);
+	if ((excl ? pthread_rwlock_trywrlock(lk) : pthread_rwlock_tryrdlock(lk)) == 0)
+		return;
+	lo_wait_begin(LO_WAIT_INODE, ino);
+	if (excl)
+		pthread_rwlock_wrlock(lk);
+	else
+		pthread_rwlock_rdlock(lk);
+	lo_wait_end();
+}
+
 void fs_ino_rdlock(struct fs *fs, uint64_t ino)
 {
-	lo_acquire(LO_INODE, "inode lock");
-	pthread_rwlock_rdlock(&fs->ino_locks[lock_idx(ino)]);
+	ino_take(fs, lock_idx(ino), ino, false);
 }
 
 void fs_ino_wrlock_txn(struct fs *fs, uint64_t ino)
@@ -431,8 +446,7 @@ void fs_ino_wrlock_txn(struct fs *fs, uint64_t ino)
 		abort();
 	}
 	bm_txn_begin(fs->bm);
-	lo_acquire(LO_INODE, "inode lock");
-	pthread_rwlock_wrlock(&fs->ino_locks[idx]);
+	ino_take(fs, idx, ino, true);
 	wr_held[wr_nheld++] = idx;
 }
 
@@ -440,7 +454,7 @@ void fs_ino_unlock(struct fs *fs, uint64_t ino)
 {
 	unsigned idx = lock_idx(ino);
 	pthread_rwlock_unlock(&fs->ino_locks[idx]);
-	lo_release(LO_INODE);
+	lo_release(LO_INODE, ino);
 	for (unsigned i = wr_nheld; i-- > 0;) {
 		if (wr_held[i] == idx) {
 			wr_held[i] = wr_held[--wr_nheld];
@@ -448,6 +462,15 @@ void fs_ino_unlock(struct fs *fs, uint64_t ino)
 			break;
 		}
 	}
+}
+
+/* Which of @inos stripe @idx is taken for: the lock-holder table names it. */
+static uint64_t stripe_ino(const uint64_t *inos, unsigned n, unsigned idx)
+{
+	for (unsigned i = 0; i < n && i < 4; i++)
+		if (inos[i] != 0 && lock_idx(inos[i]) == idx)
+			return inos[i];
+	return 0;
 }
 
 void fs_lock_many_txn(struct fs *fs, struct fs_lockset *ls, const uint64_t *inos, unsigned n)
@@ -467,17 +490,15 @@ void fs_lock_many_txn(struct fs *fs, struct fs_lockset *ls, const uint64_t *inos
 		ls->n++;
 	}
 	bm_txn_begin(fs->bm); /* see fs_ino_wrlock_txn */
-	for (unsigned i = 0; i < ls->n; i++) {
-		lo_acquire(LO_INODE, "inode locks");
-		pthread_rwlock_wrlock(&fs->ino_locks[ls->idx[i]]);
-	}
+	for (unsigned i = 0; i < ls->n; i++)
+		ino_take(fs, ls->idx[i], stripe_ino(inos, n, ls->idx[i]), true);
 }
 
 void fs_unlock_many(struct fs *fs, struct fs_lockset *ls)
 {
 	for (unsigned i = ls->n; i > 0; i--) {
 		pthread_rwlock_unlock(&fs->ino_locks[ls->idx[i - 1]]);
-		lo_release(LO_INODE);
+		lo_release(LO_INODE, 0); /* the last taken: fs_lock_many_txn's order */
 	}
 	ls->n = 0;
 	bm_txn_end(fs->bm);

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "engine/bm_fault.h"
+#include "engine/lockorder.h"
 #include "engine/log.h"
 
 int fs_format(struct bm *bm, uint32_t root_uid, uint32_t root_gid)
@@ -172,6 +173,12 @@ int fs_mount(const struct fs_config *cfg, struct fs **ret_fs)
 	struct fs *fs;
 	int r;
 
+	/* Before bm_open starts the engine's threads: they inherit the block
+	 * of SIGUSR2 that leaves it to the dump's own thread (lockorder.h). */
+	r = lo_dump_install();
+	if (r < 0)
+		vs_log(VS_LOG_WARN, "SIGUSR2 will not dump the lock-holder table: %s",
+		       strerror(-r));
 	fs = calloc(1, sizeof(*fs));
 	if (!fs)
 		return -ENOMEM;

@@ -527,7 +527,7 @@ static void test_lockorder_check_fires(void **st)
 	if (pid == 0) {
 		/* An inode lock held, then a transaction begun: it could wait
 		 * for a checkpoint. The check must stop the process. */
-		lo_acquire(LO_INODE, "test");
+		lo_acquire(LO_INODE, 1, false);
 		bm_txn_begin(bm);
 		_exit(0);
 	}
@@ -537,8 +537,8 @@ static void test_lockorder_check_fires(void **st)
 	assert_int_equal(WTERMSIG(status), SIGABRT);
 	/* In order it passes. */
 	bm_txn_begin(bm);
-	lo_acquire(LO_INODE, "test");
-	lo_release(LO_INODE);
+	lo_acquire(LO_INODE, 1, false);
+	lo_release(LO_INODE, 1);
 	bm_txn_end(bm);
 	assert_int_equal(bm_close(bm), 0);
 }
