@@ -38,7 +38,7 @@ int vs_corrupt(const char *file, int line, const char *fmt, ...)
 	va_end(ap);
 	snprintf(buf, sizeof(buf), "corruption: %s", what);
 	log_emit(VS_LOG_ERR, buf);
-	snprintf(buf, sizeof(buf), "the corruption above was detected at %s:%d", file, line);
+	snprintf(buf, sizeof(buf), "(the damage reported above was detected at %s:%d)", file, line);
 	log_emit(VS_LOG_DEBUG, buf);
 	return -EUCLEAN;
 }
