@@ -39,7 +39,9 @@
  * move the counts.
  */
 #include "fs/fuse_ops.h"
+#include "fs/uring.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -79,6 +81,9 @@ struct options {
 	int have_readahead;
 	unsigned poll_us;
 	int have_poll;
+	char *uring, *uring_depth_s; /* fs/uring.c: FUSE over io_uring */
+	enum fs_uring_mode uring_mode;
+	unsigned uring_depth;
 	char *dirty_cache;
 	uint64_t dirty_bytes; /* parsed dirty_cache */
 	double timeout;
@@ -123,6 +128,8 @@ static const struct fuse_opt opt_table[] = {
     OPT("readahead=", have_readahead),
     OPT("poll=%u", poll_us),
     OPT("poll=", have_poll),
+    OPT("uring=%s", uring),
+    OPT("uring_depth=%s", uring_depth_s),
     OPT("dirty_cache=%s", dirty_cache),
     OPT("fault_write_at=%lu", fault_write_at),
     OPT("fault_sync_at=%lu", fault_sync_at),
@@ -283,6 +290,12 @@ static void usage(FILE *f)
 		"  -o max_read=BYTES      largest read request (default: as max_write)\n"
 		"  -o poll=USEC           keep one thread reading requests this long after\n"
 		"                         each one instead of sleeping (default 100; 0: off)\n"
+		"  -o uring=auto|on|off   serve requests through FUSE over io_uring: when\n"
+		"                         the kernel offers it (auto, the default; needs\n"
+		"                         /sys/module/fuse/parameters/enable_uring set to 1),\n"
+		"                         required (on), or never (off: /dev/fuse)\n"
+		"  -o uring_depth=N       requests each CPU's ring serves at once, one thread\n"
+		"                         each, 1 to 64 (default 8)\n"
 		"  -o readahead=KIB       the kernel's read-ahead on this mount (default 1024;\n"
 		"                         0 keeps the kernel's 128; needs root)\n"
 		"  -o dirty_cache=SIZE    written data the kernel may hold for this mount\n"
@@ -532,6 +545,17 @@ static int check_options(struct options *o, struct fs_config *cfg, struct fs_fus
 			o->poll_us, MAX_POLL_US);
 		return -1;
 	}
+	if (o->uring_depth_s) {
+		char *end = NULL;
+		unsigned long v = strtoul(o->uring_depth_s, &end, 10);
+		if (!isdigit((unsigned char)o->uring_depth_s[0]) || *end || v < 1 ||
+		    v > FS_URING_MAX_DEPTH) {
+			fprintf(stderr, "virtuscale: uring_depth=%s: use a number of requests "
+					"between 1 and %u\n", o->uring_depth_s, FS_URING_MAX_DEPTH);
+			return -1;
+		}
+		o->uring_depth = (unsigned)v;
+	}
 	cfg->image = o->image;
 	cfg->read_only = o->read_only;
 	if (o->pool) {
@@ -560,6 +584,21 @@ static int check_options(struct options *o, struct fs_config *cfg, struct fs_fus
 		cfg->backend = BM_BACKEND_PLAIN;
 	} else {
 		fprintf(stderr, "virtuscale: exmap=%s: use auto, on or off\n", o->exmap);
+		return -1;
+	}
+	if (!o->uring || strcmp(o->uring, "auto") == 0) {
+		o->uring_mode = FS_URING_AUTO;
+	} else if (strcmp(o->uring, "on") == 0) {
+		o->uring_mode = FS_URING_ON;
+	} else if (strcmp(o->uring, "off") == 0) {
+		o->uring_mode = FS_URING_OFF;
+	} else {
+		fprintf(stderr, "virtuscale: uring=%s: use auto, on or off\n", o->uring);
+		return -1;
+	}
+	char why[256];
+	if (o->uring_mode == FS_URING_ON && fs_uring_check(o->uring_mode, why, sizeof(why)) < 0) {
+		fprintf(stderr, "virtuscale: uring=on, but %s (use uring=auto or uring=off)\n", why);
 		return -1;
 	}
 	bool threads_given = o->threads != 0;
@@ -786,6 +825,10 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "virtuscale: cannot mount on %s\n", o.mountpoint);
 		goto out_signals;
 	}
+	if (fs_uring_setup(se, o.uring_mode, o.uring_depth) < 0) {
+		fprintf(stderr, "virtuscale: uring=on: cannot set up FUSE over io_uring\n");
+		goto out_unmount;
+	}
 	if (fs_wire_attach(se, o.have_poll ? o.poll_us : DEFAULT_POLL_US) != 0) {
 		fprintf(stderr, "virtuscale: cannot set up the FUSE session's io\n");
 		goto out_unmount;
@@ -796,6 +839,9 @@ int main(int argc, char *argv[])
 	/* A signal ends the loop as well as an unmount does: both are fine. */
 	ret = serve(se, &o) < 0 ? 1 : 0;
 	fs_wire_detach();
+	fs_uring_stop();
+	if (fs_uring_failed())
+		ret = 1;
 
 out_unmount:
 	fuse_session_unmount(se);
@@ -817,6 +863,8 @@ out_args:
 	free(o.writeback);
 	free(o.dirty_cache);
 	free(o.fault_err);
+	free(o.uring);
+	free(o.uring_depth_s);
 	if (cfg.fault)
 		bm_fault_fini(cfg.fault);
 	return ret;
