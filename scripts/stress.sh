@@ -82,8 +82,26 @@ is_mounted() {
 	awk -v mp="$1" '$5 == mp { found = 1 } END { exit !found }' /proc/self/mountinfo
 }
 
-# Kernel stacks of every thread of a process, then (with "gdb") its
-# user-space stacks. Not gdb on vs_stress: its threads stuck in FUSE
+# The daemon's own lock-holder table (engine/lockorder.h): SIGUSR2 makes it
+# append one to $dir/locks (VS_LOCKDUMP, see mount_fs); shown from where the
+# file ended, once its end line is there (5 s at most).
+dump_locks() {
+	local pid=$1 file=$dir/locks from
+	alive "$pid" || return 0
+	from=$(stat -c %s "$file" 2>/dev/null || echo 0)
+	kill -USR2 "$pid" 2>/dev/null || return 0
+	for _ in $(seq 50); do
+		tail -c +$((from + 1)) "$file" 2>/dev/null | grep -q '^end of lock-holder table$' && break
+		sleep 0.1
+	done
+	echo "==== lock-holder table of $pid"
+	tail -c +$((from + 1)) "$file" 2>/dev/null
+}
+
+# Kernel stacks of every thread of a process, then (with "gdb", for the
+# daemon) its lock-holder table and its user-space stacks: the table first,
+# since gdb's attach ends waits (an io_uring wait returns EINTR) that the
+# table should show. Not gdb on vs_stress: its threads stuck in FUSE
 # requests never stop for ptrace, and gdb would wait for them for ever.
 dump_stacks() {
 	local pid=$1 t
@@ -93,6 +111,7 @@ dump_stacks() {
 		echo "--- task ${t##*/} $(cat "$t/comm" 2>/dev/null) wchan=$(cat "$t/wchan" 2>/dev/null)"
 		cat "$t/stack" 2>/dev/null
 	done
+	[ "${2:-}" = gdb ] && dump_locks "$pid"
 	if [ "${2:-}" = gdb ] && command -v gdb >/dev/null; then
 		timeout -k 10 120 gdb -batch -ex 'thread apply all bt' "/proc/$pid/exe" "$pid" </dev/null 2>&1
 	fi
@@ -138,7 +157,7 @@ echo "stress: daemon $(sha256sum <"$VIRTUSCALE" | cut -c1-12) built in $build fr
 	"${src:-?} ($(git -C "${src:-$root}" describe --always --dirty 2>/dev/null || echo 'not a git tree'))"
 
 mount_fs() {
-	"$VIRTUSCALE" "$img" "$mnt" -f -o "pool=$pool" >>"$log" 2>&1 &
+	VS_LOCKDUMP=$dir/locks "$VIRTUSCALE" "$img" "$mnt" -f -o "pool=$pool" >>"$log" 2>&1 &
 	daemon=$!
 	for _ in $(seq 300); do
 		is_mounted "$mnt" && return 0
@@ -225,7 +244,7 @@ run_pool() {
 	echo "stress: pool=$pool: daemon $daemon, $threads threads, $seconds s, seed $seed"
 	run_driver "$driver_limit" "$STRESS" "$mnt" --seconds "$seconds" --threads "$threads" \
 		--seed "$seed" --daemon-pid "$daemon" --big-mb "$big_mb" --hang-seconds "$hang" \
-		--manifest "$dir/manifest" || return 1
+		--manifest "$dir/manifest" --lock-dump "$dir/locks" || return 1
 	unmount_fs || return 1
 	fsck_image "after the run" || return 1
 	mount_fs || return 1

@@ -4,7 +4,7 @@
  * turns a stuck daemon into a stack dump instead of a silent CI timeout.
  *
  *   vs_stress MOUNTPOINT --seconds S --threads N --seed X [--daemon-pid PID]
- *             [--big-mb M] [--hang-seconds H] [--manifest FILE]
+ *             [--big-mb M] [--hang-seconds H] [--manifest FILE] [--lock-dump FILE]
  *   vs_stress MOUNTPOINT --verify FILE
  *
  * Layout on the (empty) mount:
@@ -23,9 +23,10 @@
  *
  * The watchdog (a separate process, see watchdog_start) prints progress
  * every 10 s; after H/3 s without a completed operation a STALL snapshot
- * (each worker's current operation, the daemon's kernel and gdb stacks),
- * after H s (default 30) the HANG report (the same, plus our own kernel
- * stacks) and exit status 3.
+ * (each worker's current operation, the daemon's kernel stacks, its own
+ * lock-holder table when --lock-dump names the file it writes it to, and
+ * its gdb stacks), after H s (default 30) the HANG report (the same, plus
+ * our own kernel stacks) and exit status 3.
  *
  * Exit status: 0 all checks passed, 1 a mismatch or unexpected error,
  * 2 usage, 3 hang.
@@ -119,6 +120,7 @@ static struct {
 	uint64_t seed;
 	pid_t daemon;
 	const char *manifest, *verify;
+	const char *lock_dump; /* the daemon's VS_LOCKDUMP (engine/lockorder.h) */
 } opt = {.seconds = 10, .threads = 4, .big_mb = 64, .hang_seconds = 30, .seed = 1};
 
 #define OP_LEN (PATH_LEN + 128)
@@ -1099,6 +1101,46 @@ static void dump_gdb(pid_t pid)
 	printf("(gdb killed after 120 s)\n");
 }
 
+/*
+ * The daemon's own lock-holder table (engine/lockorder.h): who holds the
+ * transaction, inode locks, rename_mu, and who waits for what since when.
+ * SIGUSR2 makes the daemon append one to its VS_LOCKDUMP file (--lock-dump);
+ * shown from where the file ended before, once the end line is there (5 s
+ * at most). Without --lock-dump no signal: a daemon without the handler
+ * would die of it.
+ */
+static void dump_locks(pid_t pid)
+{
+	static char buf[1 << 16];
+	struct stat st;
+	off_t from = 0;
+	ssize_t n = 0;
+
+	if (!opt.lock_dump) {
+		printf("(no --lock-dump: the daemon's lock-holder table not asked for)\n");
+		return;
+	}
+	if (stat(opt.lock_dump, &st) == 0)
+		from = st.st_size;
+	if (kill(pid, SIGUSR2) < 0) {
+		printf("(SIGUSR2 to %d: %s)\n", (int)pid, strerror(errno));
+		return;
+	}
+	for (int i = 0; i < 50; i++) {
+		int fd = open(opt.lock_dump, O_RDONLY | O_CLOEXEC);
+		n = fd >= 0 ? pread(fd, buf, sizeof(buf) - 1, from) : -1;
+		if (fd >= 0)
+			close(fd);
+		buf[n > 0 ? n : 0] = 0;
+		if (strstr(buf, "end of lock-holder table\n"))
+			break;
+		usleep(100000);
+	}
+	fputs(buf, stdout);
+	if (!strstr(buf, "end of lock-holder table\n"))
+		printf("(no whole lock-holder table in %s after 5 s)\n", opt.lock_dump);
+}
+
 static void print_worker_ops(void)
 {
 	for (int i = 0; i < opt.threads; i++)
@@ -1120,6 +1162,8 @@ static void hang_report(double idle)
 	printf("==== vs_stress %d: kernel stacks\n", (int)sh->driver);
 	dump_tasks(sh->driver);
 	if (opt.daemon > 0) {
+		printf("==== daemon %d: lock-holder table\n", (int)opt.daemon);
+		dump_locks(opt.daemon);
 		printf("==== daemon %d: gdb thread apply all bt\n", (int)opt.daemon);
 		dump_gdb(opt.daemon);
 	} else {
@@ -1139,6 +1183,8 @@ static void stall_report(double idle)
 	if (opt.daemon > 0) {
 		printf("==== daemon %d: kernel stacks\n", (int)opt.daemon);
 		dump_tasks(opt.daemon);
+		printf("==== daemon %d: lock-holder table\n", (int)opt.daemon);
+		dump_locks(opt.daemon);
 		printf("==== daemon %d: gdb thread apply all bt\n", (int)opt.daemon);
 		dump_gdb(opt.daemon);
 	}
@@ -1444,6 +1490,7 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: vs_stress MOUNTPOINT --seconds S --threads N --seed X [--daemon-pid PID]\n"
 		"                 [--big-mb M] [--hang-seconds H] [--manifest FILE]\n"
+		"                 [--lock-dump FILE]\n"
 		"       vs_stress MOUNTPOINT --verify FILE\n");
 	exit(2);
 }
@@ -1476,6 +1523,8 @@ static void parse_args(int argc, char **argv)
 			opt.hang_seconds = atoi(v);
 		else if (!strcmp(a, "--manifest"))
 			opt.manifest = v;
+		else if (!strcmp(a, "--lock-dump"))
+			opt.lock_dump = v;
 		else if (!strcmp(a, "--verify"))
 			opt.verify = v;
 		else
