@@ -33,7 +33,7 @@ int mem_open(const struct mem_config *cfg, struct mem **ret_mem)
 			free(m);
 			return r;
 		}
-		vs_log(VS_LOG_INFO, "exmap not available (%s), using the madvise backend",
+		vs_log(VS_LOG_DEBUG, "exmap not available (%s), using the madvise backend",
 		       r == -ENODEV ? "no usable /dev/exmap" : "setup failed");
 	}
 	m->ops = &mem_plain_ops;

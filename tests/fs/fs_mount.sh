@@ -1,7 +1,9 @@
 #!/bin/bash
 # fs_mount.sh - how the daemon and mkfs behave at the edges: a file that is
 # not an image, a second daemon on a mounted image, SIGTERM, mkfs over an
-# existing image, unknown or bad options, a busy unmount.  Each refusal must
+# existing image, unknown or bad options (each value has a range), generic
+# mount options (each one mounts), remount, where the log goes, a busy
+# unmount.  Each refusal must
 # exit non-zero (not by a signal), say something on stderr, and leave
 # nothing mounted.  Needs the real daemon: skipped under VS_TEST_DIR.
 set -u
@@ -308,6 +310,178 @@ bad=$(printf '%s\n' "$pieces" | grep -Ev '^(# (HELP|TYPE) .*|[a-z_]+(\{[^}]*\})?
 [ -z "$bad" ] || vt_fail "stats read in pieces: malformed lines: $bad"
 vt_umount
 vt_note "stats file: one snapshot per open"
+
+# ---- options: every value checked against its range before mounting ---------
+# Each refusal names the option and the range (fs/main.c check_numbers).
+while IFS='|' read -r opt want; do
+	expect_refusal "$opt" "$VT_MNT" "$VS_VIRTUSCALE" "$VT_IMAGE" "$VT_MNT" -f -o "$OPTS,$opt"
+	grep -qF "$want" "$VT_BASE/err" || vt_fail "$opt: the message is not '$want': $(cat "$VT_BASE/err")"
+done <<'LIST'
+readahead=-5|readahead=-5: use a size in KiB between 0 and 1048576
+readahead=4G|readahead=4G: use a size in KiB between 0 and 1048576
+threads=0|threads=0: use a number of threads between 1 and 1024
+threads=-1|threads=-1: use a number of threads between 1 and 1024
+threads=100000|threads=100000: use a number of threads between 1 and 1024
+max_write=0|max_write=0: use a byte count between 4096 and 1048576
+max_write=4194304|max_write=4194304: use a byte count between 4096 and 1048576
+poll=-1|poll=-1: use microseconds between 0 and 10000
+timeout=-1|timeout=-1: use seconds between 0 and 31536000
+timeout=nan|timeout=nan: use seconds between 0 and 31536000
+fault_write_at=-1|fault_write_at=-1: use a count of writes
+log=|log=: name the file to append messages to
+user_id=0|user_id=0: libfuse sets it; mount(8) passes it only with remount
+LIST
+expect_refusal "log= in a missing directory" "$VT_MNT" \
+	"$VS_VIRTUSCALE" "$VT_IMAGE" "$VT_MNT" -f -o "$OPTS,log=$VT_BASE/nowhere/vs.log"
+grep -q "log=$VT_BASE/nowhere/vs.log: No such file or directory" "$VT_BASE/err" ||
+	vt_fail "log= in a missing directory: $(cat "$VT_BASE/err")"
+# A pool larger than the image is cut to the image, and says so in one line.
+: >"$VT_LOG.pool"
+VT_LOG_SAVE=$VT_LOG VT_LOG=$VT_LOG.pool
+vt_mount "pool=100T"
+VT_LOG=$VT_LOG_SAVE
+vt_umount
+grep -q "pool=100T: more than the image holds (256 MiB); using 256 MiB" "$VT_LOG.pool" ||
+	vt_fail "pool=100T: no line saying it was cut to the image: $(cat "$VT_LOG.pool")"
+cat "$VT_LOG.pool" >>"$VT_LOG"
+vt_note "options: out-of-range values refused, a pool cut to the image said"
+
+# ---- generic mount options: taken as a kernel filesystem takes them ----------
+# libfuse 3.14 refuses relatime, strictatime, nodiratime, lazytime, ...: the
+# daemon applies them by a remount once mounted (root only). fstab's words
+# are dropped. Of ro and rw the last one wins.
+mi_opts() { # "<mount options> <superblock options>" of VT_MNT
+	awk -v mp="$(realpath "$VT_MNT")" '$5 == mp {
+		for (i = 7; i <= NF; i++) if ($i == "-") { s = $(i + 3); break }
+		o = $6 " " s } END { print o }' /proc/self/mountinfo
+}
+wait_mi() { # wait_mi ERE: the mountinfo options of VT_MNT match within 5 s
+	for _ in $(seq 50); do mi_opts | grep -qE "$1" && return 0; sleep 0.1; done
+	return 1
+}
+vt_mount "$OPTS,defaults,auto,noauto,user,nouser,users,_netdev,nofail,x-systemd.automount,X-mount.mkdir,comment=vs,silent,loud"
+vt_umount
+vt_mount "$OPTS,atime,diratime,norelatime,nostrictatime,nolazytime,async,suid,dev,exec,symfollow"
+vt_umount
+while IFS='|' read -r opt want; do
+	vt_mount "$OPTS,$opt"
+	echo "$opt" >"$VT_MNT/generic" || vt_fail "$opt: the mount is not writable"
+	if [ "$(id -u)" = 0 ]; then
+		wait_mi "$want" || vt_fail "$opt: mountinfo shows '$(mi_opts)', not /$want/"
+	fi
+	vt_umount
+done <<'LIST'
+relatime|(^|,)relatime[, ]
+noatime|(^|,)noatime[, ]
+noatime,relatime|^([a-z]+,)*relatime[, ]
+strictatime|^[a-z,]* 
+nodiratime|(^|,)nodiratime[, ]
+lazytime| (.*,)?lazytime(,|$)
+nosymfollow|(^|,)nosymfollow[, ]
+nosuid,nodev,noexec,sync,dirsync|nosuid,nodev,noexec.* (.*,)?sync,dirsync
+LIST
+if [ "$(id -u)" = 0 ]; then
+	vt_mount "$OPTS,strictatime"
+	sleep 1
+	mi_opts | grep -qE "(^|,)(relatime|noatime)[, ]" && vt_fail "strictatime: $(mi_opts)"
+	vt_umount
+	vt_mount "$OPTS,noatime,relatime"
+	wait_mi "relatime" && ! mi_opts | grep -q noatime || vt_fail "noatime,relatime: $(mi_opts)"
+	vt_umount
+fi
+vt_mount "$OPTS,ro,rw"
+echo rw >"$VT_MNT/last-wins" || vt_fail "ro,rw: the mount is not writable (the last one should win)"
+vt_umount
+vt_mount "$OPTS,rw,ro"
+if echo ro >"$VT_MNT/last-wins-ro" 2>/dev/null; then vt_fail "rw,ro: the mount is writable"; fi
+[ "$(cat "$VT_MNT/last-wins")" = rw ] || vt_fail "rw,ro: the file written before is gone"
+vt_umount
+vt_note "generic mount options: each mounts, flags applied, the last of ro/rw wins"
+
+# ---- remount: what mount -o remount,... runs -------------------------------
+# mount(8) on a mounted fuse.virtuscale runs mount.fuse3, which starts the
+# daemon with the mount's options, `remount` among them. No second daemon:
+# the mount flags change; the rest is kept, or refused when it cannot be.
+if [ "$(id -u)" = 0 ]; then
+	AS_MOUNT=ro,relatime,remount,user_id=0,group_id=0,default_permissions
+	vt_mount "$OPTS"
+	echo before >"$VT_MNT/rm" || vt_fail "remount: write before"
+	timeout 30 "$VS_VIRTUSCALE" "$VT_IMAGE" "$VT_MNT" -o "$AS_MOUNT" 2>"$VT_BASE/err" ||
+		vt_fail "remount,ro refused: $(cat "$VT_BASE/err")"
+	mi_opts | grep -q "^ro," || vt_fail "remount,ro: mountinfo shows $(mi_opts)"
+	if echo x >"$VT_MNT/rm2" 2>/dev/null; then vt_fail "remount,ro: still writable"; fi
+	[ "$(cat "$VT_MNT/rm")" = before ] || vt_fail "remount,ro: the file reads back wrong"
+	timeout 30 "$VS_VIRTUSCALE" "$VT_IMAGE" "$VT_MNT" -o "rw,remount,pool=1G" 2>"$VT_BASE/err" ||
+		vt_fail "remount,rw refused: $(cat "$VT_BASE/err")"
+	grep -q "pool=1G: not changed" "$VT_BASE/err" || vt_fail "remount,pool=1G: no line: $(cat "$VT_BASE/err")"
+	echo after >"$VT_MNT/rm" || vt_fail "remount,rw: not writable again"
+	expect_refusal "remount,allow_other" "$M2" \
+		"$VS_VIRTUSCALE" "$VT_IMAGE" "$VT_MNT" -o "rw,remount,allow_other"
+	grep -q "allow_other: cannot change on a mounted FUSE filesystem" "$VT_BASE/err" ||
+		vt_fail "remount,allow_other: $(cat "$VT_BASE/err")"
+	expect_refusal "remount of a directory not mounted" "$M2" \
+		"$VS_VIRTUSCALE" "$VT_IMAGE" "$M2" -o "rw,remount"
+	# through mount.fuse3 itself, with our daemon first in PATH
+	if [ -x /sbin/mount.fuse3 ]; then
+		mkdir -p "$VT_BASE/bin" && ln -sf "$VS_VIRTUSCALE" "$VT_BASE/bin/virtuscale"
+		PATH=$VT_BASE/bin:$PATH timeout 30 /sbin/mount.fuse3 "$VT_IMAGE" "$VT_MNT" \
+			-t fuse.virtuscale -o "$AS_MOUNT,_netdev" 2>"$VT_BASE/err" ||
+			vt_fail "mount.fuse3 remount,ro: $(cat "$VT_BASE/err")"
+		mi_opts | grep -q "^ro," || vt_fail "mount.fuse3 remount,ro: mountinfo shows $(mi_opts)"
+	fi
+	vt_umount
+	# a daemon that opened its image read-only cannot start writing
+	vt_mount "$OPTS,ro"
+	expect_refusal "remount,rw of a read-only daemon" "$M2" \
+		"$VS_VIRTUSCALE" "$VT_IMAGE" "$VT_MNT" -o "rw,remount"
+	grep -q "opened $VT_IMAGE read-only; unmount and mount again without ro" "$VT_BASE/err" ||
+		vt_fail "remount,rw of a read-only daemon: $(cat "$VT_BASE/err")"
+	mi_opts | grep -q "^ro," || vt_fail "a refused remount changed the flags: $(mi_opts)"
+	vt_umount
+	vt_mount "$OPTS"
+	[ "$(cat "$VT_MNT/rm")" = after ] || vt_fail "remount: the data written after remount,rw is gone"
+	vt_umount
+	vt_note "remount: flags applied, the daemon's options kept, the rest refused"
+else
+	vt_note "remount: not checked (needs root)"
+fi
+
+# ---- where messages go -------------------------------------------------------
+# Nobody asked for exmap: no line about it. log=FILE gets timestamped lines,
+# in the foreground and in the background; without it and without syslog the
+# background daemon says, before it detaches, that its messages are lost.
+"$VS_VIRTUSCALE" "$VT_IMAGE" "$VT_MNT" -f -o "$OPTS,log=$VT_BASE/fg.log" 2>"$VT_BASE/fg.err" &
+VT_PID=$!
+for _ in $(seq 300); do vt_is_mounted "$VT_MNT" && break; sleep 0.1; done
+vt_umount
+cat "$VT_BASE/fg.err" >>"$VT_LOG"
+grep -qi exmap "$VT_BASE/fg.err" && vt_fail "a mount without exmap=on talks of exmap: $(cat "$VT_BASE/fg.err")"
+grep -qE "^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:.]+ virtuscale\[[0-9]+\]: mounted $VT_IMAGE on" "$VT_BASE/fg.log" ||
+	vt_fail "log=FILE: no timestamped 'mounted' line: $(cat "$VT_BASE/fg.log")"
+grep -q "unmounted; everything is written back" "$VT_BASE/fg.log" ||
+	vt_fail "log=FILE: no line for the unmount: $(cat "$VT_BASE/fg.log")"
+timeout 30 "$VS_VIRTUSCALE" "$VT_IMAGE" "$VT_MNT" -o "$OPTS,log=$VT_BASE/bg.log" 2>"$VT_BASE/bg.err" ||
+	vt_fail "background mount failed: $(cat "$VT_BASE/bg.err")"
+vt_is_mounted "$VT_MNT" || vt_fail "background mount: not mounted"
+[ -s "$VT_BASE/bg.err" ] && vt_fail "background mount with log=FILE printed: $(cat "$VT_BASE/bg.err")"
+bg_umount() { # the daemon's threads may hold the mount a moment after start
+	for _ in $(seq 50); do fusermount3 -u "$VT_MNT" 2>/dev/null && return 0; sleep 0.1; done
+	vt_fail "unmounting the background daemon"
+}
+bg_umount
+for _ in $(seq 300); do grep -q "unmounted" "$VT_BASE/bg.log" && break; sleep 0.1; done
+grep -q "mounted $VT_IMAGE on" "$VT_BASE/bg.log" && grep -q "unmounted" "$VT_BASE/bg.log" ||
+	vt_fail "log=FILE in the background: $(cat "$VT_BASE/bg.log")"
+if [ ! -e /dev/log ]; then
+	timeout 30 "$VS_VIRTUSCALE" "$VT_IMAGE" "$VT_MNT" -o "$OPTS" 2>"$VT_BASE/bg.err" ||
+		vt_fail "background mount failed: $(cat "$VT_BASE/bg.err")"
+	bg_umount
+	grep -q "no syslog on this machine (/dev/log): .* use -o log=FILE" "$VT_BASE/bg.err" ||
+		vt_fail "no syslog, no log=: nothing said: $(cat "$VT_BASE/bg.err")"
+	# the daemon writes back and lets go of the image
+	for _ in $(seq 300); do flock -n "$VT_IMAGE" true && break; sleep 0.1; done
+fi
+vt_note "messages: log=FILE in both modes, no exmap line unasked"
 
 # ---- mkfs --force really starts over ----------------------------------------
 "$VS_MKFS" "$VT_IMAGE" --size 256M --force >>"$VT_LOG" 2>&1 || vt_fail "mkfs --force failed"
