@@ -388,8 +388,9 @@ static void usage(FILE *f)
 		"                         (default 1024; 0 keeps the kernel's 128; needs root)\n"
 		"  -o dirty_cache=SIZE    written data the kernel may hold for this mount\n"
 		"                         before writers wait for the daemon (default: the\n"
-		"                         pool size; 0 keeps the kernel's 1%% of its limit;\n"
-		"                         needs root)\n"
+		"                         pool size, or half the free space when that is\n"
+		"                         less than twice the kernel's dirty limit; 0 keeps\n"
+		"                         the kernel's 1%% of its limit; needs root)\n"
 		"  -o log=FILE            append messages to FILE, each with a timestamp\n"
 		"\n"
 		"Messages go to stderr until the mount is ready; then, with -f, still to\n"
@@ -938,31 +939,21 @@ static int check_options(struct options *o, struct fs_config *cfg, struct fs_fus
 }
 
 /*
- * The mount's backing-device knobs (root only; a user mount keeps the
- * kernel's, and a failure changes nothing but speed). Both must be set
- * after the kernel has applied our INIT reply, which would undo them: a
- * statfs of the mount waits for exactly that. So a thread does the statfs,
- * then writes them.
+ * The mount's read-ahead (root only; a user mount keeps the kernel's, and a
+ * failure changes nothing but speed). It must be set after the kernel has
+ * applied our INIT reply, which would undo it: a statfs of the mount waits
+ * for exactly that. So a thread does the statfs, then writes it.
  *
  * Read-ahead. The kernel gives a FUSE mount 128 KiB of read-ahead and lets
  * the daemon only lower it, so a sequential read arrives as 128 KiB
  * requests: eight round trips per MiB where one would do (measured: a cold
  * 400 MiB read took half the daemon CPU and 1.3-1.4x the speed at 1 MiB).
  *
- * Written data the kernel may hold. A FUSE mount gets a strict 1% of the
- * kernel's dirty-memory limit (45 MB here), lest a stuck daemon pin memory:
- * a writer then waits for the daemon after every few MiB, and buffered
- * writes run at the daemon's speed even when they fit the pool. This
- * daemon is trusted (root mounted it), so it lifts the strict limit and
- * allows dirty_cache bytes (default: the pool's size), under the kernel's
- * global limits as any local filesystem: rewriting a 256 MiB file went
- * from 252 to 2,549-2,710 MB/s. fsync is unchanged: it writes the
- * file's dirty pages to the daemon, then checkpoints.
+ * The written data the kernel may hold is fs/dirty.c's (dirty_cache).
  */
 struct bdi_job {
 	char *mountpoint;
-	unsigned readahead_kib; /* 0: leave it */
-	uint64_t dirty_bytes;   /* 0: leave it */
+	unsigned readahead_kib;
 };
 
 static int bdi_write(const struct stat *st, const char *knob, unsigned long long v)
@@ -989,39 +980,25 @@ static void *bdi_main(void *arg)
 	struct statfs sf;
 	struct stat st;
 
-	if (statfs(j->mountpoint, &sf) == 0 && stat(j->mountpoint, &st) == 0) {
-		if (j->readahead_kib)
-			bdi_write(&st, "read_ahead_kb", j->readahead_kib);
-		/* max_bytes first: with strict_limit off and the old 1% in
-		 * place the mount would briefly share the global limit. More
-		 * than the kernel's whole dirty limit is refused (EINVAL): the
-		 * mount may then use all of it, as a local filesystem does. */
-		if (j->dirty_bytes) {
-			int r = bdi_write(&st, "max_bytes", j->dirty_bytes);
-			if (r == -EINVAL)
-				r = bdi_write(&st, "max_ratio", 100);
-			if (r == 0)
-				bdi_write(&st, "strict_limit", 0);
-		}
-	}
+	if (statfs(j->mountpoint, &sf) == 0 && stat(j->mountpoint, &st) == 0)
+		bdi_write(&st, "read_ahead_kb", j->readahead_kib);
 	free(j->mountpoint);
 	free(j);
 	return NULL;
 }
 
-static void bdi_start(const char *mountpoint, unsigned readahead_kib, uint64_t dirty_bytes)
+static void bdi_start(const char *mountpoint, unsigned readahead_kib)
 {
 	pthread_attr_t attr;
 	pthread_t tid;
 
-	if (readahead_kib == 0 && dirty_bytes == 0)
+	if (readahead_kib == 0)
 		return;
 	struct bdi_job *j = malloc(sizeof(*j));
 	if (!j)
 		return;
 	j->mountpoint = strdup(mountpoint);
 	j->readahead_kib = readahead_kib;
-	j->dirty_bytes = dirty_bytes;
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	if (!j->mountpoint || pthread_create(&tid, &attr, bdi_main, j) != 0) {
@@ -1386,6 +1363,7 @@ int main(int argc, char *argv[])
 		goto out_fs;
 	}
 	ctx.se = se;
+	ctx.mountpoint = o.mountpoint;
 	if (fuse_set_signal_handlers(se) != 0) {
 		fprintf(stderr, "virtuscale: cannot install signal handlers\n");
 		goto out_session;
@@ -1407,8 +1385,12 @@ int main(int argc, char *argv[])
 		   (unsigned long long)(bm_pool_pages(fs_bm(ctx.fs)) * BM_PAGE_SIZE >> 20),
 		   o.single ? 1 : o.threads, o.read_only ? ", read-only" : "");
 	late_flags_start(&o);
-	bdi_start(o.mountpoint, o.have_readahead ? o.readahead_kib : DEFAULT_READAHEAD_KIB,
-		  o.dirty_cache ? o.dirty_bytes : bm_pool_pages(fs_bm(ctx.fs)) * BM_PAGE_SIZE);
+	bdi_start(o.mountpoint, o.have_readahead ? o.readahead_kib : DEFAULT_READAHEAD_KIB);
+	/* The written data the kernel may hold: see fs/dirty.c. */
+	ctx.opts.dirty_bytes =
+	    o.dirty_cache ? o.dirty_bytes : bm_pool_pages(fs_bm(ctx.fs)) * BM_PAGE_SIZE;
+	ctx.opts.dirty_capped = o.dirty_cache != NULL;
+	fs_dirty_fit(&ctx);
 	/* A signal ends the loop as well as an unmount does: both are fine. */
 	ret = serve(se, &o) < 0 ? 1 : 0;
 	fs_wire_detach();
