@@ -1372,7 +1372,7 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "virtuscale: cannot mount on %s\n", o.mountpoint);
 		goto out_signals;
 	}
-	if (fs_uring_setup(se, o.uring_mode, o.uring_depth) < 0) {
+	if (fs_uring_setup(se, o.uring_mode, o.uring_depth, bm_pool_pages(fs_bm(ctx.fs))) < 0) {
 		fprintf(stderr, "virtuscale: uring=on: cannot set up FUSE over io_uring\n");
 		goto out_unmount;
 	}

@@ -70,11 +70,16 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "engine/bm.h"
 #include "engine/log.h"
 
 #define ENABLE_PARAM "/sys/module/fuse/parameters/enable_uring"
 #define WAIT_MS	     100  /* how often an idle thread looks at ur.stop */
 #define PREFIX	     4096 /* room before the payload for the in header and op_in */
+/* Ring threads in all: each one that serves a request carries an engine
+ * context (an io_uring ring, a write-back staging buffer, and with exmap
+ * one of its 128 interfaces, which must not run out). */
+#define MAX_RING_THREADS 64
 
 enum phase { PHASE_WAIT, PHASE_GO, PHASE_OFF };
 
@@ -438,7 +443,27 @@ static void set_phase(enum phase ph)
 	pthread_mutex_unlock(&ur.mu);
 }
 
-int fs_uring_setup(struct fuse_session *se, enum fs_uring_mode mode, unsigned depth)
+/* Threads per queue: @depth, or fewer when the machine has many CPUs or
+ * the pool is small (as main.c bounds its workers: a request may hold
+ * about 8 * BM_MAX_HELD pages outside eviction's reach). */
+static unsigned fit_depth(unsigned depth, unsigned nq, uint64_t pool_pages)
+{
+	uint64_t cap = pool_pages / (8 * BM_MAX_HELD);
+	if (cap > MAX_RING_THREADS)
+		cap = MAX_RING_THREADS;
+	unsigned fit = (unsigned)(cap / nq);
+	if (fit < 1)
+		fit = 1; /* every queue needs an entry, whatever it costs */
+	if (depth > fit) {
+		vs_log(VS_LOG_WARN, "uring_depth=%u: %u CPUs and a pool of %llu MiB allow %u per CPU",
+		       depth, nq, (unsigned long long)(pool_pages * BM_PAGE_SIZE >> 20), fit);
+		depth = fit;
+	}
+	return depth;
+}
+
+int fs_uring_setup(struct fuse_session *se, enum fs_uring_mode mode, unsigned depth,
+		   uint64_t pool_pages)
 {
 	char why[256];
 	ur.mode = mode;
@@ -454,8 +479,8 @@ int fs_uring_setup(struct fuse_session *se, enum fs_uring_mode mode, unsigned de
 		return 0;
 	}
 	ur.fd = fuse_session_fd(se);
-	ur.depth = depth ? depth : FS_URING_DEFAULT_DEPTH;
 	ur.nq = possible_cpus();
+	ur.depth = fit_depth(depth ? depth : FS_URING_DEFAULT_DEPTH, ur.nq, pool_pages);
 	ur.t = calloc((size_t)ur.nq * ur.depth, sizeof(*ur.t));
 	ur.count = aligned_alloc(64, ur.nq * sizeof(*ur.count));
 	if (!ur.t || !ur.count)

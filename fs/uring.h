@@ -36,11 +36,14 @@ enum fs_uring_mode {
  * makes a mount fail on it. */
 int fs_uring_check(enum fs_uring_mode mode, char *why, size_t len);
 
-/* Start @depth serving threads per possible CPU, each with its own ring,
- * waiting for the INIT reply (call after fuse_session_mount, before the
- * session loop). Returns 0; with uring=on a negative errno when the rings
- * cannot be made (with uring=auto the daemon goes on with /dev/fuse). */
-int fs_uring_setup(struct fuse_session *se, enum fs_uring_mode mode, unsigned depth);
+/* Start @depth serving threads per possible CPU (0: the default; fewer
+ * when there are many CPUs or the pool of @pool_pages is small), each with
+ * its own ring, waiting for the INIT reply (call after fuse_session_mount,
+ * before the session loop). Returns 0; with uring=on a negative errno when
+ * the rings cannot be made (with uring=auto the daemon goes on with
+ * /dev/fuse). */
+int fs_uring_setup(struct fuse_session *se, enum fs_uring_mode mode, unsigned depth,
+		   uint64_t pool_pages);
 
 /* Stop and join the threads (after the session loop): they leave on their
  * own when the connection ends, or at the next look at the stop flag. */

@@ -78,6 +78,20 @@ wait $pids
 [ "$(cat "$VT_MNT/d3.77")" = 3.77 ] || vt_fail "uring_depth=1: d3.77 holds '$(cat "$VT_MNT/d3.77")'"
 vt_umount
 
+# ---- bad values, and a depth the machine cannot give -------------------------
+for bad in uring=maybe uring_depth=0 uring_depth=65 uring_depth=x; do
+	out=$("$VS_VIRTUSCALE" "$VT_IMAGE" "$VT_MNT" -f -o "pool=64M,$bad" 2>&1) &&
+		vt_fail "-o $bad accepted"
+	case "$out" in *"${bad%%=*}="*) ;; *) vt_fail "-o $bad: message '$out'" ;; esac
+	vt_is_mounted "$VT_MNT" && vt_fail "-o $bad: mounted"
+done
+# 64 ring threads in all at most (engine contexts, exmap interfaces)
+vt_mount pool=64M,uring_depth=64
+vt_umount
+want=$((64 / ncpu)); [ "$want" -ge 1 ] || want=1
+grep -q "serving requests through FUSE over io_uring: $ncpu queues of $want\$" "$VT_LOG" ||
+	vt_fail "uring_depth=64 on $ncpu CPUs: not clamped to $want ($(tail -n 3 "$VT_LOG"))"
+
 # ---- the ways a mount ends --------------------------------------------------
 wait_exit() { # WHAT: the daemon must exit 0 within 30 s
 	for _ in $(seq 300); do kill -0 "$VT_PID" 2>/dev/null || break; sleep 0.1; done
