@@ -14,7 +14,8 @@
  *   replay    a crash after a checkpoint's commit but before its home
  *             writes: the journal must be replayed at the next open
  *   empty     a fresh filesystem
- * each once read-only (flags 0x03) and once for writing (flags 0x0b).
+ * each read-only (flags 0x03) and for writing (0x0b), and both again with
+ * the journal descriptor re-sealed after mutation (0x07, 0x0f).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -140,11 +141,15 @@ static void encode(const char *dir, const char *name, unsigned flags)
 
 static void both(const char *dir, const char *name)
 {
+	static const struct {
+		const char *suffix;
+		unsigned flags;
+	} v[] = {{"ro", 0x03}, {"rw", 0x0b}, {"ro-j", 0x07}, {"rw-j", 0x0f}};
 	char n[64];
-	snprintf(n, sizeof(n), "%s-ro", name);
-	encode(dir, n, 0x03);
-	snprintf(n, sizeof(n), "%s-rw", name);
-	encode(dir, n, 0x0b);
+	for (unsigned i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		snprintf(n, sizeof(n), "%s-%s", name, v[i].suffix);
+		encode(dir, n, v[i].flags);
+	}
 }
 
 /* Replay seed: when the checkpoint's commit sync (the first sync of the
