@@ -87,9 +87,10 @@ for bad in uring=maybe uring_depth=0 uring_depth=65 uring_depth=x; do
 done
 # 64 ring threads in all at most (engine contexts, exmap interfaces)
 vt_mount pool=64M,uring_depth=64
+[ "$(transport)" = uring ] || vt_fail "uring_depth=64: transport '$(transport)'" # INIT done
 vt_umount
 want=$((64 / ncpu)); [ "$want" -ge 1 ] || want=1
-grep -q "serving requests through FUSE over io_uring: $ncpu queues of $want\$" "$VT_LOG" ||
+grep -qxF "virtuscale: serving requests through FUSE over io_uring: $ncpu queues of $want" "$VT_LOG" ||
 	vt_fail "uring_depth=64 on $ncpu CPUs: not clamped to $want ($(tail -n 3 "$VT_LOG"))"
 
 # ---- the ways a mount ends --------------------------------------------------
