@@ -322,8 +322,8 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 /* The stats file of one open: rendered at the first read and again at
  * every read from offset 0, so a reader that reads it in pieces sees one
  * consistent snapshot, and one that rereads from the start sees fresh
- * counters. Freed at release, which the kernel sends only after the last
- * read of the open file has been answered. */
+ * counters. Freed at release, which the kernel sends once the last read
+ * of the open file has been answered (see stats_read). */
 struct stats_snap {
 	pthread_mutex_t mu;
 	ssize_t len; /* < 0: not rendered yet */
@@ -357,19 +357,32 @@ static void stats_read(fuse_req_t req, struct fs *fs, struct fuse_file_info *fi,
 		       off_t off)
 {
 	struct stats_snap *sn = (struct stats_snap *)(uintptr_t)fi->fh;
+	char *out = NULL;
+	size_t n = 0;
+	ssize_t len;
 
+	/* The slice is copied out and the reply sent after the unlock: once
+	 * the reply is in, the reader may close, and the release (on another
+	 * thread) frees the snapshot while this one would still touch it. */
 	pthread_mutex_lock(&sn->mu);
 	if (off == 0 || sn->len < 0)
 		sn->len = fs_stats_render(fs, sn->buf, STATS_MAX);
-	if (sn->len < 0) {
-		reply_err(req, (int)sn->len);
-	} else if (off >= sn->len) {
-		fuse_reply_buf(req, NULL, 0);
-	} else {
-		size_t left = (size_t)(sn->len - off);
-		fuse_reply_buf(req, sn->buf + off, size < left ? size : left);
+	len = sn->len;
+	if (len > 0 && off < len) {
+		n = size < (size_t)(len - off) ? size : (size_t)(len - off);
+		out = malloc(n);
+		if (out)
+			memcpy(out, sn->buf + off, n);
 	}
 	pthread_mutex_unlock(&sn->mu);
+
+	if (len < 0)
+		reply_err(req, (int)len);
+	else if (n > 0 && !out)
+		reply_err(req, -ENOMEM);
+	else
+		fuse_reply_buf(req, out, n);
+	free(out);
 }
 
 static int ctl_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

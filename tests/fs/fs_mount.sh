@@ -308,6 +308,19 @@ n=$(((${#pieces} + 15) / 16))
 	vt_fail "stats read in $n pieces shows $before reads, a fresh read $after: torn"
 bad=$(printf '%s\n' "$pieces" | grep -Ev '^(# (HELP|TYPE) .*|[a-z_]+(\{[^}]*\})? -?[0-9][0-9.e+]*)$' | head -3)
 [ -z "$bad" ] || vt_fail "stats read in pieces: malformed lines: $bad"
+# Many readers opening, reading and closing at once: a release racing the
+# reply of the last read must not free the snapshot under it (the daemon
+# died of that; under ASan it is reported at once).
+for _ in 1 2 3; do
+	pids=
+	for _ in $(seq 30); do
+		(head -c 100 "$S" >/dev/null; dd if="$S" bs=16 of=/dev/null 2>/dev/null) &
+		pids="$pids $!"
+	done
+	wait $pids
+done
+kill -0 "$VT_PID" 2>/dev/null && grep -q virtuscale_daemon_pid "$S" ||
+	vt_fail "the daemon did not survive 90 concurrent readers of the stats file"
 vt_umount
 vt_note "stats file: one snapshot per open"
 
