@@ -2,7 +2,9 @@
  * dmg_tool.c: the corruption campaign's instruments (tests/damage/campaign.sh).
  *
  *   dmg_tool map IMAGE
- *       One line per page that holds something, "KIND PID INO":
+ *       One line per page that holds something, "KIND PID INO SPAN" (SPAN:
+ *       the bytes of the page that mean something, from its start: less
+ *       than 4096 for the last pages of the bitmap and checksum table):
  *         super    page 0
  *         journal  the journal's pages in use (descriptor and images of the
  *                  last checkpoint; its first page when none is valid)
@@ -17,22 +19,30 @@
  *       journal descriptor are read raw, with the offsets of
  *       engine/bm_internal.h and bm_journal.c.
  *
- *   dmg_tool hit IMAGE PID HOW SEED [SRC]
+ *   dmg_tool hit IMAGE PID HOW SEED [SRC [SPAN]]
  *       Damage page PID in place (the checksum table is left alone, as a
  *       disk would leave it). HOW:
  *         flip    one byte XOR'ed with a nonzero value
  *         rand64  64 consecutive bytes replaced with random ones
+ *         zero8   8 bytes at an 8-aligned offset zeroed (in the checksum
+ *                 table: one entry, which then says "never written")
  *         zero    the whole page zeroed
  *         copy    the whole page replaced with page SRC (a misdirected write)
- *         torn    the second half (2048 bytes) replaced with SRC's second
- *                 half (a write torn between two versions)
- *       SEED picks the offsets and bytes (deterministic). Prints what it did.
+ *         torn    the page from a 512-byte boundary on (1 to 7 sectors in)
+ *                 replaced with SRC's bytes there (a write torn between two
+ *                 versions)
+ *       flip, rand64 and the tear stay within the first SPAN bytes (default
+ *       4096).
+ *       SEED picks the offsets and bytes (deterministic). Prints what it
+ *       did; exits 3 without writing when the page would not change (a
+ *       copy of identical bytes).
  *
  *   dmg_tool gen FILE SIZE SEED
  *       Write SIZE pseudo-random bytes (from SEED) to FILE: the campaign's
  *       file contents, reproducible from the seed.
  *
- * Exit status: 0 done, 2 usage, 8 cannot open or read the image.
+ * Exit status: 0 done, 2 usage, 3 nothing to change (hit), 8 cannot open or
+ * read the image.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -109,17 +119,17 @@ static void walk(struct walk *w, uint64_t pid, unsigned depth)
 	}
 	unsigned count = bt_node_count(page);
 	if (!bt_node_is_leaf(page)) {
-		printf("inner %llu 0\n", (unsigned long long)pid);
+		printf("inner %llu 0 4096\n", (unsigned long long)pid);
 		for (unsigned i = 0; i <= count; i++)
 			walk(w, bt_node_child(page, i), depth + 1);
 		return;
 	}
-	printf("leaf %llu 0\n", (unsigned long long)pid);
+	printf("leaf %llu 0 4096\n", (unsigned long long)pid);
 	for (unsigned i = 0; i < count; i++) {
 		unsigned klen = bt_node_key(page, i, key);
 		uint64_t obj = klen >= 8 ? fs_key_obj(key) : 0;
 		if (bt_node_is_overflow(page, i)) {
-			printf("overflow %llu %llu\n", (unsigned long long)bt_node_payload_pid(page, i),
+			printf("overflow %llu %llu 4096\n", (unsigned long long)bt_node_payload_pid(page, i),
 			       (unsigned long long)obj);
 			continue;
 		}
@@ -132,7 +142,7 @@ static void walk(struct walk *w, uint64_t pid, unsigned depth)
 		uint64_t first = fs_get_le64(v);
 		uint32_t n = fs_get_le32(v + 8);
 		for (uint32_t j = 0; j < n && first + j < w->pages; j++)
-			printf("data %llu %llu\n", (unsigned long long)(first + j),
+			printf("data %llu %llu 4096\n", (unsigned long long)(first + j),
 			       (unsigned long long)obj);
 	}
 }
@@ -179,18 +189,23 @@ static int cmd_map(const char *image)
 		fprintf(stderr, "dmg_tool: %s: cannot open: %s\n", image, strerror(-r));
 		return 8;
 	}
-	printf("super 0 0\n");
+	printf("super 0 0 4096\n");
 	for (uint64_t i = 0; i < jused && i < jn; i++)
-		printf("journal %llu 0\n", (unsigned long long)(jr + i));
-	for (uint64_t i = 0; i < bn; i++)
-		printf("bitmap %llu 0\n", (unsigned long long)(bs + i));
+		printf("journal %llu 0 4096\n", (unsigned long long)(jr + i));
+	for (uint64_t i = 0; i < bn; i++) {
+		uint64_t bits = pages - i * BM_PIDS_PER_BMP;
+		uint64_t span = bits >= BM_PIDS_PER_BMP ? BM_PAGE_SIZE : (bits + 7) / 8;
+		printf("bitmap %llu 0 %llu\n", (unsigned long long)(bs + i), (unsigned long long)span);
+	}
 	/* A checksum-table page matters when it covers an allocated page. */
 	for (uint64_t i = 0; i < cn; i++) {
 		bool used = false;
 		for (uint64_t p = i * BM_PIDS_PER_CS; p < (i + 1) * BM_PIDS_PER_CS && p < pages; p++)
 			used |= p >= bm_first_data_pid(bm) && bm_is_allocated(bm, p);
+		uint64_t n = pages - i * BM_PIDS_PER_CS;
 		if (used)
-			printf("csum %llu 0\n", (unsigned long long)(cs + i));
+			printf("csum %llu 0 %llu\n", (unsigned long long)(cs + i),
+			       (unsigned long long)(n >= BM_PIDS_PER_CS ? BM_PAGE_SIZE : n * 8));
 	}
 	struct walk w = {.bm = bm, .first_data = bm_first_data_pid(bm), .pages = pages};
 	walk(&w, bm_sb_get(bm, FS_SB_ROOT), 0);
@@ -198,25 +213,33 @@ static int cmd_map(const char *image)
 	return w.errors ? 8 : 0;
 }
 
-static int cmd_hit(const char *image, uint64_t pid, const char *how, uint64_t seed, uint64_t src)
+static int cmd_hit(const char *image, uint64_t pid, const char *how, uint64_t seed, uint64_t src,
+		   uint64_t span)
 {
-	uint8_t page[BM_PAGE_SIZE], other[BM_PAGE_SIZE];
+	uint8_t page[BM_PAGE_SIZE], other[BM_PAGE_SIZE], before[BM_PAGE_SIZE];
+	if (span < 64 || span > BM_PAGE_SIZE)
+		span = BM_PAGE_SIZE;
 	uint64_t s = seed * 2654435761u + pid;
 	int fd = open(image, O_RDWR | O_CLOEXEC);
 	if (fd < 0 || pread_page(fd, pid, page) < 0) {
 		perror(image);
 		return 8;
 	}
+	memcpy(before, page, sizeof(page));
 	if (!strcmp(how, "flip")) {
-		unsigned off = (unsigned)(rng_next(&s) % BM_PAGE_SIZE);
+		unsigned off = (unsigned)(rng_next(&s) % span);
 		uint8_t x = (uint8_t)(1 + rng_next(&s) % 255);
 		page[off] ^= x;
 		printf("flip pid %llu offset %u xor 0x%02x\n", (unsigned long long)pid, off, x);
 	} else if (!strcmp(how, "rand64")) {
-		unsigned off = (unsigned)(rng_next(&s) % (BM_PAGE_SIZE - 64));
+		unsigned off = (unsigned)(rng_next(&s) % (span - 63));
 		for (unsigned i = 0; i < 64; i++)
 			page[off + i] = (uint8_t)rng_next(&s);
 		printf("rand64 pid %llu offset %u\n", (unsigned long long)pid, off);
+	} else if (!strcmp(how, "zero8")) {
+		unsigned off = (unsigned)(rng_next(&s) % (span / 8)) * 8;
+		memset(page + off, 0, 8);
+		printf("zero8 pid %llu offset %u\n", (unsigned long long)pid, off);
 	} else if (!strcmp(how, "zero")) {
 		memset(page, 0, sizeof(page));
 		printf("zero pid %llu\n", (unsigned long long)pid);
@@ -226,14 +249,26 @@ static int cmd_hit(const char *image, uint64_t pid, const char *how, uint64_t se
 			close(fd);
 			return 8;
 		}
-		unsigned from = !strcmp(how, "copy") ? 0 : BM_PAGE_SIZE / 2;
+		/* Torn at a sector boundary inside the bytes that mean
+		 * something (the whole page but for the bitmap's and the
+		 * checksum table's last pages). */
+		unsigned sectors = span >= BM_PAGE_SIZE ? 7 : (unsigned)(span - 1) / 512;
+		unsigned from = sectors ? 512 * (unsigned)(1 + rng_next(&s) % sectors)
+					: (unsigned)span / 2;
+		if (!strcmp(how, "copy"))
+			from = 0;
 		memcpy(page + from, other + from, BM_PAGE_SIZE - from);
-		printf("%s pid %llu from %llu\n", how, (unsigned long long)pid,
-		       (unsigned long long)src);
+		printf("%s pid %llu from %llu at %u\n", how, (unsigned long long)pid,
+		       (unsigned long long)src, from);
 	} else {
 		fprintf(stderr, "dmg_tool: unknown damage %s\n", how);
 		close(fd);
 		return 2;
+	}
+	if (!memcmp(page, before, sizeof(page))) {
+		printf("unchanged\n");
+		close(fd);
+		return 3;
 	}
 	if (pwrite(fd, page, BM_PAGE_SIZE, (off_t)(pid * BM_PAGE_SIZE)) != BM_PAGE_SIZE ||
 	    fsync(fd) < 0) {
@@ -274,12 +309,12 @@ int main(int argc, char **argv)
 		return cmd_gen(argv[2], strtoull(argv[3], NULL, 0), strtoull(argv[4], NULL, 0));
 	if (argc == 3 && !strcmp(argv[1], "map"))
 		return cmd_map(argv[2]);
-	if ((argc == 6 || argc == 7) && !strcmp(argv[1], "hit"))
+	if (argc >= 6 && argc <= 8 && !strcmp(argv[1], "hit"))
 		return cmd_hit(argv[2], strtoull(argv[3], NULL, 0), argv[4],
-			       strtoull(argv[5], NULL, 0),
-			       argc == 7 ? strtoull(argv[6], NULL, 0) : 0);
+			       strtoull(argv[5], NULL, 0), argc >= 7 ? strtoull(argv[6], NULL, 0) : 0,
+			       argc >= 8 ? strtoull(argv[7], NULL, 0) : BM_PAGE_SIZE);
 	fprintf(stderr, "usage: dmg_tool map IMAGE\n"
-			"       dmg_tool hit IMAGE PID flip|rand64|zero|copy|torn SEED [SRC]\n"
+			"       dmg_tool hit IMAGE PID flip|rand64|zero8|zero|copy|torn SEED [SRC [SPAN]]\n"
 			"       dmg_tool gen FILE SIZE SEED\n");
 	return 2;
 }

@@ -326,6 +326,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	unsigned flags;
 	uint64_t pages = decode(data, size, &flags);
 	seal(pages, flags);
+	const char *dump = getenv("VS_FUZZ_DUMP");
+	if (dump) {
+		/* Write the image out for the real tools, and stop there. */
+		snprintf(img_path, sizeof(img_path), "%s", dump);
+		return write_image(pages);
+	}
 	if (write_image(pages) == 0) {
 		run_fsck(flags & FZ_WRITE);
 		run_fs(flags & FZ_WRITE);
@@ -335,7 +341,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 
 #ifndef DMG_LIBFUZZER
-/* Replay: run each file named on the command line once. */
+/* Replay: run each file named on the command line once. VS_FUZZ_DUMP=FILE
+ * writes the (first) input's image to FILE instead, for fsck.virtuscale and
+ * the daemon. */
 int main(int argc, char **argv)
 {
 	static uint8_t data[4u << 20];

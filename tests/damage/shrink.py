@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """shrink.py - shrink a fuzz_image input that fails, record by record.
 
-    tests/damage/shrink.py TARGET IN OUT
+    tests/damage/shrink.py [--timeout S] TARGET IN OUT
 
 TARGET runs one input (the libFuzzer build, build-fuzz/tests/damage/
 fuzz_image, does) and exits nonzero on the failure; the failure must keep
 the same first "SUMMARY:" line (or exit status when there is none). Knows
 fuzz_image.c's sparse format: drops whole page records, then cuts each
 record's trailing bytes (a page is zero past its record), which libFuzzer's
-byte-level minimizer rarely manages. Prints the size as it goes.
+byte-level minimizer rarely manages. Prints the size as it goes. A run
+longer than --timeout seconds (default 60) counts as the failure "timeout":
+for a hang, give the plain build and a few seconds.
 """
 import os
 import subprocess
@@ -32,11 +34,14 @@ def encode(hdr, recs):
     return bytes(out)
 
 
+TIMEOUT = 60
+
+
 def signature(target, data):
     with tempfile.NamedTemporaryFile(delete=False) as f:
         f.write(data)
     try:
-        p = subprocess.run([target, f.name], capture_output=True, timeout=60)
+        p = subprocess.run([target, f.name], capture_output=True, timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         return "timeout"
     finally:
@@ -48,7 +53,12 @@ def signature(target, data):
 
 
 def main():
-    target, src, dst = sys.argv[1:4]
+    global TIMEOUT
+    args = sys.argv[1:]
+    if args[:1] == ["--timeout"]:
+        TIMEOUT = float(args[1])
+        args = args[2:]
+    target, src, dst = args[:3]
     data = open(src, "rb").read()
     want = signature(target, data)
     if want is None:
