@@ -59,6 +59,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <spawn.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
@@ -953,7 +954,8 @@ static int check_options(struct options *o, struct fs_config *cfg, struct fs_fus
  */
 struct bdi_job {
 	char *mountpoint;
-	unsigned readahead_kib;
+	unsigned readahead_kib; /* 0: leave it */
+	char *image;		/* non-NULL: note the umount helper (umount_note) */
 };
 
 static int bdi_write(const struct stat *st, const char *knob, unsigned long long v)
@@ -974,35 +976,99 @@ static int bdi_write(const struct stat *st, const char *knob, unsigned long long
 	return r;
 }
 
+#define UMOUNT_HELPER "/sbin/umount.fuse.virtuscale"
+
+extern char **environ;
+
+/* @s as the mount tables write it: space, tab, newline and backslash in
+ * octal. */
+static void mtab_escape(const char *s, char *out, size_t cap)
+{
+	size_t n = 0;
+	for (; *s && n + 5 < cap; s++) {
+		if (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\\')
+			n += (size_t)snprintf(out + n, cap - n, "\\%03o", (unsigned char)*s);
+		else
+			out[n++] = *s;
+	}
+	out[n] = 0;
+}
+
+/*
+ * umount(8) of a FUSE mount runs /sbin/umount.fuse.virtuscale, which waits
+ * until this daemon has written everything back and released the image,
+ * only when libmount's table of userspace options (/run/mount/utab) says
+ * helper=fuse.virtuscale for the mount: mount(8) writes that for an fstab
+ * line that has it, but a daemon started by hand is in no table. So, as
+ * root and when the helper is installed, the daemon adds the entry itself
+ * the way mount(8) does (mount --fake: no mount(2), no mount helper run),
+ * once its mount is live. Then `umount MOUNTPOINT` waits here too. A
+ * failure costs only that wait (logged at debug level).
+ */
+static void umount_note(const char *image, const char *mountpoint)
+{
+	char want[PATH_MAX * 4 + 16], esc[PATH_MAX * 4], line[PATH_MAX * 8];
+	FILE *f = fopen("/run/mount/utab", "re");
+
+	mtab_escape(mountpoint, esc, sizeof(esc));
+	snprintf(want, sizeof(want), "TARGET=%s ", esc);
+	while (f && fgets(line, sizeof(line), f)) {
+		if (strstr(line, want) && strstr(line, "helper=")) {
+			fclose(f);
+			return; /* mount(8) did it (fstab) */
+		}
+	}
+	if (f)
+		fclose(f);
+	char *argv[] = {"mount", "--fake", "-i", "--no-canonicalize", "-t", "fuse.virtuscale",
+			"-o", "helper=fuse.virtuscale", (char *)image, (char *)mountpoint, NULL};
+	pid_t pid;
+	int st = 0;
+	if (posix_spawnp(&pid, "mount", NULL, NULL, argv, environ) != 0 ||
+	    waitpid(pid, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		vs_log(VS_LOG_DEBUG, "%s: not noted for umount.fuse.virtuscale: umount will not "
+				     "wait for the daemon (vsctl unmount does)", mountpoint);
+}
+
 static void *bdi_main(void *arg)
 {
 	struct bdi_job *j = arg;
 	struct statfs sf;
 	struct stat st;
 
-	if (statfs(j->mountpoint, &sf) == 0 && stat(j->mountpoint, &st) == 0)
-		bdi_write(&st, "read_ahead_kb", j->readahead_kib);
+	if (statfs(j->mountpoint, &sf) == 0 && stat(j->mountpoint, &st) == 0) {
+		if (j->readahead_kib)
+			bdi_write(&st, "read_ahead_kb", j->readahead_kib);
+		if (j->image)
+			umount_note(j->image, j->mountpoint);
+	}
 	free(j->mountpoint);
+	free(j->image);
 	free(j);
 	return NULL;
 }
 
-static void bdi_start(const char *mountpoint, unsigned readahead_kib)
+/* After the mount is live (a thread: see above): the read-ahead, and the
+ * note for umount(8) when root and the helper is installed. */
+static void bdi_start(const char *mountpoint, const char *image, unsigned readahead_kib)
 {
 	pthread_attr_t attr;
 	pthread_t tid;
+	bool note = geteuid() == 0 && access(UMOUNT_HELPER, X_OK) == 0;
 
-	if (readahead_kib == 0)
+	if (readahead_kib == 0 && !note)
 		return;
-	struct bdi_job *j = malloc(sizeof(*j));
+	struct bdi_job *j = calloc(1, sizeof(*j));
 	if (!j)
 		return;
 	j->mountpoint = strdup(mountpoint);
 	j->readahead_kib = readahead_kib;
+	j->image = note ? realpath(image, NULL) : NULL;
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	if (!j->mountpoint || pthread_create(&tid, &attr, bdi_main, j) != 0) {
 		free(j->mountpoint);
+		free(j->image);
 		free(j);
 	}
 	pthread_attr_destroy(&attr);
@@ -1385,7 +1451,8 @@ int main(int argc, char *argv[])
 		   (unsigned long long)(bm_pool_pages(fs_bm(ctx.fs)) * BM_PAGE_SIZE >> 20),
 		   o.single ? 1 : o.threads, o.read_only ? ", read-only" : "");
 	late_flags_start(&o);
-	bdi_start(o.mountpoint, o.have_readahead ? o.readahead_kib : DEFAULT_READAHEAD_KIB);
+	bdi_start(o.mountpoint, o.image,
+		  o.have_readahead ? o.readahead_kib : DEFAULT_READAHEAD_KIB);
 	/* The written data the kernel may hold: see fs/dirty.c. */
 	ctx.opts.dirty_bytes =
 	    o.dirty_cache ? o.dirty_bytes : bm_pool_pages(fs_bm(ctx.fs)) * BM_PAGE_SIZE;

@@ -18,6 +18,8 @@
 #          mount.fuse3, `umount MNT`, which runs umount.fuse.virtuscale
 #          because the line says helper=fuse.virtuscale
 #   vsctl  the daemon started by hand, `vsctl MNT unmount`
+#   hand   the daemon started by hand, plain `umount MNT`: the daemon notes
+#          helper=fuse.virtuscale in utab itself (fs/main.c umount_note)
 #
 # umount(8) only runs helpers from /sbin and mount(8) only runs the daemon
 # from a fixed PATH, so the test runs in a private mount namespace where
@@ -65,7 +67,7 @@ export LIBMOUNT_FSTAB=$VT_BASE/fstab
 mount_by() {
 	case $1 in
 	fstab) mount "$VT_MNT" ;;
-	vsctl) "$VS_VIRTUSCALE" "$VT_IMAGE" "$VT_MNT" -o "$OPTS" ;;
+	vsctl | hand) "$VS_VIRTUSCALE" "$VT_IMAGE" "$VT_MNT" -o "$OPTS" ;;
 	esac >>"$VT_LOG" 2>"$VT_BASE/err" || {
 		cat "$VT_BASE/err" >>"$VT_LOG"
 		vt_fail "round $round: mounting ($1) right after the unmount failed:" \
@@ -77,7 +79,7 @@ mount_by() {
 
 unmount_by() {
 	case $1 in
-	fstab) umount "$VT_MNT" ;;
+	fstab | hand) umount "$VT_MNT" ;;
 	vsctl) "$VSCTL" "$VT_MNT" unmount ;;
 	esac >>"$VT_LOG" 2>&1 || vt_fail "round $round: unmounting ($1) failed"
 	vt_is_mounted "$VT_MNT" && vt_fail "round $round: $1 unmount left $VT_MNT mounted"
@@ -89,7 +91,7 @@ mode=fstab
 mount_by $mode
 grep -q "fuse.virtuscale" /proc/self/mountinfo || vt_fail "the mount is not of type fuse.virtuscale"
 for round in $(seq 0 19); do
-	mode=$([ $((round / 2 % 2)) = 0 ] && echo fstab || echo vsctl)
+	case $((round / 2 % 3)) in 0) mode=fstab ;; 1) mode=vsctl ;; 2) mode=hand ;; esac
 	if [ "$round" -gt 0 ]; then
 		mount_by $mode
 		[ "$(md5sum <"$VT_MNT/f$(((round - 1) % 3))")" = "$sum" ] ||
