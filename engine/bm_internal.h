@@ -295,7 +295,10 @@ static inline void bm_txn_check(struct bm_op *op)
 /* Replay the journal when it holds a checkpoint newer than @applied (or
  * any valid one when the superblock is bad). Returns 1 when it replayed, 0
  * when there was nothing to do, or a negative errno. */
-int bm_journal_recover(struct bm *bm, uint64_t image_pages, bool sb_ok, uint64_t applied);
+/* @damage: NULL when the superblock is sound, else what is wrong with it
+ * ("checksum mismatch", "all zeros", ...), for the messages. */
+int bm_journal_recover(struct bm *bm, uint64_t image_pages, const char *damage,
+		       uint64_t applied);
 int bm_journal_open(struct bm *bm);    /* recovery; background thread */
 void bm_journal_close(struct bm *bm);  /* stop the thread */
 int bm_checkpoint_final(struct bm *bm); /* at close: checkpoint, mark clean */

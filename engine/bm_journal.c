@@ -490,8 +490,10 @@ static int journal_is_home(struct bm *bm, const uint8_t *desc, uint64_t n, uint6
 	return r;
 }
 
-int bm_journal_recover(struct bm *bm, uint64_t image_pages, bool sb_ok, uint64_t applied)
+int bm_journal_recover(struct bm *bm, uint64_t image_pages, const char *damage,
+		       uint64_t applied)
 {
+	bool sb_ok = damage == NULL;
 	uint8_t *desc = NULL;
 	uint64_t n = 0, seq = 0;
 	int r;
@@ -524,10 +526,10 @@ int bm_journal_recover(struct bm *bm, uint64_t image_pages, bool sb_ok, uint64_t
 					   "open it read-write once to replay the journal", bm->path);
 		else
 			vs_log(VS_LOG_ERR,
-			       "%s: the superblock is damaged (checksum mismatch); the journal holds "
-			       "checkpoint %llu with a copy of it: open the image read-write once "
-			       "(mount it, or fsck.virtuscale without -n) to restore it from there",
-			       bm->path, (unsigned long long)seq);
+			       "%s: the superblock is damaged (%s); the journal holds checkpoint "
+			       "%llu with a copy of it: open the image read-write once (mount it, "
+			       "or fsck.virtuscale without -n) to restore it from there",
+			       bm->path, damage, (unsigned long long)seq);
 		return -EROFS;
 	}
 	r = journal_write_home(bm, desc, n);

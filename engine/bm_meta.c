@@ -257,21 +257,36 @@ int bm_meta_load(struct bm *bm)
 	if (r < 0)
 		return r;
 	if (!sb_has_magic(sb)) {
-		/* Never advise mkfs here: on a damaged image it erases what
-		 * is left. */
+		/* The journal (always at page 1) holds the superblock of the
+		 * last checkpoint: try it before giving up. Never advise mkfs
+		 * here: on a damaged image it erases what is left. */
 		bool zeroed = true;
 		for (unsigned i = 0; i < BM_PAGE_SIZE && zeroed; i++)
 			zeroed = sb[i] == 0;
-		if (zeroed)
+		r = bm_journal_recover(bm, size / BM_PAGE_SIZE, zeroed ? "all zeros" : "no magic",
+				       0);
+		if (r > 0)
+			r = bm_pread_all(bm->fd, sb, BM_PAGE_SIZE, 0);
+		if (r < 0 && r != -EROFS)
+			return r;
+		if (r == 0 && sb_has_magic(sb)) {
+			vs_log(VS_LOG_WARN, "%s: the superblock was damaged (%s): restored from "
+					    "the journal's copy", bm->path,
+			       zeroed ? "all zeros" : "no magic");
+		} else if (r == -EROFS) {
+			return -EROFS; /* said why; a read-write open restores it */
+		} else if (zeroed) {
 			vs_log(VS_LOG_ERR,
-			       "%s: the superblock (the first 4 KiB) is all zeros: if this image "
-			       "held a VirtuScale filesystem, its superblock is damaged; keep a copy "
-			       "of the image, and do not run mkfs.virtuscale on it (that erases what "
-			       "is left)", bm->path);
-		else
+			       "%s: the superblock (the first 4 KiB) is all zeros, and the journal "
+			       "holds no copy of it: if this image held a VirtuScale filesystem, "
+			       "keep a copy of the image, and do not run mkfs.virtuscale on it "
+			       "(that erases what is left)", bm->path);
+			return -EUCLEAN;
+		} else {
 			vs_log(VS_LOG_ERR, "%s: not a VirtuScale image (no VirtuScale superblock at "
 					   "its start)", bm->path);
-		return -EUCLEAN;
+			return -EUCLEAN;
+		}
 	}
 	if (get_u32(sb, SB_OFF_VERSION) != BM_FORMAT_VERSION) {
 		vs_log(VS_LOG_ERR, "%s: image format version %u, this build reads version %u",
@@ -281,7 +296,7 @@ int bm_meta_load(struct bm *bm)
 	/* A superblock torn by a crash in the middle of a checkpoint is
 	 * rewritten from the journal; so may be any other page. */
 	bool sb_ok = get_u64(sb, SB_OFF_CSUM) == XXH3_64bits(sb, SB_OFF_CSUM);
-	r = bm_journal_recover(bm, size / BM_PAGE_SIZE, sb_ok,
+	r = bm_journal_recover(bm, size / BM_PAGE_SIZE, sb_ok ? NULL : "checksum mismatch",
 			       sb_ok ? get_u64(sb, SB_OFF_APPLIED) : 0);
 	if (r < 0)
 		return r;

@@ -388,8 +388,14 @@ int main(int argc, char *argv[])
 		/* Why the journal must be replayed: a checkpoint cut short, or
 		 * a damaged superblock whose copy the journal holds. */
 		bool sb_damaged = false;
-		for (unsigned i = 0; i < nheld; i++)
-			sb_damaged |= strstr(held[i], "superblock is damaged") != NULL;
+		char why[64] = "";
+		for (unsigned i = 0; i < nheld; i++) {
+			const char *d = strstr(held[i], "superblock is damaged (");
+			if (d) {
+				sb_damaged = true;
+				sscanf(d + strlen("superblock is damaged ("), "%63[^)]", why);
+			}
+		}
 		held_flush(log_verbose);
 		/* Replaying is what opening for writing does first. */
 		r = open_image(&f, true);
@@ -405,9 +411,9 @@ int main(int argc, char *argv[])
 			if (rc)
 				return rc;
 			if (sb_damaged)
-				printf("FIXED: superblock: damaged (checksum mismatch): restored "
-				       "from the journal's copy (%llu pages replayed)\n",
-				       (unsigned long long)n);
+				printf("FIXED: superblock: damaged (%s): restored from the "
+				       "journal's copy (%llu pages replayed)\n",
+				       why, (unsigned long long)n);
 			else
 				printf("FIXED: journal: the image was left in the middle of a "
 				       "checkpoint: %llu pages replayed\n",

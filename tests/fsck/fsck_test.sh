@@ -199,9 +199,25 @@ dd if=/dev/zero of="$T/zeroed" bs=4096 count=1 conv=notrunc status=none
 "$VS_FSCK" -n "$T/zeroed" >"$T/out" 2>&1
 st=$?
 [ $st = 8 ] || fail "fsck of a zeroed superblock exited $st, expected 8"
-grep -q "superblock (the first 4 KiB) is all zeros" "$T/out" ||
-	fail "fsck of a zeroed superblock does not say so"
+grep -q "superblock is damaged (all zeros); the journal holds checkpoint" "$T/out" ||
+	fail "fsck -n of a zeroed superblock does not say so, or that the journal has a copy: $(cat "$T/out")"
 no_mkfs "zeroed superblock"
+# The journal (at page 1) holds the last checkpoint's superblock: fsck
+# restores it, and the files are all there.
+"$VS_FSCK" "$T/zeroed" >"$T/out" 2>&1
+st=$?
+[ $st = 1 ] || fail "fsck of a zeroed superblock exited $st, expected 1 (restored): $(cat "$T/out")"
+grep -q "^FIXED: superblock: damaged (all zeros): restored from the journal" "$T/out" ||
+	fail "no repair line for the zeroed superblock: $(cat "$T/out")"
+"$VS_FSCK" -n "$T/zeroed" >"$T/out" 2>&1 || fail "fsck -n after restoring a zeroed superblock exited $?"
+# With the journal gone too, nothing can restore it: said so, no mkfs.
+cp "$T/clean" "$T/zeroed2"
+dd if=/dev/zero of="$T/zeroed2" bs=4096 count=2 conv=notrunc status=none
+"$VS_FSCK" -n "$T/zeroed2" >"$T/out" 2>&1
+[ $? = 8 ] || fail "fsck of a zeroed superblock and journal head did not exit 8"
+grep -q "superblock (the first 4 KiB) is all zeros, and the journal holds no copy" "$T/out" ||
+	fail "fsck of a zeroed superblock without a journal does not say so: $(cat "$T/out")"
+no_mkfs "zeroed superblock and journal"
 # One flipped byte in the superblock of a cleanly unmounted image: not a
 # checkpoint cut short; the journal's copy restores it.
 cp "$T/clean" "$T/sbflip"
