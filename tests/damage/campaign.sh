@@ -53,9 +53,10 @@
 #
 # Default: one trial per cell (48 trials, 4 to 5 minutes). --quick (the
 # registered test): each kind of page once, with one damage in turn, and
-# data pages with every damage (13 trials). --long: 25 per cell (override
-# with --trials). Needs VS_MKFS, VS_FSCK, VS_VIRTUSCALE and
-# VS_DMG_TOOL (or --build DIR), /dev/fuse and fusermount3; else exits 77.
+# data pages with every damage (13 trials). --long: 50 per cell (2400
+# trials, some 3 hours; --trials overrides). Needs VS_MKFS, VS_FSCK,
+# VS_VIRTUSCALE and VS_DMG_TOOL (or --build DIR), /dev/fuse, fusermount3
+# and getfattr; else exits 77.
 set -u
 
 LONG=0 QUICK=0 TRIALS= SEED=1 OUT= ASSERT= KEEP=0
@@ -84,7 +85,7 @@ while [ $# -gt 0 ]; do
 	esac
 	shift
 done
-[ -n "$TRIALS" ] || { [ $LONG = 1 ] && TRIALS=25 || TRIALS=1; }
+[ -n "$TRIALS" ] || { [ $LONG = 1 ] && TRIALS=50 || TRIALS=1; }
 
 skip() { echo "SKIP: $*"; exit 77; }
 die() { echo "FAIL: $*"; exit 1; }

@@ -40,7 +40,7 @@ if [ $AFL = 0 ]; then
 	export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:suppressions=$PWD/tests/damage/known.supp
 	# Fork mode goes on after a finding (each one is written to $FOUND).
 	exec $B/tests/damage/fuzz_image -fork=${VS_FUZZ_JOBS:-1} -ignore_crashes=1 -ignore_timeouts=1 \
-		-ignore_ooms=1 -max_total_time="$SECS" -timeout=20 -rss_limit_mb=4096 \
+		-ignore_ooms=1 -max_total_time="$SECS" -timeout=10 -rss_limit_mb=4096 \
 		-max_len=262144 -artifact_prefix="$FOUND/" -print_final_stats=1 "$CORPUS"
 else
 	B=build-afl
