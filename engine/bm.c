@@ -921,6 +921,7 @@ int bm_open(const struct bm_config *cfg, struct bm **ret_bm)
 	bm->fault_fd = -1;
 	bm->path = strdup(cfg->path);
 	bm->read_only = cfg->read_only;
+	bm->bitmap_repair = cfg->bitmap_repair;
 	bm->journal = cfg->journal && !cfg->read_only;
 	bm->ckpt_ms = cfg->checkpoint_ms ? cfg->checkpoint_ms : 5000;
 	bm->fault = cfg->fault;

@@ -112,6 +112,11 @@ struct bm_config {
 				    * nothing can be evicted before it fails with
 				    * -ENOMEM; 0 = default (BM_FRAME_WAIT_MS) */
 	struct bm_fault *fault;    /* tests: fault injection (bm_fault.h), or NULL */
+	bool bitmap_repair;        /* fsck: open an image whose allocation bitmap
+				    * says a metadata page is free (it is set in
+				    * memory, with a warning) so that the tree
+				    * walk can rebuild the rest; without it such
+				    * an image is refused (-EUCLEAN) */
 };
 
 /* Format @path as an empty image of @size_bytes (a regular file is created or
@@ -279,6 +284,11 @@ uint64_t bm_alloc_room(struct bm *bm);
  * refers to them any more; optimistic readers still looking at them fail
  * their next bm_check. Must not be called while holding a guard on them. */
 void bm_free(struct bm *bm, uint64_t first, uint64_t n);
+
+/* Metadata pages the bitmap on disk said were free when the image was
+ * opened (set in memory with bm_config.bitmap_repair); the first in
+ * *ret_first. For fsck. */
+uint64_t bm_bitmap_unmarked(struct bm *bm, uint64_t *ret_first);
 
 /* Is @pid allocated? (For checks and tools.) */
 bool bm_is_allocated(struct bm *bm, uint64_t pid);

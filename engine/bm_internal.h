@@ -109,6 +109,8 @@ struct bm_rset {
 struct bm {
 	int fd;
 	bool read_only;
+	bool bitmap_repair; /* bm_config */
+	uint64_t meta_unmarked, meta_unmarked_first; /* bm_bitmap_unmarked */
 	bool was_clean;
 	uint64_t id; /* unique per open, for the thread-context cache */
 	char *path;

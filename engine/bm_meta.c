@@ -371,10 +371,27 @@ int bm_meta_load(struct bm *bm)
 	uint64_t used = 0;
 	for (uint64_t w = 0; w < (pages + 63) / 64; w++)
 		used += (uint64_t)__builtin_popcountll(bm->bitmap[w]);
-	for (uint64_t p = 0; p < bm->first_data; p++)
-		if (!(bm->bitmap[p / 64] & (UINT64_C(1) << (p % 64))))
-			return VS_CORRUPT("%s: metadata page %llu is not marked in use", bm->path,
-					  (unsigned long long)p);
+	uint64_t unmarked = 0, first_unmarked = 0;
+	for (uint64_t p = 0; p < bm->first_data; p++) {
+		if (bm->bitmap[p / 64] & (UINT64_C(1) << (p % 64)))
+			continue;
+		if (unmarked++ == 0)
+			first_unmarked = p;
+		bm->bitmap[p / 64] |= UINT64_C(1) << (p % 64);
+		bm->bmp_dirty[p / BM_PIDS_PER_BMP] = 1;
+		used++;
+	}
+	if (unmarked && !bm->bitmap_repair)
+		return VS_CORRUPT("%s: the allocation bitmap is damaged (%llu metadata pages, "
+				  "the first %llu, marked free): run fsck.virtuscale on the image "
+				  "to rebuild it from the tree", bm->path,
+				  (unsigned long long)unmarked, (unsigned long long)first_unmarked);
+	bm->meta_unmarked = unmarked;
+	bm->meta_unmarked_first = first_unmarked;
+	if (unmarked)
+		vs_log(VS_LOG_WARN, "%s: the allocation bitmap is damaged (%llu metadata pages, "
+				    "the first %llu, marked free)", bm->path,
+		       (unsigned long long)unmarked, (unsigned long long)first_unmarked);
 	bm->free_pages = pages - used;
 	bm->alloc_next = bm->first_data;
 	bm->cbitmap = alloc_aligned_zero(bm->bmp_pages * BM_PAGE_SIZE);
@@ -382,6 +399,12 @@ int bm_meta_load(struct bm *bm)
 		return -ENOMEM;
 	memcpy((void *)bm->cbitmap, bm->bitmap, bm->bmp_pages * BM_PAGE_SIZE);
 	return 0;
+}
+
+uint64_t bm_bitmap_unmarked(struct bm *bm, uint64_t *ret_first)
+{
+	*ret_first = bm->meta_unmarked_first;
+	return bm->meta_unmarked;
 }
 
 void bm_csum_set(struct bm *bm, uint64_t pid, uint64_t csum)

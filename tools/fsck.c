@@ -152,6 +152,7 @@ static int open_image(struct fsck *f, bool rw)
 	    .backend = BM_BACKEND_PLAIN,
 	    .read_only = !rw,
 	    .journal = rw,
+	    .bitmap_repair = true, /* the walk rebuilds it */
 	};
 	vs_log_set_sink(log_sink_hold);
 	int r = bm_open(&cfg, &f->bm);

@@ -51,6 +51,7 @@
  *   FIX_COUNTERS      the filesystem's inode counters in the superblock
  *   FIX_FREE_LEAKS    allocated pages nothing reaches: freed
  *   FIX_SB_FREE       the superblock's free count: a = recorded
+ *   FIX_META_BITS     a metadata pages (the first b) free in the bitmap
  */
 enum fsck_fix {
 	FIX_NONE = 0,
@@ -68,6 +69,7 @@ enum fsck_fix {
 	FIX_COUNTERS,
 	FIX_FREE_LEAKS,
 	FIX_SB_FREE,
+	FIX_META_BITS,
 	FIX_KINDS
 };
 

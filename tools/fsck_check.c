@@ -769,6 +769,12 @@ static void check_space(struct fsck *f)
 	/* Bad pages nothing uses are reported with the leaks; those of the
 	 * tree and of files were reported where they were found. */
 
+	uint64_t first, unmarked = bm_bitmap_unmarked(f->bm, &first);
+	if (unmarked)
+		ERR(f, FIX_META_BITS, unmarked, first, 0, 0,
+		    "allocation bitmap: %llu metadata page%s (the first %llu) marked free",
+		    (unsigned long long)unmarked, fsck_s(unmarked), (unsigned long long)first);
+
 	uint64_t recorded = bm_sb_free_recorded(f->bm), counted = f->page_count - f->allocated;
 	if (recorded != counted)
 		ERR(f, FIX_SB_FREE, recorded, counted, 0, 0,

@@ -625,6 +625,10 @@ static int apply(struct repair *rp, const struct fsck_problem *p)
 		/* Opening the image for writing rewrote the superblock with
 		 * the allocator's count: fsck.c reports it at the end. */
 		return 0;
+	case FIX_META_BITS:
+		/* Opening the image with bitmap_repair set them again, and
+		 * closing it writes those bitmap pages. */
+		return 0;
 	default:
 		return -EINVAL;
 	}

@@ -236,4 +236,19 @@ st=$?
 grep -q "^FIXED: superblock: damaged (checksum mismatch): restored from the journal" "$T/out" ||
 	fail "no repair line for the superblock: $(cat "$T/out")"
 "$VS_FSCK" -n "$T/sbflip" >"$T/out" 2>&1 || fail "fsck -n after the superblock repair exited $?"
+# 100 random bytes at the start of the allocation bitmap: the mount refuses
+# and names fsck, fsck -n reports it, fsck rebuilds it, and the image is
+# clean after.
+cp "$T/clean" "$T/bmp"
+bmstart=$(od -An -tu8 -j24 -N8 "$T/bmp" | tr -d ' ')
+head -c 100 /dev/urandom | dd of="$T/bmp" bs=1 seek=$((bmstart * 4096)) conv=notrunc status=none
+"$VS_FSCK" -n "$T/bmp" >"$T/out" 2>&1
+st=$?
+[ $st = 4 ] || fail "fsck -n of a damaged bitmap exited $st, expected 4: $(cat "$T/out")"
+grep -q "allocation bitmap: [0-9]* metadata pages\? (the first [0-9]*) marked free (repairable)" "$T/out" ||
+	fail "fsck -n does not report the damaged bitmap: $(cat "$T/out")"
+"$VS_FSCK" "$T/bmp" >"$T/out" 2>&1
+st=$?
+[ $st = 1 ] || fail "fsck of a damaged bitmap exited $st, expected 1: $(cat "$T/out")"
+"$VS_FSCK" -n "$T/bmp" >"$T/out" 2>&1 || fail "fsck -n after rebuilding the bitmap exited $?: $(cat "$T/out")"
 echo "PASS"
