@@ -12,7 +12,8 @@
 # gives every worker the same sequence of operations). --long: an hour per
 # pool unless --seconds says otherwise. --keep keeps the images and logs of
 # failed pools. Exit status: 0 pass, 1 a failure (the pool is named), 2
-# usage, 77 no FUSE here or the binaries are not built.
+# usage, 77 no FUSE here or the binaries are not built. VS_TEST_OPTS in the
+# environment adds mount options (e.g. uring=off).
 set -u
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -157,7 +158,7 @@ echo "stress: daemon $(sha256sum <"$VIRTUSCALE" | cut -c1-12) built in $build fr
 	"${src:-?} ($(git -C "${src:-$root}" describe --always --dirty 2>/dev/null || echo 'not a git tree'))"
 
 mount_fs() {
-	VS_LOCKDUMP=$dir/locks "$VIRTUSCALE" "$img" "$mnt" -f -o "pool=$pool" >>"$log" 2>&1 &
+	VS_LOCKDUMP=$dir/locks "$VIRTUSCALE" "$img" "$mnt" -f -o "pool=$pool${VS_TEST_OPTS:+,$VS_TEST_OPTS}" >>"$log" 2>&1 &
 	daemon=$!
 	for _ in $(seq 300); do
 		is_mounted "$mnt" && return 0
