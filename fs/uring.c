@@ -64,6 +64,7 @@
 #include <linux/fuse.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -201,6 +202,11 @@ static int submit_register(struct ring_thread *t)
 	static _Thread_local struct iovec iov[2];
 	iov[0] = (struct iovec){.iov_base = t->hdr, .iov_len = sizeof(*t->hdr)};
 	iov[1] = (struct iovec){.iov_base = t->area + PREFIX, .iov_len = ur.payload};
+	/* Tests only: an entry smaller than the kernel's requests, which it
+	 * refuses, as it would refuse any entry it cannot use. */
+	const char *fault = getenv("VS_URING_FAULT");
+	if (fault && strcmp(fault, "small_entry") == 0)
+		iov[1].iov_len = 4096;
 	struct io_uring_sqe *sqe = cmd_sqe(t, FUR_CMD_REGISTER, 0);
 	if (!sqe)
 		return -EBUSY;
@@ -317,6 +323,21 @@ static int wait_completion(struct ring_thread *t)
 	}
 }
 
+/* End the daemon from a ring thread: the session loop's workers may sit
+ * in a blocking read(2) of /dev/fuse (poll=0) that no request will end
+ * once the ring carries them; libfuse's SIGTERM handler ends the session
+ * and interrupts the loop's wait. */
+static void stop_daemon(void)
+{
+	fuse_session_exit(ur.se);
+	kill(getpid(), SIGTERM);
+}
+
+static bool mode_on(void)
+{
+	return ur.mode == FS_URING_ON;
+}
+
 static bool connection_gone(int res)
 {
 	return res == -ENOTCONN || res == -ECONNABORTED || res == -ECANCELED || res == -ENODEV;
@@ -325,27 +346,38 @@ static bool connection_gone(int res)
 /* Register the entry, then serve until the connection or the daemon ends. */
 static void serve_loop(struct ring_thread *t)
 {
+	bool registering = true; /* the command in flight is a REGISTER */
 	if (submit_register(t) < 0)
 		return;
 	for (;;) {
 		int res = wait_completion(t);
 		if (res == 1 || connection_gone(res))
 			return;
-		if (res < 0) {
-			/* A refused REGISTER: the kernel falls back to /dev/fuse
-			 * for good. A failed commit: the entry is lost to the
-			 * kernel; register it again, a few times at most. */
-			vs_log(VS_LOG_ERR, "fuse ring %u: command failed: %s", t->qid,
-			       strerror(-res));
-			atomic_store(&ur.active, false);
-			if (ur.mode == FS_URING_ON) {
+		if (res < 0 && registering) {
+			/* The kernel refused the entry, and from then on serves
+			 * the mount over /dev/fuse (dev_uring.c clears the
+			 * connection's io_uring): nothing more for this ring. */
+			if (atomic_exchange(&ur.active, false)) /* said once */
+				vs_log(mode_on() ? VS_LOG_ERR : VS_LOG_WARN,
+				       "fuse ring %u: the kernel refused the entry (%s); requests go "
+				       "through /dev/fuse%s",
+				       t->qid, strerror(-res), mode_on() ? "; stopping" : "");
+			if (mode_on()) {
 				atomic_store(&ur.failed, true);
-				fuse_session_exit(ur.se);
+				stop_daemon();
 			}
+			return;
+		}
+		if (res < 0) {
+			/* A failed commit (the kernel lost the request): the
+			 * entry stays with us; register it again, a few times. */
+			vs_log(VS_LOG_ERR, "fuse ring %u: commit failed: %s", t->qid, strerror(-res));
 			if (++t->failures > 3 || submit_register(t) < 0)
 				return;
+			registering = true;
 			continue;
 		}
+		registering = false;
 		uint64_t id = t->hdr->ring_ent_in_out.commit_id;
 		serve_entry(t);
 		t->hdr->ring_ent_in_out.commit_id = 0;
@@ -420,7 +452,7 @@ static void *thread_main(void *arg)
 			vs_log(VS_LOG_ERR, "fuse ring %u: out of memory for an entry", t->qid);
 			if (ur.mode == FS_URING_ON)
 				atomic_store(&ur.failed, true);
-			fuse_session_exit(ur.se); /* the kernel waits for this queue */
+			stop_daemon(); /* the kernel waits for this queue */
 		}
 	}
 	if (t->have_ring)

@@ -6,6 +6,7 @@
 #     (the kernel queues a request on the CPU that issued it)
 #   - uring=off and uring=auto beside it: dev and uring
 #   - uring_depth=1 still serves parallel work (one thread per entry)
+#   - an entry the kernel refuses: auto goes on over /dev/fuse, on stops
 #   - the daemon exits 0 after an unmount, after a lazy unmount
 #     (fusermount3 -u -z), and after the connection is aborted
 #     (/sys/fs/fuse/connections/N/abort); after kill -9 the image mounts
@@ -92,6 +93,28 @@ vt_umount
 want=$((64 / ncpu)); [ "$want" -ge 1 ] || want=1
 grep -qxF "virtuscale: serving requests through FUSE over io_uring: $ncpu queues of $want" "$VT_LOG" ||
 	vt_fail "uring_depth=64 on $ncpu CPUs: not clamped to $want ($(tail -n 3 "$VT_LOG"))"
+
+# ---- an entry the kernel refuses (VS_URING_FAULT: fs/uring.c) ---------------
+# auto: the kernel falls back to /dev/fuse and the mount works on
+VS_URING_FAULT=small_entry VS_TEST_OPTS=${VS_TEST_OPTS/uring=on/uring=auto} vt_mount
+echo refused >"$VT_MNT/refused" && [ "$(cat "$VT_MNT/refused")" = refused ] ||
+	vt_fail "uring=auto, entry refused: write/read"
+[ "$(transport)" = dev ] || vt_fail "uring=auto, entry refused: transport '$(transport)'"
+vt_umount
+grep -q "the kernel refused the entry" "$VT_LOG" || vt_fail "uring=auto, entry refused: no message"
+# on: the daemon stops with status 1, also with poll=0 (no read of /dev/fuse
+# would ever end on its own)
+VS_URING_FAULT=small_entry "$VS_VIRTUSCALE" "$VT_IMAGE" "$VT_MNT" -f \
+	-o pool=64M,poll=0,uring=on >>"$VT_LOG" 2>&1 &
+VT_PID=$!
+for _ in $(seq 300); do kill -0 "$VT_PID" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$VT_PID" 2>/dev/null && vt_fail "uring=on, entry refused: the daemon still runs after 30 s"
+wait "$VT_PID"
+st=$?
+VT_PID=
+[ "$st" = 1 ] || vt_fail "uring=on, entry refused: exit status $st, want 1"
+vt_is_mounted "$VT_MNT" && vt_fail "uring=on, entry refused: still mounted"
+grep -q "refused the entry.*stopping" "$VT_LOG" || vt_fail "uring=on, entry refused: no message"
 
 # ---- the ways a mount ends --------------------------------------------------
 wait_exit() { # WHAT: the daemon must exit 0 within 30 s
