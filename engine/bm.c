@@ -183,6 +183,7 @@ static void thread_release(struct bm_thread *t)
 	if (t->ring_ok)
 		io_uring_queue_exit(&t->ring);
 	mem_thread_detach(bm->mem, t->iface);
+	bm_trace_flush(bm, t);
 	free(t->staging);
 	free(t);
 }
@@ -435,6 +436,7 @@ const void *bm_fix_o(struct bm_op *op, uint64_t pid, struct bm_guard *g)
 	 * prefetch never faults, even on a page without a frame. */
 	__builtin_prefetch(bm_page(bm, pid));
 	__builtin_prefetch((const char *)bm_page(bm, pid) + 64);
+	bool loaded = false; /* the trace has this access as the load */
 	for (unsigned spins = 0;; spins++) {
 		uint64_t w = ps_load(ps);
 		unsigned s = ps_state(w);
@@ -442,6 +444,7 @@ const void *bm_fix_o(struct bm_op *op, uint64_t pid, struct bm_guard *g)
 			if (ps_try_lock_x(ps, w)) {
 				bm_page_load(op, pid, false);
 				ps_unlock_x(ps, false);
+				loaded = true;
 			}
 			continue;
 		}
@@ -456,6 +459,8 @@ const void *bm_fix_o(struct bm_op *op, uint64_t pid, struct bm_guard *g)
 		if (s == PS_MARKED)
 			ps_clear_mark(ps, w);
 		BM_COUNT(op->thread, hits, 1);
+		if (!loaded)
+			bm_trace_note(bm, op->thread, BM_TRACE_ACCESS, pid);
 		g->pid = pid;
 		g->version = w;
 		g->mode = BM_O;
@@ -498,6 +503,7 @@ const void *bm_fix_s(struct bm_op *op, uint64_t pid, struct bm_guard *g)
 
 	check_pid(op, pid);
 	ps = state_of(bm, pid);
+	bool loaded = false; /* the trace has this access as the load */
 	for (unsigned spins = 0;; spins++) {
 		uint64_t w = ps_load(ps);
 		unsigned s = ps_state(w);
@@ -505,12 +511,15 @@ const void *bm_fix_s(struct bm_op *op, uint64_t pid, struct bm_guard *g)
 			if (ps_try_lock_x(ps, w)) {
 				bm_page_load(op, pid, false);
 				ps_unlock_x(ps, false);
+				loaded = true;
 			}
 			continue;
 		}
 		if (ps_try_lock_s(ps, w)) {
 			latch_wait_over(spins);
 			BM_COUNT(op->thread, hits, 1);
+			if (!loaded)
+				bm_trace_note(bm, op->thread, BM_TRACE_ACCESS, pid);
 			break;
 		}
 		if (op->nheld > 0 && spins > SPIN_LIMIT)
@@ -533,10 +542,12 @@ static void *fix_x(struct bm_op *op, uint64_t pid, struct bm_guard *g, bool fres
 		uint64_t w = ps_load(ps);
 		if (ps_try_lock_x(ps, w)) {
 			latch_wait_over(spins);
-			if (ps_state(w) == PS_EVICTED)
+			if (ps_state(w) == PS_EVICTED) {
 				bm_page_load(op, pid, fresh);
-			else
+			} else {
 				BM_COUNT(op->thread, hits, 1);
+				bm_trace_note(bm, op->thread, BM_TRACE_ACCESS, pid);
+			}
 			break;
 		}
 		if (op->nheld > 0 && spins > SPIN_LIMIT)
@@ -898,6 +909,8 @@ static void bm_destroy(struct bm *bm)
 		close(bm->fd);
 	if (bm->fault_fd >= 0)
 		close(bm->fault_fd);
+	if (bm->trace_fd >= 0)
+		close(bm->trace_fd);
 	free(bm->path);
 	free(bm);
 }
@@ -919,6 +932,7 @@ int bm_open(const struct bm_config *cfg, struct bm **ret_bm)
 		return -ENOMEM;
 	bm->fd = -1;
 	bm->fault_fd = -1;
+	bm->trace_fd = -1;
 	bm->path = strdup(cfg->path);
 	bm->read_only = cfg->read_only;
 	bm->bitmap_repair = cfg->bitmap_repair;
@@ -926,6 +940,11 @@ int bm_open(const struct bm_config *cfg, struct bm **ret_bm)
 	bm->ckpt_ms = cfg->checkpoint_ms ? cfg->checkpoint_ms : 5000;
 	bm->fault = cfg->fault;
 	bm->fault_fd = -1;
+	if (cfg->evict_trace || getenv("VS_EVICT_TRACE")) {
+		r = bm_trace_open(bm, cfg->evict_trace ? cfg->evict_trace : getenv("VS_EVICT_TRACE"));
+		if (r < 0)
+			goto fail;
+	}
 	if (bm->fault) {
 		bm->fault_fd = open(cfg->path, O_RDONLY | O_CLOEXEC);
 		if (bm->fault_fd < 0) {

@@ -117,6 +117,10 @@ struct bm_config {
 				    * memory, with a warning) so that the tree
 				    * walk can rebuild the rest; without it such
 				    * an image is refused (-EUCLEAN) */
+	const char *evict_trace;   /* append every hit, load and eviction to this
+				    * file (bench/evsim/evsim.h's binary format,
+				    * for bench/evsim), or NULL: then the
+				    * environment's VS_EVICT_TRACE if set */
 };
 
 /* Format @path as an empty image of @size_bytes (a regular file is created or

@@ -92,6 +92,8 @@ struct bm_thread {
 	struct io_uring ring;
 	uint8_t *staging; /* bm->wb_max aligned pages for write-back */
 	uint64_t alloc_floor; /* bm_alloc leaves this many pages free */
+	uint64_t *trace;      /* eviction trace records not yet written (bm_trace_note) */
+	unsigned trace_n;
 };
 
 /* The set of resident pids, an open-addressing hash table (vmcache's
@@ -207,6 +209,7 @@ struct bm {
 	bool dl_lost;                /* out of memory once: walk the pool */
 	struct bm_fault *fault;
 	int fault_fd;                /* plain descriptor for reading undo bytes */
+	int trace_fd;                /* eviction trace (bm_config.evict_trace), or -1 */
 
 	/* Latency (bm_latency_get), written by every faulting and evicting
 	 * thread: kept off the cache lines of the fields above. */
@@ -260,6 +263,25 @@ unsigned bm_thread_txn_depth(void);
  * on failure it is evicted again and the operation fails (or restarts, to
  * release its guards while frames are short). */
 void bm_page_load(struct bm_op *op, uint64_t pid, bool fresh);
+
+/* bm_evict.c: the eviction trace (bm_config.evict_trace; the format is
+ * bench/evsim/evsim.h's binary one). bm_trace_note appends a record to the
+ * thread's buffer, written out (one append write) when full, when the
+ * thread leaves the pool and at close: when no trace is asked for it costs
+ * one predictable branch on a field read with the pool's others. Records
+ * of different threads interleave by buffer (BM_TRACE_RECS at a time). */
+#define BM_TRACE_ACCESS 0 /* a hit */
+#define BM_TRACE_LOAD   1 /* a load (a fault, or a prefetch) */
+#define BM_TRACE_EVICT  2
+#define BM_TRACE_RECS   4096
+int bm_trace_open(struct bm *bm, const char *path);
+void bm_trace_push(struct bm *bm, struct bm_thread *t, unsigned kind, uint64_t pid);
+void bm_trace_flush(struct bm *bm, struct bm_thread *t); /* and frees the buffer */
+static inline void bm_trace_note(struct bm *bm, struct bm_thread *t, unsigned kind, uint64_t pid)
+{
+	if (__builtin_expect(bm->trace_fd >= 0, 0))
+		bm_trace_push(bm, t, kind, pid);
+}
 
 /* bm_evict.c: write-back and eviction. */
 unsigned bm_evict_batch(struct bm *bm, struct bm_thread *t);

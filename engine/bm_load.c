@@ -236,6 +236,7 @@ void bm_page_load(struct bm_op *op, uint64_t pid, bool fresh)
 		bm_fail(op, r == -EUCLEAN ? -EUCLEAN : -EIO);
 	}
 	bm_rset_insert(bm, pid);
+	bm_trace_note(bm, t, BM_TRACE_LOAD, pid);
 }
 
 
@@ -299,6 +300,7 @@ static void prefetch_locked(struct bm *bm, struct bm_thread *t, const uint64_t *
 		}
 		bm_rset_insert(bm, pids[i]);
 		ps_unlock_x(state_of(bm, pids[i]), false);
+		bm_trace_note(bm, t, BM_TRACE_LOAD, pids[i]);
 	}
 	load_undo(bm, t, bad, nbad); /* left for their fixes to report */
 }
