@@ -69,6 +69,8 @@ int bm_trace_open(struct bm *bm, const char *path)
 		bm->trace_fd = -1;
 		return -EIO;
 	}
+	const char *sync = getenv("VS_EVICT_TRACE_SYNC");
+	bm->trace_recs = sync && strcmp(sync, "1") == 0 ? 1 : BM_TRACE_RECS;
 	vs_log(VS_LOG_INFO, "recording hits, loads and evictions to %s", path);
 	return 0;
 }
@@ -101,7 +103,7 @@ void bm_trace_push(struct bm *bm, struct bm_thread *t, unsigned kind, uint64_t p
 	}
 	/* Little endian on disk: the hosts this runs on are. */
 	t->trace[t->trace_n++] = (pid & ((UINT64_C(1) << 56) - 1)) | ((uint64_t)kind << 56);
-	if (t->trace_n == BM_TRACE_RECS)
+	if (t->trace_n >= bm->trace_recs)
 		trace_write(bm, t);
 }
 

@@ -210,6 +210,8 @@ struct bm {
 	struct bm_fault *fault;
 	int fault_fd;                /* plain descriptor for reading undo bytes */
 	int trace_fd;                /* eviction trace (bm_config.evict_trace), or -1 */
+	unsigned trace_recs;         /* records a thread buffers: BM_TRACE_RECS, or 1
+				      * with VS_EVICT_TRACE_SYNC=1 */
 
 	/* Latency (bm_latency_get), written by every faulting and evicting
 	 * thread: kept off the cache lines of the fields above. */
@@ -269,10 +271,14 @@ void bm_page_load(struct bm_op *op, uint64_t pid, bool fresh);
  * thread's buffer, written out (one append write) when full, when the
  * thread leaves the pool and at close: when no trace is asked for it costs
  * one predictable branch on a field read with the pool's others. Records
- * of different threads interleave by buffer (BM_TRACE_RECS at a time). */
+ * of different threads interleave by buffer (BM_TRACE_RECS at a time);
+ * with VS_EVICT_TRACE_SYNC=1 in the environment each is written at once,
+ * in order, so that a program can append its own markers between the
+ * phases of an experiment (bench/evsim/scan.sh). */
 #define BM_TRACE_ACCESS 0 /* a hit */
 #define BM_TRACE_LOAD   1 /* a load (a fault, or a prefetch) */
 #define BM_TRACE_EVICT  2
+#define BM_TRACE_PREFETCH 4 /* a load ahead of use (bm_prefetch) */
 #define BM_TRACE_RECS   4096
 int bm_trace_open(struct bm *bm, const char *path);
 void bm_trace_push(struct bm *bm, struct bm_thread *t, unsigned kind, uint64_t pid);

@@ -300,7 +300,7 @@ static void prefetch_locked(struct bm *bm, struct bm_thread *t, const uint64_t *
 		}
 		bm_rset_insert(bm, pids[i]);
 		ps_unlock_x(state_of(bm, pids[i]), false);
-		bm_trace_note(bm, t, BM_TRACE_LOAD, pids[i]);
+		bm_trace_note(bm, t, BM_TRACE_PREFETCH, pids[i]);
 	}
 	load_undo(bm, t, bad, nbad); /* left for their fixes to report */
 }

@@ -42,7 +42,7 @@ static void emit(enum ev_rec kind, uint64_t pid)
 			b[k] = (uint8_t)(v >> (8 * k));
 		fwrite(b, 1, 8, stdout);
 	} else {
-		static const char letter[] = "alem";
+		static const char letter[] = "alemp";
 		if (kind == EV_REC_ACCESS)
 			printf("%llu\n", (unsigned long long)pid);
 		else
@@ -210,6 +210,11 @@ static int replay(const char *path, uint64_t capacity, const bool *on,
 		fprintf(stderr, "evsim: %s: %s\n", path, strerror(-r));
 		return 1;
 	}
+	long folded = ev_trace_fold(&t);
+	if (folded < 0) {
+		fprintf(stderr, "evsim: %s: out of memory\n", path);
+		return 1;
+	}
 	struct ev_params p = *base;
 	p.capacity = capacity;
 	struct ev_policy *pol[EV_NKINDS] = { 0 };
@@ -259,6 +264,8 @@ static int replay(const char *path, uint64_t capacity, const bool *on,
 	if (loads || evicts)
 		printf(" (recorded: %llu loads, %llu evictions)", (unsigned long long)loads,
 		       (unsigned long long)evicts);
+	if (folded)
+		printf(" (%ld first uses of prefetched pages folded into the prefetch)", folded);
 	printf(", capacity %llu pages\n", (unsigned long long)capacity);
 	printf("%-9s %8s %10s %7s", "policy", "hit%", "misses", "/clock");
 	for (unsigned i = first; i < shown; i++)

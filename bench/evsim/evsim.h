@@ -87,12 +87,22 @@ void ev_stats_get(const struct ev_policy *pol, struct ev_stats *ret);
  * Kinds: EV_REC_ACCESS (0) a hit in the pool that recorded it, or any
  * access of a generated trace; EV_REC_LOAD (1) a load (a miss there);
  * EV_REC_EVICT (2) an eviction there; EV_REC_MARK (3) a phase marker (the
- * id is the phase's number). The simulator replays accesses and loads as
- * accesses, counts the recorded evictions, and starts a new phase at each
- * marker.
+ * id is the phase's number); EV_REC_PREFETCH (4) a load ahead of use (the
+ * file system's read-ahead of the pages of one request). The simulator
+ * replays accesses and loads as accesses, counts the recorded evictions,
+ * and starts a new phase at each marker. A prefetch and the first access
+ * of that page after it are one access (ev_trace_fold): the read that asked
+ * for the prefetch is the first use, as a load by a fix is, so that a
+ * policy does not take the pair for a re-reference.
  */
 #define EV_TRACE_MAGIC "VSEVTR01"
-enum ev_rec { EV_REC_ACCESS = 0, EV_REC_LOAD = 1, EV_REC_EVICT = 2, EV_REC_MARK = 3 };
+enum ev_rec {
+	EV_REC_ACCESS = 0,
+	EV_REC_LOAD = 1,
+	EV_REC_EVICT = 2,
+	EV_REC_MARK = 3,
+	EV_REC_PREFETCH = 4,
+};
 #define EV_PID_MASK ((UINT64_C(1) << 56) - 1)
 
 static inline uint64_t ev_rec_make(enum ev_rec kind, uint64_t pid)
@@ -109,5 +119,8 @@ struct ev_trace {
 int ev_trace_read(const char *path, struct ev_trace *ret);
 int ev_trace_push(struct ev_trace *t, uint64_t rec);
 void ev_trace_free(struct ev_trace *t);
+/* Fold each prefetch and the next access of its page into one load record
+ * (in place). Returns how many accesses were folded, or -ENOMEM. */
+long ev_trace_fold(struct ev_trace *t);
 
 #endif

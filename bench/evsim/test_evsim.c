@@ -229,6 +229,25 @@ static void test_formats(void)
 		CHECK(t.rec[1] == ev_rec_make(EV_REC_ACCESS, 5));
 	}
 	ev_trace_free(&t);
+
+	/* Folding: a prefetch of 3 and 4, then 3 used twice and 4 evicted
+	 * unused, then 4 used: 3's first use folds into its prefetch, its
+	 * second stays; 4's prefetch ends at the eviction, so its later use
+	 * stays (a load or a hit of its own). */
+	f = fopen(text, "w");
+	fputs("3 p\n4 p\n3\n3\n4 e\n4 l\n", f);
+	fclose(f);
+	CHECK(ev_trace_read(text, &t) == 0);
+	CHECK(ev_trace_fold(&t) == 1);
+	CHECK(t.n == 5);
+	if (t.n == 5) {
+		CHECK(t.rec[0] == ev_rec_make(EV_REC_LOAD, 3));
+		CHECK(t.rec[1] == ev_rec_make(EV_REC_LOAD, 4));
+		CHECK(t.rec[2] == ev_rec_make(EV_REC_ACCESS, 3));
+		CHECK(t.rec[3] == ev_rec_make(EV_REC_EVICT, 4));
+		CHECK(t.rec[4] == ev_rec_make(EV_REC_LOAD, 4));
+	}
+	ev_trace_free(&t);
 	unlink(text);
 }
 

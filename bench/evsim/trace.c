@@ -95,6 +95,7 @@ static int parse_text(char *s, struct ev_trace *t)
 			case 'l': kind = EV_REC_LOAD; break;
 			case 'e': kind = EV_REC_EVICT; break;
 			case 'm': kind = EV_REC_MARK; break;
+			case 'p': kind = EV_REC_PREFETCH; break;
 			default:
 				fprintf(stderr, "evsim: line %lu: unknown kind '%c'\n", lineno, *end);
 				return -EINVAL;
@@ -105,6 +106,77 @@ static int parse_text(char *s, struct ev_trace *t)
 		l = nl ? nl + 1 : NULL;
 	}
 	return 0;
+}
+
+/* A set of page ids: open addressing, deletion by backward shift. */
+struct pidset {
+	uint64_t *k, mask;
+};
+
+static uint64_t pidset_home(const struct pidset *s, uint64_t pid)
+{
+	return ((pid * UINT64_C(0x9E3779B97F4A7C15)) >> 17) & s->mask;
+}
+
+/* Add @pid (true) or, when there, remove it (false). */
+static bool pidset_toggle(struct pidset *s, uint64_t pid, bool add)
+{
+	uint64_t i = pidset_home(s, pid);
+	while (s->k[i] != UINT64_MAX && s->k[i] != pid)
+		i = (i + 1) & s->mask;
+	if (add) {
+		s->k[i] = pid;
+		return true;
+	}
+	if (s->k[i] != pid)
+		return false;
+	for (uint64_t j = (i + 1) & s->mask; s->k[j] != UINT64_MAX; j = (j + 1) & s->mask) {
+		uint64_t h = pidset_home(s, s->k[j]);
+		if (((j - h) & s->mask) >= ((j - i) & s->mask)) {
+			s->k[i] = s->k[j];
+			i = j;
+		}
+	}
+	s->k[i] = UINT64_MAX;
+	return true;
+}
+
+long ev_trace_fold(struct ev_trace *t)
+{
+	uint64_t prefetches = 0;
+	for (size_t i = 0; i < t->n; i++)
+		prefetches += (t->rec[i] >> 56) == EV_REC_PREFETCH;
+	if (prefetches == 0)
+		return 0;
+	struct pidset s;
+	uint64_t n = 64;
+	while (n < 2 * prefetches)
+		n <<= 1;
+	s.k = malloc(n * sizeof(*s.k));
+	if (!s.k)
+		return -ENOMEM;
+	memset(s.k, 0xff, n * sizeof(*s.k));
+	s.mask = n - 1;
+	size_t out = 0;
+	long folded = 0;
+	for (size_t i = 0; i < t->n; i++) {
+		uint64_t r = t->rec[i], pid = r & EV_PID_MASK;
+		enum ev_rec kind = (enum ev_rec)(r >> 56);
+		if (kind == EV_REC_PREFETCH) {
+			pidset_toggle(&s, pid, true);
+			r = ev_rec_make(EV_REC_LOAD, pid);
+		} else if (kind == EV_REC_ACCESS || kind == EV_REC_LOAD || kind == EV_REC_EVICT) {
+			/* its first use (or its end, unused): the prefetch stands for it */
+			if (pidset_toggle(&s, pid, false) && kind == EV_REC_ACCESS) {
+				folded++;
+				continue;
+			}
+		}
+		t->rec[out++] = r;
+	}
+	t->n = out;
+	free(s.k);
+	return folded;
 }
 
 int ev_trace_read(const char *path, struct ev_trace *ret)
