@@ -5,7 +5,7 @@
  * workload-aware eviction issue. See bench/evsim/README.md.
  *
  *   evsim [-c PAGES] [-p clock,lru,2q,s3fifo,s3clock] [-b BATCH] [-k CLUSTER]
- *         [-g GHOST_RATIO] TRACE...
+ *         [-g GHOST_RATIO] [-s SMALL_RATIO] TRACE...
  *   evsim gen scan [-H HOT] [-S SCAN] [-R ROUNDS] [-s SEED] [-B]
  *   evsim gen zipf [-n PAGES] [-a ALPHA] [-m MOVE_EVERY] [-l LENGTH] [-s SEED] [-B]
  *   evsim gen seq  [-n PAGES] [-P PASSES] [-B]
@@ -302,17 +302,18 @@ static int replay(const char *path, uint64_t capacity, const bool *on,
 			printf(" %11llu", (unsigned long long)ph[i].accesses);
 		printf("\n");
 	}
-	printf("queues at the end: %-9s %8s %8s %8s %10s %10s %10s\n", "policy", "small",
-	       "main", "ghost", "evictions", "promoted", "ghost-hits");
+	printf("queues at the end: %-9s %8s %8s %8s %10s %10s %10s %8s\n", "policy", "small",
+	       "main", "ghost", "evictions", "promoted", "ghost-hits", "small-to");
 	for (int k = 0; k < EV_NKINDS; k++) {
 		if (!pol[k])
 			continue;
 		struct ev_stats s;
 		ev_stats_get(pol[k], &s);
-		printf("                   %-9s %8llu %8llu %8llu %10llu %10llu %10llu\n",
+		printf("                   %-9s %8llu %8llu %8llu %10llu %10llu %10llu %8llu\n",
 		       ev_kind_name(k), (unsigned long long)s.small, (unsigned long long)s.main,
 		       (unsigned long long)s.ghost, (unsigned long long)s.evictions,
-		       (unsigned long long)s.promotions, (unsigned long long)s.ghost_hits);
+		       (unsigned long long)s.promotions, (unsigned long long)s.ghost_hits,
+		       (unsigned long long)s.small_target);
 		ev_policy_free(pol[k]);
 	}
 	ev_trace_free(&t);
@@ -323,7 +324,7 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: evsim [-c PAGES] [-p POLICY,...] [-b BATCH] [-k CLUSTER] [-g GHOST_RATIO] "
-		"TRACE...\n"
+		"[-s SMALL_RATIO] TRACE...\n"
 		"       evsim gen scan|zipf|seq [options] > TRACE   (see evsim.c)\n"
 		"policies: clock lru 2q s3fifo s3clock (default: all)\n");
 }
@@ -349,12 +350,13 @@ int main(int argc, char **argv)
 	for (int k = 0; k < EV_NKINDS; k++)
 		on[k] = true;
 	int o;
-	while ((o = getopt(argc, argv, "c:p:b:k:g:h")) != -1) {
+	while ((o = getopt(argc, argv, "c:p:b:k:g:s:h")) != -1) {
 		switch (o) {
 		case 'c': capacity = num(optarg); break;
 		case 'b': p.batch = (unsigned)num(optarg); break;
 		case 'k': p.cluster = (int)num(optarg); break;
 		case 'g': p.ghost_ratio = atof(optarg); break;
+		case 's': p.small_ratio = atof(optarg); break;
 		case 'p': {
 			memset(on, 0, sizeof(on));
 			char *s = strdup(optarg), *save = NULL;

@@ -35,7 +35,10 @@
  *            (second chance, hash order); victims are taken in batches as
  *            the engine does. The ghost is bounded by `ghost_ratio` x
  *            capacity entries (4-byte fingerprints in an engine, so 0.9 x
- *            capacity costs 0.09% of the pool's memory).
+ *            capacity costs 0.09% of the pool's memory). The probation
+ *            queue's size adapts between 5% and 50% of capacity: a ghost
+ *            hit grows it by 2 pages, a page let go into the ghost shrinks
+ *            it by 1/4 page (policies.c, s3clock_adapt).
  */
 #ifndef VS_BENCH_EVSIM_H
 #define VS_BENCH_EVSIM_H
@@ -61,6 +64,7 @@ struct ev_stats {
 	uint64_t promotions;  /* small -> main (2q: A1out -> Am) */
 	uint64_t ghost_hits;  /* misses found in the ghost */
 	uint64_t resident, small, main, ghost; /* pages in each queue now */
+	uint64_t small_target; /* s3clock: the small queue's adapted size */
 };
 
 struct ev_policy;

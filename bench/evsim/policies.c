@@ -46,6 +46,9 @@ struct ev_policy {
 	struct map map;
 	struct list small, main, ghost;
 	uint64_t small_cap, ghost_cap, kin, kout;
+	/* s3clock: the small queue's target, adapted (s3clock_adapt), in
+	 * 1/256 pages; its bounds */
+	uint64_t small_target, small_min, small_max;
 	uint64_t resident;
 	struct ev_stats st;
 	/* clock, s3clock */
@@ -414,6 +417,7 @@ static bool s3fifo_access(struct ev_policy *pol, uint64_t pid)
 static unsigned s3clock_collect(struct ev_policy *pol, uint32_t *out, unsigned want)
 {
 	unsigned n = 0;
+	pol->small_cap = pol->small_target >> 8;
 	while (n < want && pol->small.n > 0 && (pol->small.n >= pol->small_cap || pol->main.n == 0)) {
 		uint32_t x = pol->small.tail;
 		list_remove(pol, &pol->small, x);
@@ -433,6 +437,30 @@ static unsigned s3clock_collect(struct ev_policy *pol, uint32_t *out, unsigned w
 	return n;
 }
 
+/*
+ * The small queue's size adapts, within [small_min, small_max]: a ghost hit
+ * (a page the small queue let go too early came back) grows it by
+ * ADAPT_UP/256 pages; a page leaving it for the ghost shrinks it by
+ * ADAPT_DOWN/256. It grows while more than ADAPT_DOWN/ADAPT_UP (1 in 8)
+ * of what it lets go comes back: a hot set that moves, a loop a little
+ * larger than the pool. A scan, whose pages never come back, shrinks it
+ * to small_min and leaves main (the hot set) alone. Two counters on the
+ * eviction path, nothing on a hit.
+ */
+#define ADAPT_UP   512
+#define ADAPT_DOWN 64
+static void s3clock_adapt(struct ev_policy *pol, bool ghost_hit)
+{
+	if (ghost_hit)
+		pol->small_target += ADAPT_UP;
+	else if (pol->small_target >= ADAPT_DOWN)
+		pol->small_target -= ADAPT_DOWN;
+	if (pol->small_target < pol->small_min << 8)
+		pol->small_target = pol->small_min << 8;
+	if (pol->small_target > pol->small_max << 8)
+		pol->small_target = pol->small_max << 8;
+}
+
 static bool s3clock_access(struct ev_policy *pol, uint64_t pid)
 {
 	uint32_t x = map_get(&pol->map, pid);
@@ -446,6 +474,7 @@ static bool s3clock_access(struct ev_policy *pol, uint64_t pid)
 		list_remove(pol, &pol->ghost, x);
 		node_free(pol, x);
 		pol->st.ghost_hits++;
+		s3clock_adapt(pol, true);
 	}
 	if (pol->resident >= pol->p.capacity) {
 		uint32_t v[512];
@@ -455,6 +484,7 @@ static bool s3clock_access(struct ev_policy *pol, uint64_t pid)
 			slot_remove(pol, pol->nodes[y].pid);
 			if (pol->nodes[y].q == Q_SMALL) {
 				ghost_add(pol, y);
+				s3clock_adapt(pol, false);
 			} else {
 				pol->main.n--;
 				evict_node(pol, y);
@@ -518,6 +548,11 @@ struct ev_policy *ev_policy_new(enum ev_kind k, const struct ev_params *p)
 	if (pol->p.ghost_ratio <= 0)
 		pol->p.ghost_ratio = 1.0 - pol->p.small_ratio;
 	pol->ghost_cap = (uint64_t)(cap * pol->p.ghost_ratio);
+	pol->small_target = pol->small_cap << 8;
+	pol->small_min = cap / 20 ? cap / 20 : 1;
+	pol->small_max = cap / 2;
+	if (pol->small_min > pol->small_cap)
+		pol->small_min = pol->small_cap;
 	pol->kin = cap / 4;
 	pol->kout = cap / 2;
 	if (k == EV_2Q)
@@ -595,4 +630,5 @@ void ev_stats_get(const struct ev_policy *pol, struct ev_stats *ret)
 	ret->small = pol->small.n;
 	ret->main = pol->kind == EV_LRU || pol->kind == EV_CLOCK ? pol->resident : pol->main.n;
 	ret->ghost = pol->ghost.n;
+	ret->small_target = pol->kind == EV_S3CLOCK ? pol->small_target >> 8 : pol->small_cap;
 }

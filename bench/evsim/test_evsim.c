@@ -189,6 +189,34 @@ static void test_scan(void)
 	CHECK(run(EV_S3CLOCK, p, tr, n, NULL).hits == 16);
 }
 
+/*
+ * s3clock's probation queue adapts, 100 pages (10 to start, 5 to 50): a
+ * loop over 120 pages brings back what probation let go (ghost hits, two
+ * pages of growth each against a quarter page per page let go), so it
+ * grows to its bound; a scan of new pages, none of which come back,
+ * shrinks it to its floor.
+ */
+static void test_s3clock_adapts(void)
+{
+	struct ev_params p = { .capacity = 100 };
+	struct ev_policy *pol = ev_policy_new(EV_S3CLOCK, &p);
+	struct ev_stats s;
+	CHECK(pol != NULL);
+	ev_stats_get(pol, &s);
+	CHECK(s.small_target == 10);
+	for (int pass = 0; pass < 20; pass++)
+		for (uint64_t i = 0; i < 120; i++)
+			ev_access(pol, 1000 + i);
+	ev_stats_get(pol, &s);
+	CHECK(s.ghost_hits > 0);
+	CHECK(s.small_target == 50);
+	for (uint64_t i = 0; i < 1000; i++)
+		ev_access(pol, 5000 + i);
+	ev_stats_get(pol, &s);
+	CHECK(s.small_target == 5);
+	ev_policy_free(pol);
+}
+
 static void test_formats(void)
 {
 	char text[] = "/tmp/evsim-test-XXXXXX";
@@ -260,6 +288,7 @@ int main(void)
 	test_s3fifo();
 	test_s3clock();
 	test_scan();
+	test_s3clock_adapts();
 	test_formats();
 	if (failures)
 		fprintf(stderr, "test_evsim: %d failures\n", failures);
