@@ -370,7 +370,7 @@ for kind in $KINDS; do
 			done
 			[ $hit = 0 ] || [ $hit = 3 ] || die "dmg_tool hit $pid $dmg: exit $hit"
 			if [ $hit = 3 ]; then
-				echo "$kind $dmg pid $pid: no source page differs; trial skipped"
+				echo "$kind $dmg pid $pid: the damage would change nothing (tried 8 times); trial skipped"
 				continue
 			fi
 			cp --sparse=always "$IMG" "$T/damaged.img"
@@ -482,7 +482,13 @@ printf '%s' "$INV_LINES"
 
 if [ -n "$OUT" ]; then
 	{
-		echo "## Results ($(date -u +%Y-%m-%d), seed $SEED, $trial trials)"
+		rev=$(git -C "$(dirname "$0")" rev-parse --short HEAD 2>/dev/null || echo unknown)
+		dirty=$(git -C "$(dirname "$0")" status --porcelain -- engine fs tools 2>/dev/null | wc -l)
+		echo "## Results ($(date -u '+%Y-%m-%d %H:%M UTC'), seed $SEED, $trial trials)"
+		echo
+		note=
+		[ "$dirty" = 0 ] || note=" with $dirty files of engine/, fs/ and tools/ changed in the working tree"
+		echo "Binaries built from commit $rev$note."
 		echo
 		echo "Produced by: \`$CMDLINE\`"
 		echo
