@@ -39,6 +39,20 @@
  *            queue's size adapts between 5% and 50% of capacity: a ghost
  *            hit grows it by 2 pages, a page let go into the ghost shrinks
  *            it by 1/4 page (policies.c, s3clock_adapt).
+ *
+ *            What the engine needs to run it, learnt from its traces:
+ *            every page the file system reads comes in by a prefetch (or
+ *            a fix that loads it) and is used once right after, so "hit
+ *            since it came in" must not count that first use (the trace
+ *            folds it, ev_trace_fold). With the mark alone the engine
+ *            cannot tell a first use from a re-reference: the first use
+ *            clears the mark as a second would, and marking later (at the
+ *            probation hand's first pass, or some loads after) misses the
+ *            hot pages that were reused before it. One bit in the state
+ *            word does it, set when the page comes in and cleared by the
+ *            first fix in the same CAS that a fix of a marked page does
+ *            today (the second fix then clears the mark): still one
+ *            state-word access on a hit. Not built yet.
  */
 #ifndef VS_BENCH_EVSIM_H
 #define VS_BENCH_EVSIM_H
@@ -64,7 +78,8 @@ struct ev_stats {
 	uint64_t promotions;  /* small -> main (2q: A1out -> Am) */
 	uint64_t ghost_hits;  /* misses found in the ghost */
 	uint64_t resident, small, main, ghost; /* pages in each queue now */
-	uint64_t small_target; /* s3clock: the small queue's adapted size */
+	uint64_t small_target; /* the small queue's size: s3clock's adapted one,
+				* s3fifo's, 2q's Kin; 0 for the others */
 };
 
 struct ev_policy;

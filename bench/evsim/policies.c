@@ -630,5 +630,8 @@ void ev_stats_get(const struct ev_policy *pol, struct ev_stats *ret)
 	ret->small = pol->small.n;
 	ret->main = pol->kind == EV_LRU || pol->kind == EV_CLOCK ? pol->resident : pol->main.n;
 	ret->ghost = pol->ghost.n;
-	ret->small_target = pol->kind == EV_S3CLOCK ? pol->small_target >> 8 : pol->small_cap;
+	ret->small_target = pol->kind == EV_S3CLOCK ? pol->small_target >> 8
+			    : pol->kind == EV_S3FIFO ? pol->small_cap
+			    : pol->kind == EV_2Q     ? pol->kin
+						     : 0;
 }
