@@ -24,8 +24,9 @@
  *       disk would leave it). HOW:
  *         flip    one byte XOR'ed with a nonzero value
  *         rand64  64 consecutive bytes replaced with random ones
- *         zero8   8 bytes at an 8-aligned offset zeroed (in the checksum
- *                 table: one entry, which then says "never written")
+ *         zero8   one nonzero 8-byte word (8-aligned) zeroed (in the
+ *                 checksum table: one entry, which then says "never
+ *                 written")
  *         zero    the whole page zeroed
  *         copy    the whole page replaced with page SRC (a misdirected write)
  *         torn    the page from a 512-byte boundary on (1 to 7 sectors in)
@@ -237,7 +238,17 @@ static int cmd_hit(const char *image, uint64_t pid, const char *how, uint64_t se
 			page[off + i] = (uint8_t)rng_next(&s);
 		printf("rand64 pid %llu offset %u\n", (unsigned long long)pid, off);
 	} else if (!strcmp(how, "zero8")) {
-		unsigned off = (unsigned)(rng_next(&s) % (span / 8)) * 8;
+		/* One of the nonzero words (a zero one would change nothing). */
+		unsigned nz = 0, off = 0, pick;
+		for (unsigned o = 0; o + 8 <= span; o += 8)
+			nz += get64(page + o) != 0;
+		pick = nz ? (unsigned)(rng_next(&s) % nz) : 0;
+		for (unsigned o = 0; o + 8 <= span; o += 8) {
+			if (get64(page + o) != 0 && pick-- == 0) {
+				off = o;
+				break;
+			}
+		}
 		memset(page + off, 0, 8);
 		printf("zero8 pid %llu offset %u\n", (unsigned long long)pid, off);
 	} else if (!strcmp(how, "zero")) {
