@@ -117,6 +117,10 @@ struct bm {
 	uint64_t id; /* unique per open, for the thread-context cache */
 	char *path;
 	uint64_t page_count;
+	int trace_fd;      /* eviction trace (bm_config.evict_trace), or -1: read by
+			    * every fix, so it sits with what a fix reads anyway */
+	unsigned trace_recs; /* records a thread buffers: BM_TRACE_RECS, or 1
+			      * with VS_EVICT_TRACE_SYNC=1 */
 	uint64_t capacity; /* frames */
 	unsigned batch;
 	unsigned cluster;  /* eviction clustering: neighbours per side, 0 = off */
@@ -209,9 +213,6 @@ struct bm {
 	bool dl_lost;                /* out of memory once: walk the pool */
 	struct bm_fault *fault;
 	int fault_fd;                /* plain descriptor for reading undo bytes */
-	int trace_fd;                /* eviction trace (bm_config.evict_trace), or -1 */
-	unsigned trace_recs;         /* records a thread buffers: BM_TRACE_RECS, or 1
-				      * with VS_EVICT_TRACE_SYNC=1 */
 
 	/* Latency (bm_latency_get), written by every faulting and evicting
 	 * thread: kept off the cache lines of the fields above. */
