@@ -213,7 +213,7 @@ if [ "$(id -u)" = 0 ] && ls /sys/class/bdi/*/max_bytes >/dev/null 2>&1; then
 	vt_mount "$OPTS,dirty_cache=16M"
 	cmp "$VT_BASE/dirty" "$VT_MNT/dirty" || vt_fail "dirty data lost across the remount"
 	wait_bdi strict_limit 1 || vt_fail "dirty_cache=16M: strict_limit is $(bdi_of strict_limit)"
-	near "$(bdi_of max_bytes)" $((16 << 20)) 5 || vt_fail "dirty_cache=16M: max_bytes is $(bdi_of max_bytes)"
+	near "$(bdi_of max_bytes)" $((16 << 20)) 10 || vt_fail "dirty_cache=16M: max_bytes is $(bdi_of max_bytes)"
 	vt_umount
 	vt_mount "$OPTS,dirty_cache=0"
 	sleep 1
@@ -229,7 +229,9 @@ if [ "$(id -u)" = 0 ] && ls /sys/class/bdi/*/max_bytes >/dev/null 2>&1; then
 	VT_IMAGE=$big
 	vt_mount "$OPTS"
 	wait_bdi strict_limit 0 || vt_fail "ample space: strict_limit is $(bdi_of strict_limit), not lifted"
-	near "$(bdi_of max_bytes)" $((64 << 20)) 1 || vt_fail "ample space: max_bytes is $(bdi_of max_bytes), not the 64M pool"
+	# (the kernel keeps max_bytes as a share of its dirty limit, which moves
+	# with free memory: the value read back drifts by a few percent)
+	near "$(bdi_of max_bytes)" $((64 << 20)) 10 || vt_fail "ample space: max_bytes is $(bdi_of max_bytes), not the 64M pool"
 	vt_umount
 	# more than the kernel's whole dirty limit: all of it, and no crash
 	vt_mount "$OPTS,dirty_cache=64T"
