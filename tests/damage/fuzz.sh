@@ -26,7 +26,9 @@ SECS=${1:-300}
 CORPUS=${2:-/tmp/vs-fuzz-corpus}
 FOUND=tests/damage/found
 mkdir -p "$FOUND" "$CORPUS"
-export VS_FUZZ_TMP=${VS_FUZZ_TMP:-/dev/shm}
+# The images of the inputs (a job killed at its time limit leaves its own).
+export VS_FUZZ_TMP=$(mktemp -d "${VS_FUZZ_TMP:-/dev/shm}/vs-fuzz.XXXXXX")
+trap 'rm -rf "$VS_FUZZ_TMP"' EXIT
 
 if [ $AFL = 0 ]; then
 	B=build-fuzz
@@ -39,7 +41,7 @@ if [ $AFL = 0 ]; then
 	export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1}
 	export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:suppressions=$PWD/tests/damage/known.supp
 	# Fork mode goes on after a finding (each one is written to $FOUND).
-	exec $B/tests/damage/fuzz_image -fork=${VS_FUZZ_JOBS:-1} -ignore_crashes=1 -ignore_timeouts=1 \
+	$B/tests/damage/fuzz_image -fork=${VS_FUZZ_JOBS:-1} -ignore_crashes=1 -ignore_timeouts=1 \
 		-ignore_ooms=1 -max_total_time="$SECS" -timeout=10 -rss_limit_mb=4096 \
 		-max_len=262144 -artifact_prefix="$FOUND/" -print_final_stats=1 "$CORPUS"
 else
@@ -52,6 +54,6 @@ else
 	mkdir -p "$CORPUS-seeds"
 	$B/tests/damage/fuzz_seed "$CORPUS-seeds"
 	export AFL_SKIP_CPUFREQ=1 AFL_NO_UI=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1
-	exec timeout -s INT "$SECS" afl-fuzz -i "$CORPUS-seeds" -o "$CORPUS-afl" -t 20000 -m none \
+	timeout -s INT "$SECS" afl-fuzz -i "$CORPUS-seeds" -o "$CORPUS-afl" -t 20000 -m none \
 		-- $B/tests/damage/fuzz_image
 fi
