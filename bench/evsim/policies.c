@@ -418,7 +418,8 @@ static unsigned s3clock_collect(struct ev_policy *pol, uint32_t *out, unsigned w
 {
 	unsigned n = 0;
 	pol->small_cap = pol->small_target >> 8;
-	while (n < want && pol->small.n > 0 && (pol->small.n >= pol->small_cap || pol->main.n == 0)) {
+	while (n < want && pol->small.n > 0 &&
+	       (pol->small.n >= pol->small_cap || pol->main.n == 0)) {
 		uint32_t x = pol->small.tail;
 		list_remove(pol, &pol->small, x);
 		if (pol->nodes[x].freq) {
