@@ -825,6 +825,16 @@ static bool scan_deliver(struct bm_op *op, struct scan_arg *a, const void *leaf,
 	return more;
 }
 
+static void scan_bad_fence(struct bm_op *op, struct scan_arg *a, struct path *p)
+{
+	uint64_t pid = p->node.pid;
+
+	bm_unfix(op, &p->node);
+	bm_fail(op, VS_CORRUPT("B-tree %llu: leaf %llu: its %s fence does not lead past the "
+			       "scan's position", (unsigned long long)a->root,
+			       (unsigned long long)pid, a->desc ? "lower" : "upper"));
+}
+
 /* Deliver what one leaf holds from the position on, then move the position
  * to the neighbouring leaf's fence (or finish). */
 static int op_scan(struct bm_op *op, void *arg)
@@ -836,6 +846,14 @@ static int op_scan(struct bm_op *op, void *arg)
 								   : DESC_KEY;
 	bool found;
 	unsigned i, flen;
+
+	/* Where a descending scan stood on arriving here: the next position
+	 * must come before it (see the fence check below). */
+	enum scan_pos kind0 = a->kind;
+	uint8_t pos0[BT_KEY_MAX];
+	unsigned plen0 = a->plen;
+	if (a->desc)
+		memcpy(pos0, a->pos, a->plen);
 
 	descend_opt(op, a->root, a->pos, a->plen, mode, 0, &p);
 	bm_upgrade_s(op, &p.node);
@@ -852,6 +870,10 @@ static int op_scan(struct bm_op *op, void *arg)
 		const uint8_t *upper = bt_node_upper(leaf, &flen);
 		if (flen == 0)
 			goto done;
+		/* The next leaf starts past everything here: a fence that does
+		 * not would bring the scan back here for ever. */
+		if (bt_key_cmp(upper, flen, a->pos, a->plen) <= 0)
+			scan_bad_fence(op, a, &p);
 		memcpy(a->pos, upper, flen);
 		a->plen = flen;
 		a->kind = SCAN_INCL;
@@ -870,6 +892,9 @@ static int op_scan(struct bm_op *op, void *arg)
 		const uint8_t *lower = bt_node_lower(leaf, &flen);
 		if (flen == 0)
 			goto done;
+		int c = kind0 == SCAN_LAST ? -1 : bt_key_cmp(lower, flen, pos0, plen0);
+		if (c > 0 || (c == 0 && kind0 == SCAN_EXCL))
+			scan_bad_fence(op, a, &p);
 		memcpy(a->pos, lower, flen);
 		a->plen = flen;
 		a->kind = SCAN_EXCL;

@@ -548,6 +548,8 @@ static int cmp_ino(const void *a, const void *b)
 
 struct fsck_inode *fsck_find_inode(struct fsck *f, uint64_t ino)
 {
+	if (f->ninodes == 0) /* bsearch wants an array, even an empty one */
+		return NULL;
 	return bsearch(&ino, f->inodes, f->ninodes, sizeof(*f->inodes), cmp_ino);
 }
 
