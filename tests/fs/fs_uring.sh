@@ -24,6 +24,9 @@ esac
 if ! mountpoint -q /sys/fs/fuse/connections && [ -z "${VT_URING_NS:-}" ]; then
 	[ "$(id -u)" = 0 ] && command -v unshare >/dev/null ||
 		vt_skip "fusectl is not mounted and cannot be (needs root and unshare)"
+	# (a chroot whose root is not a mount point cannot have a private one)
+	unshare -m --propagation private true 2>/dev/null ||
+		vt_skip "fusectl is not mounted and no private mount namespace can be made here"
 	VT_URING_NS=1 exec unshare -m --propagation private bash "$0" "$@"
 fi
 mountpoint -q /sys/fs/fuse/connections ||
