@@ -697,10 +697,9 @@ uint64_t bm_alloc_floor(struct bm *bm, uint64_t pages)
 
 uint64_t bm_free_pages(struct bm *bm)
 {
-	pthread_mutex_lock(&bm->alloc_mu);
-	uint64_t n = bm->free_pages;
-	pthread_mutex_unlock(&bm->alloc_mu);
-	return n;
+	/* No lock: the FUSE layer asks at every write (fs/dirty.c), and a
+	 * caller may hold a node-table mutex (fs_nospace_pending). */
+	return atomic_load_explicit(&bm->free_pages, memory_order_relaxed);
 }
 
 uint64_t bm_alloc_room(struct bm *bm)
@@ -717,7 +716,8 @@ int bm_alloc(struct bm *bm, uint64_t n, uint64_t hint, uint64_t *ret_first)
 	if (n == 0 || bm->read_only)
 		return n == 0 ? -EINVAL : -EROFS;
 	pthread_mutex_lock(&bm->alloc_mu);
-	if (bm->free_pages < n || bm->free_pages - n < floor) {
+	uint64_t free = bm->free_pages;
+	if (free < n || free - n < floor) {
 		pthread_mutex_unlock(&bm->alloc_mu);
 		return -ENOSPC;
 	}

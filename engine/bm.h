@@ -278,7 +278,7 @@ int bm_alloc(struct bm *bm, uint64_t n, uint64_t hint, uint64_t *ret_first);
  * requests allowed to spend them. Returns the previous floor. */
 uint64_t bm_alloc_floor(struct bm *bm, uint64_t pages);
 
-/* Unallocated pages right now (cheaper than bm_stats_get). */
+/* Unallocated pages right now (one atomic load: cheaper than bm_stats_get). */
 uint64_t bm_free_pages(struct bm *bm);
 
 /* Pages bm_alloc would give the calling thread right now (above its floor). */

@@ -146,7 +146,7 @@ struct bm {
 	_Atomic int64_t dirty;
 
 	pthread_mutex_t alloc_mu;
-	uint64_t free_pages;  /* under alloc_mu */
+	_Atomic uint64_t free_pages; /* changed under alloc_mu; read anywhere */
 	uint64_t alloc_next;  /* next-fit hint, under alloc_mu */
 
 	uint8_t *sb;          /* superblock image, page aligned, under sb_mu */

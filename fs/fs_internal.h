@@ -33,13 +33,16 @@ struct fs_node {
 	uint64_t nlookup;
 	uint32_t nopen;
 	bool unlinked; /* nlink reached 0: free when the counts do */
-	bool blocks_moved; /* pages allocated since fs_blocks_moved_take */
-	bool lost_name; /* a file that lost one of several names while known */
-	bool wopen; /* open for writing: the kernel may hold dirty pages */
-	bool root_writer; /* root opened it for writing (fs_writer_note) */
-	bool nospace; /* a write-back failed for want of space (fs_nospace_note) */
+	uint8_t flags; /* NODE_* */
 	struct fs_node *next;
 };
+
+/* fs_node.flags */
+#define NODE_BLOCKS_MOVED 1u  /* pages allocated since fs_blocks_moved_take */
+#define NODE_LOST_NAME    2u  /* a file that lost one of several names while known */
+#define NODE_WOPEN        4u  /* open for writing: the kernel may hold dirty pages */
+#define NODE_ROOT_WRITER  8u  /* root opened it for writing (fs_writer_note_root) */
+#define NODE_NOSPACE      16u /* a write-back failed for want of space */
 
 struct fs_node_stripe {
 	pthread_mutex_t mu;
@@ -57,6 +60,9 @@ struct fs {
 	 * for metadata changes when data has filled the image, and room for
 	 * root, as ext4's reserved blocks. */
 	uint64_t reserve_meta, reserve_root;
+	/* Some node has NODE_LOST_NAME or NODE_NOSPACE (fs_attr_cacheable);
+	 * never cleared. */
+	_Atomic bool attr_volatile;
 	struct timespec mount_time;
 
 	pthread_rwlock_t ino_locks[FS_LOCK_STRIPES];

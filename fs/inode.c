@@ -684,7 +684,7 @@ bool fs_node_close(struct fs *fs, uint64_t ino)
 	if (node && node->nopen > 0) {
 		node->nopen--;
 		if (node->nopen == 0)
-			node->wopen = false; /* written back before the release */
+			node->flags &= ~NODE_WOPEN; /* written back before the release */
 		atomic_fetch_sub_explicit(&fs->open_files, 1, memory_order_relaxed);
 		free_now = node_settle(s, node);
 	}
@@ -692,15 +692,33 @@ bool fs_node_close(struct fs *fs, uint64_t ino)
 	return free_now;
 }
 
-void fs_blocks_moved_note(struct fs *fs, uint64_t ino)
+/* Set @flag on the live node of @ino (none: nothing to remember). */
+static void node_flag_set(struct fs *fs, uint64_t ino, uint8_t flag)
 {
 	struct fs_node_stripe *s = node_stripe(fs, ino);
 
 	pthread_mutex_lock(&s->mu);
 	struct fs_node *node = node_find(s, ino);
 	if (node)
-		node->blocks_moved = true;
+		node->flags |= flag;
 	pthread_mutex_unlock(&s->mu);
+}
+
+/* Does the live node of @ino have any of @flags? */
+static bool node_flag_any(struct fs *fs, uint64_t ino, uint8_t flags)
+{
+	struct fs_node_stripe *s = node_stripe(fs, ino);
+
+	pthread_mutex_lock(&s->mu);
+	struct fs_node *node = node_find(s, ino);
+	bool any = node && (node->flags & flags);
+	pthread_mutex_unlock(&s->mu);
+	return any;
+}
+
+void fs_blocks_moved_note(struct fs *fs, uint64_t ino)
+{
+	node_flag_set(fs, ino, NODE_BLOCKS_MOVED);
 }
 
 bool fs_blocks_moved_take(struct fs *fs, uint64_t ino)
@@ -711,8 +729,8 @@ bool fs_blocks_moved_take(struct fs *fs, uint64_t ino)
 	pthread_mutex_lock(&s->mu);
 	struct fs_node *node = node_find(s, ino);
 	if (node) {
-		moved = node->blocks_moved;
-		node->blocks_moved = false;
+		moved = node->flags & NODE_BLOCKS_MOVED;
+		node->flags &= ~NODE_BLOCKS_MOVED;
 	}
 	pthread_mutex_unlock(&s->mu);
 	return moved;
@@ -731,68 +749,34 @@ bool fs_node_is_open(struct fs *fs, uint64_t ino)
 
 void fs_node_lost_name(struct fs *fs, uint64_t ino)
 {
-	struct fs_node_stripe *s = node_stripe(fs, ino);
-
-	pthread_mutex_lock(&s->mu);
-	struct fs_node *node = node_find(s, ino);
-	if (node)
-		node->lost_name = true;
-	pthread_mutex_unlock(&s->mu);
+	atomic_store_explicit(&fs->attr_volatile, true, memory_order_relaxed);
+	node_flag_set(fs, ino, NODE_LOST_NAME);
 }
 
 void fs_node_writing(struct fs *fs, uint64_t ino)
 {
-	struct fs_node_stripe *s = node_stripe(fs, ino);
-
-	pthread_mutex_lock(&s->mu);
-	struct fs_node *node = node_find(s, ino);
-	if (node)
-		node->wopen = true;
-	pthread_mutex_unlock(&s->mu);
+	node_flag_set(fs, ino, NODE_WOPEN);
 }
 
 bool fs_may_have_dirty_pages(struct fs *fs, uint64_t ino)
 {
-	struct fs_node_stripe *s = node_stripe(fs, ino);
-
-	pthread_mutex_lock(&s->mu);
-	struct fs_node *node = node_find(s, ino);
-	bool dirty = node && node->wopen;
-	pthread_mutex_unlock(&s->mu);
-	return dirty;
+	return node_flag_any(fs, ino, NODE_WOPEN);
 }
 
 void fs_writer_note_root(struct fs *fs, uint64_t ino)
 {
-	struct fs_node_stripe *s = node_stripe(fs, ino);
-
-	pthread_mutex_lock(&s->mu);
-	struct fs_node *node = node_find(s, ino);
-	if (node)
-		node->root_writer = true;
-	pthread_mutex_unlock(&s->mu);
+	node_flag_set(fs, ino, NODE_ROOT_WRITER);
 }
 
 bool fs_writer_is_root(struct fs *fs, uint64_t ino)
 {
-	struct fs_node_stripe *s = node_stripe(fs, ino);
-
-	pthread_mutex_lock(&s->mu);
-	struct fs_node *node = node_find(s, ino);
-	bool root = node && node->root_writer;
-	pthread_mutex_unlock(&s->mu);
-	return root;
+	return node_flag_any(fs, ino, NODE_ROOT_WRITER);
 }
 
 void fs_nospace_note(struct fs *fs, uint64_t ino)
 {
-	struct fs_node_stripe *s = node_stripe(fs, ino);
-
-	pthread_mutex_lock(&s->mu);
-	struct fs_node *node = node_find(s, ino);
-	if (node)
-		node->nospace = true;
-	pthread_mutex_unlock(&s->mu);
+	atomic_store_explicit(&fs->attr_volatile, true, memory_order_relaxed);
+	node_flag_set(fs, ino, NODE_NOSPACE);
 }
 
 bool fs_nospace_pending(struct fs *fs, uint64_t ino)
@@ -802,14 +786,16 @@ bool fs_nospace_pending(struct fs *fs, uint64_t ino)
 
 	pthread_mutex_lock(&s->mu);
 	struct fs_node *node = node_find(s, ino);
-	pending = node && node->nospace;
+	pending = node && (node->flags & NODE_NOSPACE);
 	if (pending) {
 		uint64_t free = bm_free_pages(fs->bm), floor = fs->reserve_meta;
 
-		if (!node->root_writer)
+		if (!(node->flags & NODE_ROOT_WRITER))
 			floor += fs->reserve_root;
-		if (free >= floor + FS_NOSPACE_CLEAR)
-			pending = node->nospace = false;
+		if (free >= floor + FS_NOSPACE_CLEAR) {
+			node->flags &= ~NODE_NOSPACE;
+			pending = false;
+		}
 	}
 	pthread_mutex_unlock(&s->mu);
 	return pending;
@@ -821,14 +807,11 @@ bool fs_attr_cacheable(struct fs *fs, const struct stat *st)
 		return true;
 	if (st->st_nlink > 1)
 		return false;
-	struct fs_node_stripe *s = node_stripe(fs, st->st_ino);
-	bool lost;
-
-	pthread_mutex_lock(&s->mu);
-	struct fs_node *node = node_find(s, st->st_ino);
-	lost = node && (node->lost_name || node->nospace);
-	pthread_mutex_unlock(&s->mu);
-	return !lost;
+	/* Until some file has lost a name or a write-back, no node can say
+	 * otherwise: the usual lookup and getattr skip the node table. */
+	if (!atomic_load_explicit(&fs->attr_volatile, memory_order_relaxed))
+		return true;
+	return !node_flag_any(fs, st->st_ino, NODE_LOST_NAME | NODE_NOSPACE);
 }
 
 bool fs_node_unlinked(struct fs *fs, uint64_t ino)
