@@ -82,8 +82,9 @@
 #define BM_SB_SLOTS   32  /* u64 slots in the superblock for the layers above */
 #define BM_PID_NONE   UINT64_MAX
 
-/* The format version this build reads and writes. */
-#define BM_FORMAT_VERSION 1
+/* The format version this build reads and writes. 2: the checksum table
+ * carries a seal per page and is written twice. */
+#define BM_FORMAT_VERSION 2
 
 struct bm;
 struct bm_thread;
@@ -296,6 +297,32 @@ uint64_t bm_bitmap_unmarked(struct bm *bm, uint64_t *ret_first);
 
 /* Is @pid allocated? (For checks and tools.) */
 bool bm_is_allocated(struct bm *bm, uint64_t pid);
+
+/* The checksum table's damage found at open: returns how many of its pages
+ * were damaged in both copies (the checksums of the allocated pages they
+ * cover are lost: those pages fail to load with -EUCLEAN); *ret_fixed gets
+ * how many were read from the copy instead (nothing lost). */
+uint64_t bm_csum_table_damage(struct bm *bm, uint64_t *ret_fixed);
+
+/* Read the checksum table's copy (which an open reads only where the table
+ * itself is damaged) and compare it with the table: returns how many copy
+ * pages are damaged or differ, or a negative errno. They are written again
+ * with the next checkpoint of a writable open. For fsck. */
+int64_t bm_csum_table_scrub(struct bm *bm);
+
+/* Is @pid's checksum lost with its checksum-table page? */
+bool bm_csum_unknown(struct bm *bm, uint64_t pid);
+
+/* fsck: page @pid's bytes as the image holds them, unverified, into @buf
+ * (BM_PAGE_SIZE bytes). 0 or a negative errno. */
+int bm_read_raw(struct bm *bm, uint64_t pid, void *buf);
+
+/* fsck: take @page, the bytes bm_read_raw gave for @pid, as that page's
+ * content, because the caller has checked them by other means (a tree node
+ * that is sound): its checksum becomes theirs, written with the next
+ * checkpoint. Only for a page whose checksum is lost (bm_csum_unknown) and
+ * that is not resident; -EINVAL otherwise. */
+int bm_csum_adopt(struct bm *bm, uint64_t pid, const void *page);
 
 /* ------------------------------------------------------------------ */
 /* Operations and guards                                              */

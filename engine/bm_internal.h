@@ -25,7 +25,7 @@
  *       24    8 first pid of the allocation bitmap
  *       32    8 pages of the allocation bitmap (1 bit per page, 1 = in use)
  *       40    8 first pid of the checksum table
- *       48    8 pages of the checksum table (8 bytes per page, see below)
+ *       48    8 pages of the checksum table (see below)
  *       56    8 first data pid: first page bm_alloc may hand out
  *       64    8 free pages when the superblock was written
  *       72    8 mount count: bumped at every open for writing
@@ -34,14 +34,25 @@
  *       88    8 first pid of the journal (always 1)
  *       96    8 pages of the journal
  *      104    8 sequence number of the last checkpoint written home
- *      112   16 reserved, zero
+ *      112    8 first pid of the checksum table's copy (as many pages)
+ *      120    8 reserved, zero
  *      128  256 slots: 32 u64 values for the layers above (bm_sb_get)
  *      384 3704 reserved, zero
  *     4088    8 XXH3-64 of bytes 0..4087
  *
- * Checksum table entry for pid p (8 bytes at table offset 8*p): 0 means the
- * page was never written (or was freed) and reads as zeros without any I/O;
- * otherwise the XXH3-64 of the page's 4096 bytes, with 0 mapped to 1.
+ * Checksum table: page i holds the entries of pids 511*i .. 511*i+510, 8
+ * bytes each, and at offset 4088 the XXH3-64 of its first 4088 bytes (its
+ * seal), so that damage to the table is seen as such and not as damage to
+ * the pages it covers. The table is written twice, at cs_start and at
+ * cs2_start, in the same checkpoint (so through the journal: after a crash
+ * both are replayed); a page whose seal fails is read from its copy.
+ *
+ * Entry for pid p: 0 means the page was never written (or was freed) and
+ * reads as zeros without any I/O; BM_CSUM_UNKNOWN means the entry was lost
+ * (both copies of its table page damaged) and the page cannot be verified:
+ * it fails to load, as a mismatch does, until fsck re-verifies it;
+ * otherwise the XXH3-64 of the page's 4096 bytes, with 0 and
+ * BM_CSUM_UNKNOWN mapped to their neighbours (bm_page_csum).
  */
 #define BM_MAGIC        "VSCALEFS"
 #define SB_OFF_VERSION  8
@@ -58,13 +69,16 @@
 #define SB_OFF_JRSTART  88
 #define SB_OFF_JRPAGES  96
 #define SB_OFF_APPLIED  104
+#define SB_OFF_CS2START 112
 #define SB_OFF_SLOTS    128
 #define SB_OFF_CSUM     4088
 #define SB_FLAG_CLEAN   1u
 
 #define BM_BATCH_MAX     256
 #define BM_MAX_THREADS   128 /* interfaces asked of the exmap backend */
-#define BM_PIDS_PER_CS   (BM_PAGE_SIZE / 8)
+#define BM_PIDS_PER_CS   (BM_PAGE_SIZE / 8 - 1) /* and the seal */
+#define BM_CS_SEAL_OFF   (BM_PAGE_SIZE - 8)
+#define BM_CSUM_UNKNOWN  UINT64_MAX
 #define BM_PIDS_PER_BMP  (BM_PAGE_SIZE * 8)
 
 /* Per-thread counters. Each is written by its own thread only, read by
@@ -128,8 +142,12 @@ struct bm {
 	struct mem *mem;
 	uint8_t *base;
 	ps_word *state;          /* page_count words */
-	_Atomic uint64_t *csum;  /* checksum table, page_count entries, page aligned */
+	_Atomic uint64_t *csum;  /* checksum table, one entry per pid (the seals
+				  * are made at write time, bm_cs_page_fill) */
 	uint64_t cs_start, cs_pages;
+	uint64_t cs2_start;      /* the table's copy, cs_pages pages */
+	uint64_t cs_fixed;       /* table pages read from the copy at open */
+	uint64_t cs_lost, cs_lost_first; /* ... damaged in both copies */
 	uint64_t *bitmap;        /* allocation bitmap, page aligned */
 	/* The allocation bitmap of the last completed checkpoint, OR'ed with
 	 * that of the checkpoint in flight (bm_journal.c): a page whose bit is
@@ -301,6 +319,10 @@ int bm_meta_write(struct bm *bm, bool clean);
 int bm_meta_mark_open(struct bm *bm);
 void bm_csum_set(struct bm *bm, uint64_t pid, uint64_t csum);
 uint64_t bm_page_csum(const void *page);
+/* The image of checksum-table page @i (entries and seal) into @page. */
+void bm_cs_page_fill(struct bm *bm, uint64_t i, uint8_t *page);
+/* Is @pid a page of the checksum table or of its copy? Its index in *ret_i. */
+bool bm_cs_page_of(const struct bm *bm, uint64_t pid, uint64_t *ret_i);
 int bm_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
 
 /* The one door for writes and syncs of the image (fault injection hooks in

@@ -862,12 +862,11 @@ static int checkpoint_locked(struct bm *bm, bool clean, bool *locked)
 	uint64_t bmp_room = nbmp;
 	for (uint64_t k = 0; k < ncs && r == 0; k++) {
 		uint64_t i = cs_idx[k];
-		for (unsigned j = 0; j < BM_PIDS_PER_CS; j++) {
-			uint64_t v = atomic_load_explicit(&bm->csum[i * BM_PIDS_PER_CS + j],
-							  memory_order_relaxed);
-			memcpy(m + 8 * j, &v, 8);
-		}
+		bm_cs_page_fill(bm, i, m);
+		/* both copies of the table, from the same image */
 		r = ckpt_add(&c, bm->cs_start + i, m);
+		if (r == 0)
+			r = ckpt_add(&c, bm->cs2_start + i, m);
 		m += BM_PAGE_SIZE;
 	}
 	pthread_mutex_lock(&bm->alloc_mu);
@@ -1051,9 +1050,9 @@ out:
 		for (uint64_t k = 0; k < ncs; k++)
 			atomic_store(&bm->cs_dirty[cs_idx[k]], 1);
 		for (uint64_t i = ndata; i < c.n; i++) {
-			uint64_t pid = c.pids[i];
-			if (pid >= bm->cs_start && pid < bm->cs_start + bm->cs_pages)
-				atomic_store(&bm->cs_dirty[pid - bm->cs_start], 1);
+			uint64_t pid = c.pids[i], cs;
+			if (bm_cs_page_of(bm, pid, &cs))
+				atomic_store(&bm->cs_dirty[cs], 1);
 			else if (pid >= bm->bmp_start && pid < bm->bmp_start + bm->bmp_pages)
 				bm->bmp_dirty[pid - bm->bmp_start] = 1;
 		}
@@ -1377,8 +1376,9 @@ int bm_journal_open(struct bm *bm)
 		return r;
 	}
 	uint64_t cap = journal_capacity(bm->jr_pages);
-	/* A checkpoint writes the dirty pages, the changed checksum-table and
-	 * bitmap pages (at most all of them) and the superblock: the rest of
+	/* A checkpoint writes the dirty pages, the changed checksum-table
+	 * pages (twice: the table and its copy) and bitmap pages (at most all
+	 * of them) and the superblock: the rest of
 	 * the journal is the room for dirty pages, but no more than five
 	 * eighths of the pool: the rest stays clean for eviction, less the
 	 * pin budget (an eighth, bm_load.c) and the guards of running
@@ -1386,7 +1386,7 @@ int bm_journal_open(struct bm *bm)
 	 * Transactions already running when the limit is crossed add more
 	 * (the slack: a quarter of the room, at least one transaction's worth
 	 * when the room allows). At most half the pool is the limit. */
-	uint64_t fixed = bm->cs_pages + bm->bmp_pages + 1;
+	uint64_t fixed = 2 * bm->cs_pages + bm->bmp_pages + 1;
 	uint64_t room = cap > fixed + 16 ? cap - fixed : 16;
 	if (room > bm->capacity / 8 * 5)
 		room = bm->capacity / 8 * 5;

@@ -160,6 +160,12 @@ static void csum_mismatch(struct bm *bm, struct bm_thread *t, uint64_t pid, uint
 			  uint64_t got)
 {
 	BM_COUNT(t, csum_errors, 1);
+	if (want == BM_CSUM_UNKNOWN) {
+		vs_log(VS_LOG_ERR, "%s: page %llu cannot be verified: its checksum was lost with "
+				   "a damaged checksum-table page (run fsck.virtuscale)",
+		       bm->path, (unsigned long long)pid);
+		return;
+	}
 	vs_log(VS_LOG_ERR, "%s: checksum mismatch on page %llu (image offset %llu): "
 			   "expected %016llx, found %016llx", bm->path, (unsigned long long)pid,
 	       (unsigned long long)(pid << BM_PAGE_SHIFT), (unsigned long long)want,

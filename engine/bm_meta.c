@@ -51,7 +51,53 @@ static void put_u32(uint8_t *p, unsigned off, uint32_t v)
 uint64_t bm_page_csum(const void *page)
 {
 	uint64_t c = XXH3_64bits(page, BM_PAGE_SIZE);
+	if (c == 0)
+		return 1;
+	return c == BM_CSUM_UNKNOWN ? c - 1 : c;
+}
+
+/* The seal of checksum-table page @i: seeded with its index, so that a
+ * table page written in another's place (a misdirected write) fails too;
+ * never 0, so that a zeroed page fails. */
+static uint64_t cs_seal_of(const uint8_t *page, uint64_t i)
+{
+	uint64_t c = XXH3_64bits_withSeed(page, BM_CS_SEAL_OFF, i);
 	return c ? c : 1;
+}
+
+static bool cs_page_sealed(const uint8_t *page, uint64_t i)
+{
+	uint64_t v;
+	memcpy(&v, page + BM_CS_SEAL_OFF, 8);
+	return v == cs_seal_of(page, i);
+}
+
+void bm_cs_page_fill(struct bm *bm, uint64_t i, uint8_t *page)
+{
+	/* Entries change under us (relaxed atomics); copy them out one by one
+	 * so the image holds a consistent value per entry. */
+	for (unsigned j = 0; j < BM_PIDS_PER_CS; j++) {
+		uint64_t pid = i * BM_PIDS_PER_CS + j;
+		uint64_t v = pid < bm->page_count
+				     ? atomic_load_explicit(&bm->csum[pid], memory_order_relaxed)
+				     : 0;
+		memcpy(page + 8 * j, &v, 8);
+	}
+	uint64_t seal = cs_seal_of(page, i);
+	memcpy(page + BM_CS_SEAL_OFF, &seal, 8);
+}
+
+bool bm_cs_page_of(const struct bm *bm, uint64_t pid, uint64_t *ret_i)
+{
+	if (pid >= bm->cs_start && pid < bm->cs_start + bm->cs_pages) {
+		*ret_i = pid - bm->cs_start;
+		return true;
+	}
+	if (pid >= bm->cs2_start && pid < bm->cs2_start + bm->cs_pages) {
+		*ret_i = pid - bm->cs2_start;
+		return true;
+	}
+	return false;
 }
 
 int bm_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
@@ -171,22 +217,36 @@ int bm_format(const char *path, uint64_t size_bytes, bool force)
 	jr_pages = bm_journal_pages_for(pages);
 	bmp_pages = (pages + BM_PIDS_PER_BMP - 1) / BM_PIDS_PER_BMP;
 	cs_pages = (pages + BM_PIDS_PER_CS - 1) / BM_PIDS_PER_CS;
-	first_data = 1 + jr_pages + bmp_pages + cs_pages;
+	first_data = 1 + jr_pages + bmp_pages + 2 * cs_pages;
 	if (pages < first_data + 64) {
 		r = -EINVAL;
 		goto out;
 	}
 
-	/* Zero the journal's first page, the bitmap and the checksum table (an
-	 * old image may lie beneath), then mark the metadata pages themselves
-	 * as in use. */
+	/* Zero the journal's first page and the bitmap (an old image may lie
+	 * beneath), write both copies of the checksum table as empty sealed
+	 * pages, then mark the metadata pages themselves as in use. */
 	memset(buf, 0, chunk);
 	r = bm_pwrite_all(fd, buf, BM_PAGE_SIZE, BM_PAGE_SIZE);
 	for (uint64_t off = (1 + jr_pages) * BM_PAGE_SIZE;
-	     r == 0 && off < first_data * BM_PAGE_SIZE; off += chunk) {
-		uint64_t n = first_data * BM_PAGE_SIZE - off;
+	     r == 0 && off < (1 + jr_pages + bmp_pages) * BM_PAGE_SIZE; off += chunk) {
+		uint64_t n = (1 + jr_pages + bmp_pages) * BM_PAGE_SIZE - off;
 		r = bm_pwrite_all(fd, buf, n < chunk ? n : chunk, off);
 	}
+	for (uint64_t c = 0; r == 0 && c < 2; c++) {
+		for (uint64_t i0 = 0; r == 0 && i0 < cs_pages; i0 += chunk / BM_PAGE_SIZE) {
+			uint64_t n = cs_pages - i0 < chunk / BM_PAGE_SIZE ? cs_pages - i0
+									 : chunk / BM_PAGE_SIZE;
+			for (uint64_t k = 0; k < n; k++) {
+				uint64_t seal = cs_seal_of(buf, i0 + k);
+				memcpy(buf + k * BM_PAGE_SIZE + BM_CS_SEAL_OFF, &seal, 8);
+			}
+			r = bm_pwrite_all(fd, buf, n * BM_PAGE_SIZE,
+					  (1 + jr_pages + bmp_pages + c * cs_pages + i0) *
+						  BM_PAGE_SIZE);
+		}
+	}
+	memset(buf, 0, chunk);
 	if (r < 0)
 		goto out;
 	for (uint64_t p = 0; p < first_data; p++)
@@ -211,6 +271,7 @@ int bm_format(const char *path, uint64_t size_bytes, bool force)
 	put_u64(buf, SB_OFF_BMPAGES, bmp_pages);
 	put_u64(buf, SB_OFF_CSSTART, 1 + jr_pages + bmp_pages);
 	put_u64(buf, SB_OFF_CSPAGES, cs_pages);
+	put_u64(buf, SB_OFF_CS2START, 1 + jr_pages + bmp_pages + cs_pages);
 	put_u64(buf, SB_OFF_DATA, first_data);
 	put_u64(buf, SB_OFF_FREE, pages - first_data);
 	put_u32(buf, SB_OFF_FLAGS, SB_FLAG_CLEAN);
@@ -232,6 +293,82 @@ static void *alloc_aligned_zero(size_t bytes)
 		return NULL;
 	memset(p, 0, rounded);
 	return p;
+}
+
+/* Checksum-table page @i failed its seal; @copy_ok: its copy did not. */
+static void cs_damaged(struct bm *bm, uint64_t i, bool copy_ok)
+{
+	/* Written again (both copies) by the next checkpoint of a writable
+	 * open; a read-only one goes on from memory. */
+	bm->cs_dirty[i] = 1;
+	if (copy_ok) {
+		if (bm->cs_fixed++ == 0)
+			vs_log(VS_LOG_WARN, "%s: checksum-table page %llu (page %llu of the image) "
+					    "is damaged: using its copy at page %llu%s",
+			       bm->path, (unsigned long long)i,
+			       (unsigned long long)(bm->cs_start + i),
+			       (unsigned long long)(bm->cs2_start + i),
+			       bm->read_only ? "" : ", and rewriting it");
+		return;
+	}
+	if (bm->cs_lost++ == 0)
+		bm->cs_lost_first = i;
+}
+
+/* Read the checksum table into bm->csum, page by page: a page whose seal
+ * fails is taken from the copy (and both are written again at the next
+ * checkpoint); when both fail, the entries of the allocated pages it
+ * covers become BM_CSUM_UNKNOWN. Reads in runs of up to 256 pages; the
+ * bitmap must be loaded. */
+static int cs_load(struct bm *bm)
+{
+	const uint64_t run = 256;
+	uint8_t *buf = alloc_aligned_zero(run * BM_PAGE_SIZE), *alt = alloc_aligned_zero(BM_PAGE_SIZE);
+	int r = 0;
+
+	if (!buf || !alt) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (uint64_t i0 = 0; i0 < bm->cs_pages && r == 0; i0 += run) {
+		uint64_t n = bm->cs_pages - i0 < run ? bm->cs_pages - i0 : run;
+		r = bm_pread_all(bm->fd, buf, n * BM_PAGE_SIZE, (bm->cs_start + i0) * BM_PAGE_SIZE);
+		for (uint64_t k = 0; k < n && r == 0; k++) {
+			uint64_t i = i0 + k;
+			const uint8_t *page = buf + k * BM_PAGE_SIZE;
+			if (!cs_page_sealed(page, i)) {
+				r = bm_pread_all(bm->fd, alt, BM_PAGE_SIZE,
+						 (bm->cs2_start + i) * BM_PAGE_SIZE);
+				if (r < 0)
+					break;
+				page = cs_page_sealed(alt, i) ? alt : NULL;
+				cs_damaged(bm, i, page != NULL);
+			}
+			for (unsigned j = 0; j < BM_PIDS_PER_CS; j++) {
+				uint64_t pid = i * BM_PIDS_PER_CS + j, v = 0;
+				if (page)
+					v = get_u64(page, 8 * j);
+				else if (pid >= bm->first_data && pid < bm->page_count &&
+					 (bm->bitmap[pid / 64] & (UINT64_C(1) << (pid % 64))))
+					v = BM_CSUM_UNKNOWN;
+				if (pid >= bm->page_count)
+					v = 0; /* past the end: nothing to say */
+				atomic_store_explicit(&bm->csum[pid], v, memory_order_relaxed);
+			}
+		}
+	}
+	if (r == 0 && bm->cs_lost)
+		vs_log(VS_LOG_ERR, "%s: %llu checksum-table pages (the first covers pages %llu to "
+				   "%llu) are damaged in both copies: the pages they cover cannot "
+				   "be verified and fail to read; fsck.virtuscale -y re-verifies the "
+				   "tree's nodes among them and lists the files of the others",
+		       bm->path, (unsigned long long)bm->cs_lost,
+		       (unsigned long long)(bm->cs_lost_first * BM_PIDS_PER_CS),
+		       (unsigned long long)(bm->cs_lost_first * BM_PIDS_PER_CS + BM_PIDS_PER_CS - 1));
+out:
+	free(buf);
+	free(alt);
+	return r;
 }
 
 /* Read and validate the superblock, then the bitmap and checksum table.
@@ -289,8 +426,13 @@ int bm_meta_load(struct bm *bm)
 		}
 	}
 	if (get_u32(sb, SB_OFF_VERSION) != BM_FORMAT_VERSION) {
-		vs_log(VS_LOG_ERR, "%s: image format version %u, this build reads version %u",
-		       bm->path, get_u32(sb, SB_OFF_VERSION), BM_FORMAT_VERSION);
+		vs_log(VS_LOG_ERR, "%s: image format version %u, this build reads version %u%s",
+		       bm->path, get_u32(sb, SB_OFF_VERSION), BM_FORMAT_VERSION,
+		       get_u32(sb, SB_OFF_VERSION) == 1
+			       ? " (version 1 has a single checksum table without seals: mount "
+				 "it with the build that made it and copy the files to a new "
+				 "image)"
+			       : "");
 		return -EPROTONOSUPPORT;
 	}
 	/* A superblock torn by a crash in the middle of a checkpoint is
@@ -317,6 +459,7 @@ int bm_meta_load(struct bm *bm)
 	bm->bmp_pages = get_u64(sb, SB_OFF_BMPAGES);
 	bm->cs_start = get_u64(sb, SB_OFF_CSSTART);
 	bm->cs_pages = get_u64(sb, SB_OFF_CSPAGES);
+	bm->cs2_start = get_u64(sb, SB_OFF_CS2START);
 	bm->first_data = get_u64(sb, SB_OFF_DATA);
 	if (get_u32(sb, SB_OFF_PAGESIZE) != BM_PAGE_SIZE || pages > UINT64_MAX / BM_PAGE_SIZE ||
 	    bm->jr_start != 1 || bm->jr_pages != bm_journal_pages_for(pages) ||
@@ -324,7 +467,8 @@ int bm_meta_load(struct bm *bm)
 	    bm->bmp_pages != (pages + BM_PIDS_PER_BMP - 1) / BM_PIDS_PER_BMP ||
 	    bm->cs_start != bm->bmp_start + bm->bmp_pages ||
 	    bm->cs_pages != (pages + BM_PIDS_PER_CS - 1) / BM_PIDS_PER_CS ||
-	    bm->first_data != bm->cs_start + bm->cs_pages || bm->first_data >= pages)
+	    bm->cs2_start != bm->cs_start + bm->cs_pages ||
+	    bm->first_data != bm->cs2_start + bm->cs_pages || bm->first_data >= pages)
 		return VS_CORRUPT("%s: the superblock is damaged: its layout does not add up "
 				  "(pages %llu, image %llu bytes)", bm->path,
 				  (unsigned long long)pages, (unsigned long long)size);
@@ -353,7 +497,7 @@ int bm_meta_load(struct bm *bm)
 	bm->was_clean = (get_u32(sb, SB_OFF_FLAGS) & SB_FLAG_CLEAN) != 0;
 
 	bm->bitmap = alloc_aligned_zero(bm->bmp_pages * BM_PAGE_SIZE);
-	bm->csum = alloc_aligned_zero(bm->cs_pages * BM_PAGE_SIZE);
+	bm->csum = alloc_aligned_zero(bm->cs_pages * BM_PIDS_PER_CS * 8);
 	bm->bmp_dirty = calloc(bm->bmp_pages, 1);
 	bm->cs_dirty = calloc(bm->cs_pages, 1);
 	if (!bm->bitmap || !bm->csum || !bm->bmp_dirty || !bm->cs_dirty)
@@ -362,8 +506,7 @@ int bm_meta_load(struct bm *bm)
 			 bm->bmp_start * BM_PAGE_SIZE);
 	if (r < 0)
 		return r;
-	r = bm_pread_all(bm->fd, (void *)bm->csum, bm->cs_pages * BM_PAGE_SIZE,
-			 bm->cs_start * BM_PAGE_SIZE);
+	r = cs_load(bm);
 	if (r < 0)
 		return r;
 
@@ -401,6 +544,64 @@ int bm_meta_load(struct bm *bm)
 	return 0;
 }
 
+uint64_t bm_csum_table_damage(struct bm *bm, uint64_t *ret_fixed)
+{
+	*ret_fixed = bm->cs_fixed;
+	return bm->cs_lost;
+}
+
+int64_t bm_csum_table_scrub(struct bm *bm)
+{
+	uint8_t *got = alloc_aligned_zero(BM_PAGE_SIZE), *want = alloc_aligned_zero(BM_PAGE_SIZE);
+	int64_t bad = 0;
+	int r = 0;
+
+	if (!got || !want)
+		r = -ENOMEM;
+	for (uint64_t i = 0; i < bm->cs_pages && r == 0; i++) {
+		r = bm_pread_all(bm->fd, got, BM_PAGE_SIZE, (bm->cs2_start + i) * BM_PAGE_SIZE);
+		if (r < 0)
+			break;
+		bm_cs_page_fill(bm, i, want);
+		if (memcmp(got, want, BM_PAGE_SIZE) != 0) {
+			bad++;
+			atomic_store(&bm->cs_dirty[i], 1);
+		}
+	}
+	free(got);
+	free(want);
+	return r < 0 ? r : bad;
+}
+
+bool bm_csum_unknown(struct bm *bm, uint64_t pid)
+{
+	return pid < bm->page_count &&
+	       atomic_load_explicit(&bm->csum[pid], memory_order_relaxed) == BM_CSUM_UNKNOWN;
+}
+
+int bm_read_raw(struct bm *bm, uint64_t pid, void *buf)
+{
+	if (pid >= bm->page_count)
+		return -EINVAL;
+	void *bounce = alloc_aligned_zero(BM_PAGE_SIZE); /* the image may be O_DIRECT */
+	if (!bounce)
+		return -ENOMEM;
+	int r = bm_pread_all(bm->fd, bounce, BM_PAGE_SIZE, pid * BM_PAGE_SIZE);
+	if (r == 0)
+		memcpy(buf, bounce, BM_PAGE_SIZE);
+	free(bounce);
+	return r;
+}
+
+int bm_csum_adopt(struct bm *bm, uint64_t pid, const void *page)
+{
+	if (pid < bm->first_data || !bm_csum_unknown(bm, pid) ||
+	    ps_state(ps_load(&bm->state[pid])) != PS_EVICTED)
+		return -EINVAL;
+	bm_csum_set(bm, pid, bm_page_csum(page));
+	return 0;
+}
+
 uint64_t bm_bitmap_unmarked(struct bm *bm, uint64_t *ret_first)
 {
 	*ret_first = bm->meta_unmarked_first;
@@ -431,13 +632,10 @@ int bm_meta_write(struct bm *bm, bool clean)
 	for (uint64_t i = 0; i < bm->cs_pages && r == 0; i++) {
 		if (!atomic_exchange_explicit(&bm->cs_dirty[i], 0, memory_order_relaxed))
 			continue;
-		/* Entries change under us (relaxed atomics); copy them out one by
-		 * one so the write sees a consistent value per entry. */
-		uint64_t *dst = (uint64_t *)page;
-		for (unsigned j = 0; j < BM_PIDS_PER_CS; j++)
-			dst[j] = atomic_load_explicit(&bm->csum[i * BM_PIDS_PER_CS + j],
-						      memory_order_relaxed);
+		bm_cs_page_fill(bm, i, page);
 		r = bm_io_write(bm, page, BM_PAGE_SIZE, (bm->cs_start + i) * BM_PAGE_SIZE);
+		if (r == 0)
+			r = bm_io_write(bm, page, BM_PAGE_SIZE, (bm->cs2_start + i) * BM_PAGE_SIZE);
 		if (r < 0)
 			atomic_store(&bm->cs_dirty[i], 1);
 	}

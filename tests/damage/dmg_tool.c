@@ -198,15 +198,16 @@ static int cmd_map(const char *image)
 		uint64_t span = bits >= BM_PIDS_PER_BMP ? BM_PAGE_SIZE : (bits + 7) / 8;
 		printf("bitmap %llu 0 %llu\n", (unsigned long long)(bs + i), (unsigned long long)span);
 	}
-	/* A checksum-table page matters when it covers an allocated page. */
+	/* A checksum-table page (or its copy, cn pages further) matters when
+	 * it covers an allocated page; all its bytes do, the seal at its end
+	 * too. */
 	for (uint64_t i = 0; i < cn; i++) {
 		bool used = false;
 		for (uint64_t p = i * BM_PIDS_PER_CS; p < (i + 1) * BM_PIDS_PER_CS && p < pages; p++)
 			used |= p >= bm_first_data_pid(bm) && bm_is_allocated(bm, p);
-		uint64_t n = pages - i * BM_PIDS_PER_CS;
 		if (used)
-			printf("csum %llu 0 %llu\n", (unsigned long long)(cs + i),
-			       (unsigned long long)(n >= BM_PIDS_PER_CS ? BM_PAGE_SIZE : n * 8));
+			printf("csum %llu 0 %u\ncsum %llu 0 %u\n", (unsigned long long)(cs + i),
+			       BM_PAGE_SIZE, (unsigned long long)(cs + cn + i), BM_PAGE_SIZE);
 	}
 	struct walk w = {.bm = bm, .first_data = bm_first_data_pid(bm), .pages = pages};
 	walk(&w, bm_sb_get(bm, FS_SB_ROOT), 0);

@@ -17,8 +17,9 @@
  *   flags bit 0  seal the superblock (its XXH3 at 4088), so that mutations
  *                of its fields reach the layout checks
  *         bit 1  recompute the checksum-table entry of every page whose entry
- *                is nonzero, so that mutations of pages reach the parsers
- *                behind the checksum check
+ *                is nonzero, and the table pages' seals and copy, so that
+ *                mutations of pages reach the parsers behind the checksum
+ *                check
  *         bit 2  seal the journal descriptor and its image hashes, so that
  *                mutations reach recovery
  *         bit 3  open for writing with the journal (recovery, fsck repairs,
@@ -151,12 +152,23 @@ static void seal(uint64_t pages, unsigned flags)
 		}
 	}
 	if (flags & FZ_SEAL_CSUM) {
+		/* Entries of the pages that have one, the seals, and the copy
+		 * made identical to the table. */
 		uint64_t cs = get64(sb + SB_OFF_CSSTART), cn = get64(sb + SB_OFF_CSPAGES);
+		uint64_t cs2 = get64(sb + SB_OFF_CS2START);
 		if (cs > 0 && cs < pages && cn <= pages - cs) {
-			uint8_t *table = img + cs * BM_PAGE_SIZE;
-			for (uint64_t p = 0; p < pages && p < cn * BM_PIDS_PER_CS; p++) {
-				if (get64(table + 8 * p) != 0 && (p < cs || p >= cs + cn))
-					put64(table + 8 * p, page_hash(img + p * BM_PAGE_SIZE));
+			for (uint64_t i = 0; i < cn; i++) {
+				uint8_t *tp = img + (cs + i) * BM_PAGE_SIZE;
+				for (uint64_t j = 0; j < BM_PIDS_PER_CS; j++) {
+					uint64_t p = i * BM_PIDS_PER_CS + j;
+					if (p < pages && get64(tp + 8 * j) != 0 &&
+					    (p < cs || p >= cs + 2 * cn))
+						put64(tp + 8 * j, page_hash(img + p * BM_PAGE_SIZE));
+				}
+				uint64_t seal = XXH3_64bits_withSeed(tp, BM_CS_SEAL_OFF, i);
+				put64(tp + BM_CS_SEAL_OFF, seal ? seal : 1);
+				if (cs2 > cs && cs2 < pages && cn <= pages - cs2 && cs2 + i != cs + i)
+					memcpy(img + (cs2 + i) * BM_PAGE_SIZE, tp, BM_PAGE_SIZE);
 			}
 		}
 	}
