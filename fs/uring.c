@@ -22,6 +22,23 @@
  * when the kernel has them: the kernel copies a request into the entry in
  * the thread's own context when it next waits, never by interrupting it.
  *
+ * Replies before the handler is done. An fsync is answered at the journal
+ * commit of the checkpoint that covers it (fuse_ops.c, bm_checkpoint_notify),
+ * and the thread that runs that checkpoint goes on with its home writes and
+ * second sync: milliseconds. Over /dev/fuse the reply is written at once;
+ * an entry's reply reaches the kernel only with the entry's next command, and
+ * the entry is the thread's until then, so the fsync would wait for the home
+ * writes too, and with uring_depth=1 so would every request of that CPU.
+ * Hence spares: per queue, up to SPARES threads beyond the depth hold no
+ * entry and wait. When a thread has put an fsync's reply into its entry
+ * (fs_uring_take_reply), it hands the entry to an idle spare of its queue,
+ * which commits it from its own ring (the kernel finds the entry by the
+ * request's commit id, whatever ring the command comes from) and serves the
+ * entry's next requests; the thread finishes the checkpoint and then waits
+ * as a spare itself. Without an idle spare the reply goes with the next
+ * command as before. Only fsync and fsyncdir are handed off: every other
+ * handler replies last, and a hand-off costs a thread wake.
+ *
  * No polling here. poll= keeps a /dev/fuse reader spinning because there
  * the woken reader is often on a halted CPU; a ring thread is woken on the
  * CPU of the application that just went to sleep waiting for it, so
@@ -43,7 +60,9 @@
  *   serving             a completion = a request: rebuild it as /dev/fuse
  *                       would have delivered it, fuse_session_process_buf,
  *                       the reply lands in the entry (fs_uring_take_reply),
- *                       COMMIT_AND_FETCH
+ *                       COMMIT_AND_FETCH; an fsync's entry is handed to a
+ *                       spare at its reply, and its thread becomes a spare
+ *   spare               waits (ur.mu, its queue's cv) for an entry to commit
  *   end                 the connection ends (unmount, abort): the commands
  *                       complete with -ENOTCONN and the thread leaves; or
  *                       fs_uring_stop sets ur.stop, seen within WAIT_MS; a
@@ -82,7 +101,19 @@
  * one of its 128 interfaces, which must not run out). */
 #define MAX_RING_THREADS 64
 
+/* Threads per queue beyond the depth, which take over the entry of an
+ * fsync answered before its checkpoint is over. */
+#define SPARES 1
+
 enum phase { PHASE_WAIT, PHASE_GO, PHASE_OFF };
+
+/* An entry registered with the kernel: memory the kernel writes requests
+ * into and reads replies from. It belongs to one thread at a time, which
+ * sends its commands from its own ring. */
+struct ring_entry {
+	struct fur_req_header *hdr;
+	uint8_t *area; /* PREFIX bytes, then the payload */
+};
 
 struct ring_thread {
 	pthread_t tid;
@@ -90,24 +121,34 @@ struct ring_thread {
 	int setup_err; /* 1 until the thread has reported */
 	struct io_uring ring;
 	bool have_ring;
-	struct fur_req_header *hdr;
-	uint8_t *area;	  /* PREFIX bytes, then the payload */
-	uint64_t unique;  /* the request being served */
-	bool replied;	  /* ... has its reply in the entry */
+	struct ring_entry *ent; /* NULL: a spare */
+	uint64_t commit_id;	/* the request being served, as the kernel knows it */
+	uint64_t unique;	/* ... as libfuse knows it */
+	uint32_t opcode;
+	bool replied;	   /* ... has its reply in the entry */
 	unsigned failures; /* commands that failed while connected */
 };
 
-struct queue_count {
+/* A queue's counter, and its spares (under ur.mu): how many wait with
+ * nothing promised to them, and the entries handed to them, with the commit
+ * id each must be committed with. */
+struct queue_state {
 	_Alignas(64) _Atomic uint64_t served;
+	pthread_cond_t cv;
+	unsigned idle;
+	unsigned npending;
+	struct ring_entry *pending[SPARES];
+	uint64_t pending_id[SPARES];
 };
 
 static struct {
 	enum fs_uring_mode mode;
 	struct fuse_session *se;
 	int fd;
-	unsigned nq, depth;
-	struct ring_thread *t; /* nq * depth */
-	struct queue_count *count;
+	unsigned nq, depth, spares; /* threads per queue: depth + spares */
+	struct ring_thread *t;	    /* nq * (depth + spares) */
+	struct ring_entry *e;	    /* nq * depth */
+	struct queue_state *count;
 	size_t payload; /* bytes per entry, known from the INIT reply */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -116,7 +157,10 @@ static struct {
 	_Atomic bool active;  /* the ring carries the requests */
 	_Atomic bool stop;
 	_Atomic bool failed;
+	_Atomic bool gone; /* a thread saw the connection end */
+	_Atomic uint64_t handoffs;
 	bool started;
+	bool fault_slow_fsync; /* VS_URING_FAULT=slow_fsync (tests) */
 } ur = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .fd = -1};
 
 static _Thread_local struct ring_thread *cur; /* the entry this thread serves */
@@ -200,8 +244,8 @@ static struct io_uring_sqe *cmd_sqe(struct ring_thread *t, uint32_t op, uint64_t
 static int submit_register(struct ring_thread *t)
 {
 	static _Thread_local struct iovec iov[2];
-	iov[0] = (struct iovec){.iov_base = t->hdr, .iov_len = sizeof(*t->hdr)};
-	iov[1] = (struct iovec){.iov_base = t->area + PREFIX, .iov_len = ur.payload};
+	iov[0] = (struct iovec){.iov_base = t->ent->hdr, .iov_len = sizeof(*t->ent->hdr)};
+	iov[1] = (struct iovec){.iov_base = t->ent->area + PREFIX, .iov_len = ur.payload};
 	/* Tests only: an entry smaller than the kernel's requests, which it
 	 * refuses, as it would refuse any entry it cannot use. */
 	const char *fault = getenv("VS_URING_FAULT");
@@ -219,17 +263,18 @@ static int submit_register(struct ring_thread *t)
 static void reply_error(struct ring_thread *t, uint64_t unique, int err)
 {
 	struct fuse_out_header oh = {.len = sizeof(oh), .error = -err, .unique = unique};
-	memcpy(t->hdr->in_out, &oh, sizeof(oh));
-	t->hdr->ring_ent_in_out.payload_sz = 0;
+	memcpy(t->ent->hdr->in_out, &oh, sizeof(oh));
+	t->ent->hdr->ring_ent_in_out.payload_sz = 0;
 }
 
 /* Serve the request that arrived in @t's entry and leave its reply there. */
 static void serve_entry(struct ring_thread *t)
 {
+	struct fur_req_header *hdr = t->ent->hdr;
 	struct fuse_in_header in;
-	memcpy(&in, t->hdr->in_out, sizeof(in));
-	uint32_t psz = t->hdr->ring_ent_in_out.payload_sz;
-	uint8_t *payload = t->area + PREFIX;
+	memcpy(&in, hdr->in_out, sizeof(in));
+	uint32_t psz = hdr->ring_ent_in_out.payload_sz;
+	uint8_t *payload = t->ent->area + PREFIX;
 
 	/* /dev/fuse would have delivered header, op argument and payload in
 	 * one piece, which is what libfuse's decoding expects: put the first
@@ -244,15 +289,21 @@ static void serve_entry(struct ring_thread *t)
 	size_t op_len = in.len - sizeof(in) - psz;
 	uint8_t *req = payload - op_len - sizeof(in);
 	memcpy(req, &in, sizeof(in));
-	memcpy(req + sizeof(in), t->hdr->op_in, op_len);
+	memcpy(req + sizeof(in), hdr->op_in, op_len);
 
 	struct fuse_buf buf = {.size = in.len, .mem = req};
 	t->unique = in.unique;
+	t->opcode = in.opcode;
 	t->replied = false;
 	cur = t;
 	fs_wire_note_request(req, in.len);
+	/* From here on the entry may be handed off with the reply (an fsync):
+	 * then nothing of it, the request included, is ours to touch. */
 	fuse_session_process_buf(ur.se, &buf);
 	cur = NULL;
+	if (ur.fault_slow_fsync && t->replied &&
+	    (in.opcode == FUSE_FSYNC || in.opcode == FUSE_FSYNCDIR))
+		sleep(3); /* tests: a checkpoint whose home writes take long */
 	if (!t->replied) {
 		/* Every request that reaches the ring gets exactly one reply
 		 * from its handler, on this thread; an entry left without one
@@ -262,6 +313,29 @@ static void serve_entry(struct ring_thread *t)
 		reply_error(t, in.unique, EIO);
 	}
 	atomic_fetch_add_explicit(&ur.count[t->qid].served, 1, memory_order_relaxed);
+}
+
+/* Hand @t's entry, whose reply is in it, to an idle spare of its queue, to
+ * be committed now, while @t goes on with its handler: true if one took it.
+ * Takes ur.mu, never waits. */
+static bool hand_off(struct ring_thread *t)
+{
+	struct queue_state *q = &ur.count[t->qid];
+	bool done = false;
+	pthread_mutex_lock(&ur.mu);
+	if (q->idle > 0 && q->npending < SPARES) {
+		q->idle--;
+		q->pending[q->npending] = t->ent;
+		q->pending_id[q->npending] = t->commit_id;
+		q->npending++;
+		t->ent = NULL;
+		done = true;
+		pthread_cond_signal(&q->cv);
+	}
+	pthread_mutex_unlock(&ur.mu);
+	if (done)
+		atomic_fetch_add_explicit(&ur.handoffs, 1, memory_order_relaxed);
+	return done;
 }
 
 bool fs_uring_take_reply(const struct iovec *iov, int count, ssize_t *ret)
@@ -275,7 +349,7 @@ bool fs_uring_take_reply(const struct iovec *iov, int count, ssize_t *ret)
 	if (oh.unique != t->unique)
 		return false; /* a notification, or nothing of ours */
 
-	uint8_t *payload = t->area + PREFIX;
+	uint8_t *payload = t->ent->area + PREFIX;
 	size_t n = 0;
 	for (int i = 0; i < count; i++) {
 		const uint8_t *p = iov[i].iov_base;
@@ -292,10 +366,12 @@ bool fs_uring_take_reply(const struct iovec *iov, int count, ssize_t *ret)
 		memcpy(payload + n, p, len);
 		n += len;
 	}
-	memcpy(t->hdr->in_out, &oh, sizeof(oh));
-	t->hdr->ring_ent_in_out.payload_sz = (uint32_t)n;
+	memcpy(t->ent->hdr->in_out, &oh, sizeof(oh));
+	t->ent->hdr->ring_ent_in_out.payload_sz = (uint32_t)n;
 	t->replied = true;
 	*ret = (ssize_t)(sizeof(oh) + n);
+	if (t->opcode == FUSE_FSYNC || t->opcode == FUSE_FSYNCDIR)
+		hand_off(t);
 	return true;
 }
 
@@ -343,16 +419,69 @@ static bool connection_gone(int res)
 	return res == -ENOTCONN || res == -ECONNABORTED || res == -ECANCELED || res == -ENODEV;
 }
 
-/* Register the entry, then serve until the connection or the daemon ends. */
+/* A spare waits for an entry handed to it (hand_off) and sends its commit:
+ * true, or false when the daemon or the connection ends first. */
+static bool take_entry(struct ring_thread *t)
+{
+	struct queue_state *q = &ur.count[t->qid];
+	struct ring_entry *ent = NULL;
+	uint64_t id = 0;
+	pthread_mutex_lock(&ur.mu);
+	q->idle++;
+	for (;;) {
+		if (q->npending > 0) {
+			q->npending--;
+			ent = q->pending[q->npending];
+			id = q->pending_id[q->npending];
+			break; /* idle was taken back by hand_off */
+		}
+		if (atomic_load(&ur.stop) || atomic_load(&ur.gone) || !atomic_load(&ur.active)) {
+			q->idle--;
+			break;
+		}
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += WAIT_MS * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&q->cv, &ur.mu, &ts);
+	}
+	pthread_mutex_unlock(&ur.mu);
+	if (!ent)
+		return false;
+	t->ent = ent;
+	ent->hdr->ring_ent_in_out.commit_id = 0;
+	return cmd_sqe(t, FUR_CMD_COMMIT_AND_FETCH, id) != NULL;
+}
+
+/* The connection has ended: tell the spares, which have no command of
+ * their own that would say so. */
+static void note_gone(void)
+{
+	atomic_store(&ur.gone, true);
+	pthread_mutex_lock(&ur.mu);
+	for (unsigned i = 0; i < ur.nq; i++)
+		pthread_cond_broadcast(&ur.count[i].cv);
+	pthread_mutex_unlock(&ur.mu);
+}
+
+/* Register the entry (a spare: wait for one), then serve until the
+ * connection or the daemon ends. */
 static void serve_loop(struct ring_thread *t)
 {
-	bool registering = true; /* the command in flight is a REGISTER */
-	if (submit_register(t) < 0)
+	bool registering = t->ent != NULL; /* the command in flight is a REGISTER */
+	if (t->ent ? submit_register(t) < 0 : !take_entry(t))
 		return;
 	for (;;) {
 		int res = wait_completion(t);
-		if (res == 1 || connection_gone(res))
+		if (res == 1)
 			return;
+		if (connection_gone(res)) {
+			note_gone();
+			return;
+		}
 		if (res < 0 && registering) {
 			/* The kernel refused the entry, and from then on serves
 			 * the mount over /dev/fuse (dev_uring.c clears the
@@ -378,10 +507,16 @@ static void serve_loop(struct ring_thread *t)
 			continue;
 		}
 		registering = false;
-		uint64_t id = t->hdr->ring_ent_in_out.commit_id;
+		t->commit_id = t->ent->hdr->ring_ent_in_out.commit_id;
 		serve_entry(t);
-		t->hdr->ring_ent_in_out.commit_id = 0;
-		if (!cmd_sqe(t, FUR_CMD_COMMIT_AND_FETCH, id))
+		if (!t->ent) {
+			/* handed off with its reply: wait for another */
+			if (!take_entry(t))
+				return;
+			continue;
+		}
+		t->ent->hdr->ring_ent_in_out.commit_id = 0;
+		if (!cmd_sqe(t, FUR_CMD_COMMIT_AND_FETCH, t->commit_id))
 			return;
 	}
 }
@@ -413,17 +548,20 @@ static int make_ring(struct ring_thread *t)
 	return r;
 }
 
-static int alloc_entry(struct ring_thread *t)
+/* Allocate the memory of entry @e (its first thread does, after INIT, when
+ * the payload size is known). Freed by fs_uring_stop, after every thread
+ * has left: an entry may have changed threads. */
+static int alloc_entry(struct ring_entry *e)
 {
 	void *h = NULL, *a = NULL;
-	if (posix_memalign(&h, 64, sizeof(*t->hdr)) != 0 ||
+	if (posix_memalign(&h, 64, sizeof(*e->hdr)) != 0 ||
 	    posix_memalign(&a, 4096, PREFIX + ur.payload) != 0) {
 		free(h);
 		return -ENOMEM;
 	}
-	memset(h, 0, sizeof(*t->hdr));
-	t->hdr = h;
-	t->area = a;
+	memset(h, 0, sizeof(*e->hdr));
+	e->hdr = h;
+	e->area = a;
 	return 0;
 }
 
@@ -446,7 +584,7 @@ static void *thread_main(void *arg)
 	pthread_mutex_unlock(&ur.mu);
 
 	if (go) {
-		if (alloc_entry(t) == 0) {
+		if (!t->ent || alloc_entry(t->ent) == 0) {
 			serve_loop(t);
 		} else {
 			vs_log(VS_LOG_ERR, "fuse ring %u: out of memory for an entry", t->qid);
@@ -458,10 +596,7 @@ static void *thread_main(void *arg)
 	if (t->have_ring)
 		io_uring_queue_exit(&t->ring); /* cancels what is still registered */
 	t->have_ring = false;
-	free(t->hdr);
-	free(t->area);
-	t->hdr = NULL;
-	t->area = NULL;
+	t->ent = NULL;
 	return NULL;
 }
 
@@ -475,10 +610,11 @@ static void set_phase(enum phase ph)
 	pthread_mutex_unlock(&ur.mu);
 }
 
-/* Threads per queue: @depth, or fewer when the machine has many CPUs or
+/* Entries per queue: @depth, or fewer when the machine has many CPUs or
  * the pool is small (as main.c bounds its workers: a request may hold
- * about 8 * BM_MAX_HELD pages outside eviction's reach). */
-static unsigned fit_depth(unsigned depth, unsigned nq, uint64_t pool_pages)
+ * about 8 * BM_MAX_HELD pages outside eviction's reach). Spares, which
+ * serve requests too, come out of what is left (*@ret_spares). */
+static unsigned fit_depth(unsigned depth, unsigned nq, uint64_t pool_pages, unsigned *ret_spares)
 {
 	uint64_t cap = pool_pages / (8 * BM_MAX_HELD);
 	if (cap > MAX_RING_THREADS)
@@ -491,6 +627,7 @@ static unsigned fit_depth(unsigned depth, unsigned nq, uint64_t pool_pages)
 		       depth, nq, (unsigned long long)(pool_pages * BM_PAGE_SIZE >> 20), fit);
 		depth = fit;
 	}
+	*ret_spares = fit - depth < SPARES ? fit - depth : SPARES;
 	return depth;
 }
 
@@ -512,17 +649,25 @@ int fs_uring_setup(struct fuse_session *se, enum fs_uring_mode mode, unsigned de
 	}
 	ur.fd = fuse_session_fd(se);
 	ur.nq = possible_cpus();
-	ur.depth = fit_depth(depth ? depth : FS_URING_DEFAULT_DEPTH, ur.nq, pool_pages);
-	ur.t = calloc((size_t)ur.nq * ur.depth, sizeof(*ur.t));
+	ur.depth = fit_depth(depth ? depth : FS_URING_DEFAULT_DEPTH, ur.nq, pool_pages, &ur.spares);
+	const char *fault = getenv("VS_URING_FAULT");
+	ur.fault_slow_fsync = fault && strcmp(fault, "slow_fsync") == 0;
+	unsigned per_q = ur.depth + ur.spares;
+	ur.t = calloc((size_t)ur.nq * per_q, sizeof(*ur.t));
+	ur.e = calloc((size_t)ur.nq * ur.depth, sizeof(*ur.e));
 	ur.count = aligned_alloc(64, ur.nq * sizeof(*ur.count));
-	if (!ur.t || !ur.count)
+	if (!ur.t || !ur.e || !ur.count)
 		goto fail_mem;
 	memset(ur.count, 0, ur.nq * sizeof(*ur.count));
+	for (unsigned q = 0; q < ur.nq; q++)
+		pthread_cond_init(&ur.count[q].cv, NULL);
 
-	unsigned n = ur.nq * ur.depth, made = 0;
+	unsigned n = ur.nq * per_q, made = 0;
 	int err = 0;
 	for (; made < n; made++) {
-		ur.t[made].qid = made / ur.depth;
+		unsigned q = made / per_q, j = made % per_q;
+		ur.t[made].qid = q;
+		ur.t[made].ent = j < ur.depth ? &ur.e[q * ur.depth + j] : NULL; /* else a spare */
 		ur.t[made].setup_err = 1;
 		if (pthread_create(&ur.t[made].tid, NULL, thread_main, &ur.t[made]) != 0) {
 			err = -EAGAIN;
@@ -550,8 +695,10 @@ int fs_uring_setup(struct fuse_session *se, enum fs_uring_mode mode, unsigned de
 
 fail_mem:
 	free(ur.t);
+	free(ur.e);
 	free(ur.count);
 	ur.t = NULL;
+	ur.e = NULL;
 	ur.count = NULL;
 	vs_log(VS_LOG_ERR, "uring: out of memory");
 	ur.mode = FS_URING_OFF;
@@ -608,6 +755,8 @@ void fs_uring_stop(void)
 	atomic_store(&ur.stop, true);
 	pthread_mutex_lock(&ur.mu);
 	pthread_cond_broadcast(&ur.cv);
+	for (unsigned i = 0; i < ur.nq; i++)
+		pthread_cond_broadcast(&ur.count[i].cv);
 	pthread_mutex_unlock(&ur.mu);
 	for (unsigned i = 0; i < ur.reported; i++)
 		pthread_join(ur.t[i].tid, NULL);
@@ -615,6 +764,13 @@ void fs_uring_stop(void)
 	atomic_store(&ur.active, false);
 	free(ur.t);
 	ur.t = NULL;
+	/* the rings are gone, and with them the kernel's use of the entries */
+	for (unsigned i = 0; ur.e && i < ur.nq * ur.depth; i++) {
+		free(ur.e[i].hdr);
+		free(ur.e[i].area);
+	}
+	free(ur.e);
+	ur.e = NULL;
 	/* ur.count stays: a stats read may still be rendering */
 }
 
@@ -638,4 +794,9 @@ uint64_t fs_uring_queue_requests(unsigned qid)
 	if (!ur.count || qid >= ur.nq)
 		return 0;
 	return atomic_load_explicit(&ur.count[qid].served, memory_order_relaxed);
+}
+
+uint64_t fs_uring_handoffs(void)
+{
+	return atomic_load_explicit(&ur.handoffs, memory_order_relaxed);
 }

@@ -38,8 +38,10 @@ int fs_uring_check(enum fs_uring_mode mode, char *why, size_t len);
 
 /* Start @depth serving threads per possible CPU (0: the default; fewer
  * when there are many CPUs or the pool of @pool_pages is small), each with
- * its own ring, waiting for the INIT reply (call after fuse_session_mount,
- * before the session loop). Returns 0; with uring=on a negative errno when
+ * its own ring and one entry, and a spare thread per CPU that takes over
+ * the entry of an fsync answered before its checkpoint is over; they wait
+ * for the INIT reply (call after fuse_session_mount, before the session
+ * loop). Returns 0; with uring=on a negative errno when
  * the rings cannot be made (with uring=auto the daemon goes on with
  * /dev/fuse). */
 int fs_uring_setup(struct fuse_session *se, enum fs_uring_mode mode, unsigned depth,
@@ -57,6 +59,10 @@ bool fs_uring_failed(void);
 const char *fs_uring_transport(void);
 unsigned fs_uring_queue_count(void);
 uint64_t fs_uring_queue_requests(unsigned qid);
+/* fsync replies committed by a spare thread while the thread that served
+ * the fsync went on with its checkpoint (uring.c, "Replies before the
+ * handler is done"). */
+uint64_t fs_uring_handoffs(void);
 
 /* ---- wire.c's hooks --------------------------------------------------- */
 

@@ -17,13 +17,32 @@
 #
 # The faults come from the daemon's test-only options -o fault_write_at=N,
 # fault_sync_at=N, fault_err=EIO|ENOSPC, fault_sticky (fs/main.c).
-#   env: VS_VIRTUSCALE, VS_MKFS, VS_FSCK (set by meson)
+# VS_TEST_OPTS (uring_wrap.sh sets uring=on) goes into every mount; with
+# uring=on (or off) each mount must be served over that transport, as the
+# stats file says: the fault_mount_uring variant fails on a silent fallback
+# to /dev/fuse.
+#   env: VS_VIRTUSCALE, VS_MKFS, VS_FSCK (set by meson), [VS_TEST_OPTS]
 set -u
 . "$(dirname "$0")/../lib/vt_harness.sh"
 
 [ -n "${VS_TEST_DIR:-}" ] && vt_skip "needs the daemon (fault injection)"
 vt_init
 [ -n "${VS_FSCK:-}" ] && [ -x "$VS_FSCK" ] || vt_skip "VS_FSCK not set to an executable"
+
+want_transport=
+case ",${VS_TEST_OPTS:-}," in
+*,uring=on,*) want_transport=uring ;;
+*,uring=off,*) want_transport=dev ;;
+esac
+# vt_mount, then check the transport the mount is served over.
+mount_fs() {
+	local got
+	vt_mount "$@"
+	[ -n "$want_transport" ] || return 0
+	got=$(awk -F'"' '/^virtuscale_fuse_transport_info\{/ {print $2}' "$VT_MNT/.virtuscale/stats")
+	[ "$got" = "$want_transport" ] ||
+		vt_fail "mount -o $VT_OPTS served over '$got', VS_TEST_OPTS asks for $want_transport"
+}
 
 fsck_clean() {
 	"$VS_FSCK" -n "$VT_IMAGE" >"$VT_BASE/fsck.log" 2>&1 ||
@@ -77,11 +96,11 @@ mkdata c 500000
 mkdata d 20000
 
 # -- 1. one failed write ------------------------------------------------------
-vt_mount pool=64M
+mount_fs pool=64M
 cp "$VT_BASE/a" "$VT_MNT/a" && fsync_of "$VT_MNT/a" >/dev/null || vt_fail "write a"
 vt_umount
 
-vt_mount pool=64M,fault_write_at=3,fault_err=EIO
+mount_fs pool=64M,fault_write_at=3,fault_err=EIO
 cp "$VT_BASE/b" "$VT_MNT/b" || vt_fail "write b"
 expect_fsync_error "$VT_MNT/b" "Input/output error"
 # still serving: old data, the new file, new requests
@@ -93,7 +112,7 @@ mkdir "$VT_MNT/dir" && cp "$VT_BASE/d" "$VT_MNT/dir/d" || vt_fail "new requests 
 fsync_of "$VT_MNT/b" >/dev/null || vt_fail "the second fsync of b failed"
 vt_umount
 fsck_clean "one failed write"
-vt_mount pool=64M
+mount_fs pool=64M
 same "$VT_MNT/a" "$VT_BASE/a"
 same "$VT_MNT/b" "$VT_BASE/b"
 same "$VT_MNT/dir/d" "$VT_BASE/d"
@@ -104,14 +123,14 @@ vt_note "1: EIO from fsync, served on, fsync again, all there"
 # The syncs of a checkpoint: 1 commits the journal, 2 the home pages (the
 # superblock among them). An fsync is answered at the commit: c is durable
 # then, so the fsync succeeds although the home sync fails after it.
-vt_mount pool=64M,fault_sync_at=2,fault_err=EIO
+mount_fs pool=64M,fault_sync_at=2,fault_err=EIO
 cp "$VT_BASE/c" "$VT_MNT/c" || vt_fail "write c"
 fsync_of "$VT_MNT/c" >/dev/null || vt_fail "fsync of c (durable at the commit) failed"
 same "$VT_MNT/a" "$VT_BASE/a"
 kill_daemon
 grep -q "journal is replayed before the next one" "$VT_LOG" ||
 	vt_fail "the daemon did not see the checkpoint as committed"
-vt_mount pool=64M
+mount_fs pool=64M
 # The home writes were done, only their sync failed: the remount finds them
 # home (a power cut instead would have it replay them: crash_fs, test_journal).
 grep -qE "recovery: (replayed|checkpoint [0-9]+ was home already)" "$VT_LOG" ||
@@ -125,7 +144,7 @@ fsck_clean "failed sync and kill -9"
 vt_note "2: EIO after the commit, kill -9, journal checked, all there"
 
 # -- 3. the disk fails for good (ENOSPC on every write) -----------------------
-vt_mount pool=64M,fault_write_at=1,fault_err=ENOSPC,fault_sticky
+mount_fs pool=64M,fault_write_at=1,fault_err=ENOSPC,fault_sticky
 cp "$VT_BASE/d" "$VT_MNT/e" || vt_fail "write e"
 expect_fsync_error "$VT_MNT/e" "No space left on device"
 expect_fsync_error "$VT_MNT" "No space left on device" # fsyncdir
@@ -138,7 +157,7 @@ umount_expect 1
 grep -q "writing the image back failed: No space left on device" "$VT_LOG" ||
 	vt_fail "the daemon did not say that the unmount failed"
 fsck_clean "a dead disk"
-vt_mount pool=64M
+mount_fs pool=64M
 same "$VT_MNT/a" "$VT_BASE/a"
 same "$VT_MNT/b" "$VT_BASE/b"
 same "$VT_MNT/c" "$VT_BASE/c"
@@ -148,7 +167,7 @@ vt_umount
 vt_note "3: ENOSPC for good: fsync and fsyncdir fail, served on, unmount fails, image as acknowledged"
 
 # -- 4. the image fills up -----------------------------------------------------
-vt_mount pool=64M
+mount_fs pool=64M
 # First most of it in 1 MiB requests, a dozen at a time from the kernel's
 # writeback: what they change together must fit one checkpoint's journal
 # (16 MiB here), or no fsync can ever succeed again.
@@ -181,10 +200,10 @@ cp "$VT_BASE/big2" "$VT_MNT/big2" && fsync_of "$VT_MNT/big2" >/dev/null ||
 same "$VT_MNT/big2" "$VT_BASE/big2"
 vt_umount
 fsck_clean "a full image"
-vt_mount pool=64M
+mount_fs pool=64M
 same "$VT_MNT/big2" "$VT_BASE/big2"
 same "$VT_MNT/dir/d" "$VT_BASE/d"
 vt_umount
 fsck_clean "a full image, remounted"
 vt_note "4: filled ($size bytes, ENOSPC), served on, rm, written again"
-echo "fault_mount: all passed"
+echo "fault_mount${want_transport:+ over $want_transport}: all passed"

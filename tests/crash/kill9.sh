@@ -3,8 +3,11 @@
 # the mount; the daemon is killed with SIGKILL at a random moment; after a
 # remount every file whose fsync returned is there byte for byte, and fsck
 # (when built) finds the image clean. Fixed seeds; VS_TEST_SCALE=N runs N
-# times more rounds.
-#   env: VS_VIRTUSCALE, VS_MKFS, [VS_FSCK]
+# times more rounds. VS_TEST_OPTS (uring_wrap.sh sets uring=on) is added to
+# every mount; with uring=on each mount must be served over FUSE over
+# io_uring (the stats file names the transport), so that a silent fallback
+# to /dev/fuse fails the test instead of testing the other transport twice.
+#   env: VS_VIRTUSCALE, VS_MKFS, [VS_FSCK], [VS_TEST_OPTS]
 set -u
 [ -e /dev/fuse ] && command -v fusermount3 >/dev/null || { echo "no FUSE here"; exit 77; }
 [ -x "${VS_VIRTUSCALE:-}" ] && [ -x "${VS_MKFS:-}" ] || { echo "binaries not built"; exit 77; }
@@ -28,6 +31,22 @@ fail() {
 }
 
 mounted() { grep -q " $mnt " /proc/self/mountinfo; }
+want_transport=
+case ",${VS_TEST_OPTS:-}," in
+*,uring=on,*) want_transport=uring ;;
+*,uring=off,*) want_transport=dev ;;
+esac
+# The transport the mount is served over, as its stats file says.
+transport() {
+	awk -F'"' '/^virtuscale_fuse_transport_info\{/ {print $2}' "$mnt/.virtuscale/stats"
+}
+check_transport() {
+	local got
+	[ -n "$want_transport" ] || return 0
+	got=$(transport)
+	[ "$got" = "$want_transport" ] ||
+		fail "round ${round:-0}: served over '$got', VS_TEST_OPTS asks for $want_transport"
+}
 # Start the daemon and wait for its mount, for as long as it is alive and
 # busy starting (journal replay, orphan reclaim and several syncs come
 # first; on a loaded machine that is seconds), up to VS_MOUNT_WAIT seconds
@@ -36,7 +55,8 @@ mounted() { grep -q " $mnt " /proc/self/mountinfo; }
 mount_fs() {
 	local deadline st
 	echo "=== round ${round:-0}: mount" >>"$work/daemon.log"
-	"$VS_VIRTUSCALE" "$img" "$mnt" -f -o pool=64M >>"$work/daemon.log" 2>&1 &
+	"$VS_VIRTUSCALE" "$img" "$mnt" -f -o "pool=64M${VS_TEST_OPTS:+,$VS_TEST_OPTS}" \
+		>>"$work/daemon.log" 2>&1 &
 	daemon=$!
 	deadline=$((SECONDS + ${VS_MOUNT_WAIT:-120}))
 	while ! mounted; do
@@ -58,6 +78,7 @@ mount_fs() {
 		fi
 		sleep 0.05
 	done
+	check_transport
 }
 # Unmount and wait for the daemon to exit, with the same deadline.
 umount_fs() {
@@ -129,5 +150,6 @@ for round in $(seq "$rounds"); do
 	fi
 	echo "round $round: $(wc -l <"$acked") acknowledged files intact"
 done
-echo "kill -9: $rounds rounds, $(wc -l <"$acked") acknowledged files," \
+echo "kill -9${want_transport:+ over $want_transport}: $rounds rounds," \
+	"$(wc -l <"$acked") acknowledged files," \
 	"$(grep -c 'recovery: replayed' "$work/daemon.log") journal replays"

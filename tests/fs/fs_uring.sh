@@ -7,6 +7,12 @@
 #   - uring=off and uring=auto beside it: dev and uring
 #   - uring_depth=1 still serves parallel work (one thread per entry)
 #   - an entry the kernel refuses: auto goes on over /dev/fuse, on stops
+#   - an fsync is answered when its reply is written, not when its thread
+#     is done (the checkpoint's home writes after the commit): with
+#     VS_URING_FAULT=slow_fsync each fsync's thread lingers 3 s after the
+#     reply; with uring_depth=1 the fsync must still return at once, and
+#     requests from its CPU must not wait behind the lingering thread;
+#     unmount, abort and kill -9 while such a thread lingers end cleanly
 #   - the daemon exits 0 after an unmount, after a lazy unmount
 #     (fusermount3 -u -z), and after the connection is aborted
 #     (/sys/fs/fuse/connections/N/abort); after kill -9 the image mounts
@@ -119,6 +125,39 @@ VT_PID=
 vt_is_mounted "$VT_MNT" && vt_fail "uring=on, entry refused: still mounted"
 grep -q "refused the entry.*stopping" "$VT_LOG" || vt_fail "uring=on, entry refused: no message"
 
+# ---- an fsync answered before its thread is done ------------------------------
+# (fs/uring.c: the entry goes to a spare thread with the reply). The fault
+# stands in for a checkpoint whose home writes are slow; one entry per CPU
+# makes a held entry stall all of its CPU's requests.
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+VS_URING_FAULT=slow_fsync vt_mount pool=64M,uring_depth=1
+[ "$(transport)" = uring ] || vt_fail "slow_fsync: transport '$(transport)'"
+echo x >"$VT_MNT/s0" && sync "$VT_MNT/s0" || vt_fail "slow_fsync: write s0"
+sleep 3.5 # until the first fsync's thread is a spare again
+cpu=$(taskset -cp $$ | awk -F': ' '{split($2, a, "[,-]"); print a[1]}')
+t0=$(now_ms)
+taskset -c "$cpu" sync "$VT_MNT/s0" || vt_fail "slow_fsync: fsync"
+t1=$(now_ms)
+vt_note "slow_fsync, uring_depth=1: fsync in $((t1 - t0)) ms (its thread lingers 3 s)"
+[ $((t1 - t0)) -lt 1500 ] ||
+	vt_fail "the fsync took $((t1 - t0)) ms: answered when its thread was done, not at its reply"
+sleep 3.5
+# requests from the fsync's CPU while its thread lingers
+taskset -c "$cpu" sync "$VT_MNT/s0" &
+bg=$!
+sleep 0.3
+t1=$(now_ms)
+taskset -c "$cpu" bash -c '
+	for i in $(seq 5); do echo "$i" >"$1/s.$i"; cat "$1/s.$i" >/dev/null; done' _ "$VT_MNT" ||
+	vt_fail "slow_fsync: work beside the fsync"
+t2=$(now_ms)
+wait "$bg" || vt_fail "slow_fsync: the second fsync"
+vt_note "slow_fsync, uring_depth=1: 5 files written and read on CPU $cpu in $((t2 - t1)) ms beside it"
+[ $((t2 - t1)) -lt 1500 ] ||
+	vt_fail "5 files beside the fsync took $((t2 - t1)) ms: their requests waited behind the fsync's thread"
+sleep 3
+vt_umount
+
 # ---- the ways a mount ends --------------------------------------------------
 wait_exit() { # WHAT: the daemon must exit 0 within 30 s
 	for _ in $(seq 300); do kill -0 "$VT_PID" 2>/dev/null || break; sleep 0.1; done
@@ -161,4 +200,32 @@ vt_mount
 [ "$(md5sum <"$VT_MNT/keep")" = "$sum" ] || vt_fail "keep changed across kill -9"
 [ "$(transport)" = uring ] || vt_fail "after kill -9: transport '$(transport)'"
 vt_umount
-vt_note "uring: transport, queues, off/auto, depth 1, lazy unmount, abort, kill -9"
+
+# ... and the same three while an fsync's thread is still busy after its
+# reply, its entry handed to a spare (VS_URING_FAULT=slow_fsync): unmount,
+# abort, kill -9; the fsync'd files are there after each
+linger_mount() { VS_URING_FAULT=slow_fsync vt_mount pool=64M,uring_depth=1; }
+linger_fsync() { # NAME
+	echo "$1" >"$VT_MNT/$1" && sync "$VT_MNT/$1" || vt_fail "write and fsync $1"
+}
+linger_mount
+linger_fsync l1
+vt_umount
+linger_mount
+[ "$(cat "$VT_MNT/l1")" = l1 ] || vt_fail "l1 lost across an unmount with an fsync's thread busy"
+linger_fsync l2
+conn=$(mountpoint -d "$VT_MNT" | cut -d: -f2)
+echo 1 >"/sys/fs/fuse/connections/$conn/abort"
+wait_exit "abort with an fsync's thread busy"
+vt_is_mounted "$VT_MNT" && fusermount3 -u -z "$VT_MNT" 2>/dev/null
+linger_mount
+[ "$(cat "$VT_MNT/l2")" = l2 ] || vt_fail "l2 lost across an abort with an fsync's thread busy"
+linger_fsync l3
+kill -9 "$VT_PID"
+wait "$VT_PID" 2>/dev/null
+VT_PID=
+fusermount3 -u -z "$VT_MNT" 2>/dev/null
+vt_mount
+[ "$(cat "$VT_MNT/l3")" = l3 ] || vt_fail "l3 lost across kill -9 with an fsync's thread busy"
+vt_umount
+vt_note "uring: transport, queues, off/auto, depth 1, early fsync replies, lazy unmount, abort, kill -9"
