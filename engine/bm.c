@@ -166,7 +166,7 @@ static void counters_add(struct bm_counters *dst, const struct bm_counters *src)
 	ADD(read_through); ADD(write_through);
 	ADD(writebacks); ADD(cluster_writebacks); ADD(read_bytes); ADD(write_bytes);
 	ADD(csum_errors); ADD(io_errors);
-	ADD(restarts); ADD(segv_restarts);
+	ADD(restarts); ADD(segv_restarts); ADD(copy_reads); ADD(copy_writes);
 #undef ADD
 }
 
@@ -809,6 +809,14 @@ void bm_free(struct bm *bm, uint64_t first, uint64_t n)
 	}
 	bits_set(bm, first, n, false);
 	bm->free_pages += n;
+	/* copies of tree nodes go with their nodes (never resident) */
+	for (uint64_t p = first; bm->dup && p < first + n; p++) {
+		uint64_t c = bm_dup_free_copy(bm, p, first + n);
+		if (c != BM_PID_NONE && bit_get(bm->bitmap, c)) {
+			bits_set(bm, c, 1, false);
+			bm->free_pages++;
+		}
+	}
 	pthread_mutex_unlock(&bm->alloc_mu);
 }
 
@@ -867,6 +875,8 @@ void bm_stats_get(struct bm *bm, struct bm_stats *ret)
 	ret->io_errors = sum.io_errors;
 	ret->restarts = sum.restarts;
 	ret->segv_restarts = sum.segv_restarts;
+	ret->copy_reads = sum.copy_reads;
+	ret->copy_writes = sum.copy_writes;
 	ret->backend = mem_name(bm->mem);
 	ret->checkpoints = atomic_load(&bm->n_checkpoints);
 	ret->log_bytes = atomic_load(&bm->log_bytes);
@@ -911,6 +921,7 @@ static void bm_destroy(struct bm *bm)
 		close(bm->fault_fd);
 	if (bm->trace_fd >= 0)
 		close(bm->trace_fd);
+	free(bm->replayed);
 	free(bm->path);
 	free(bm);
 }

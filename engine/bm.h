@@ -126,9 +126,12 @@ struct bm_config {
 
 /* Format @path as an empty image of @size_bytes (a regular file is created or
  * resized to that size; for a block device 0 means the whole device).
- * Fails with -EEXIST when the path already holds an image and !@force.
+ * @flags: BM_FORMAT_FORCE, or it fails with -EEXIST when the path already
+ * holds an image; BM_FORMAT_SINGLE, or tree nodes get copies (bm_alloc_node).
  * Errors: -EINVAL (size too small: fewer than 64 pages), -errno of I/O. */
-int bm_format(const char *path, uint64_t size_bytes, bool force);
+#define BM_FORMAT_FORCE  1u /* format over an existing image */
+#define BM_FORMAT_SINGLE 2u /* tree nodes without copies (bm_dup.c) */
+int bm_format(const char *path, uint64_t size_bytes, unsigned flags);
 
 /* Open an image. Errors: -ENOENT, -EACCES (the path); -EBUSY (another
  * process has the image open: images are locked with flock); -EUCLEAN (not a
@@ -298,6 +301,24 @@ uint64_t bm_bitmap_unmarked(struct bm *bm, uint64_t *ret_first);
 /* Is @pid allocated? (For checks and tools.) */
 bool bm_is_allocated(struct bm *bm, uint64_t pid);
 
+/* A page for a tree node or an overflow value: on an image formatted with
+ * metadata copies (the default), with a copy in the page after it, written
+ * with it and read when it is damaged (engine/bm_dup.c); bm_free frees the
+ * copy along. Errors as bm_alloc. */
+int bm_alloc_node(struct bm *bm, uint64_t *ret_pid);
+
+/* Does the image keep copies of tree nodes? Is @pid such a copy (allocated,
+ * and referenced only through the page before it)? */
+bool bm_metadata_dup(const struct bm *bm);
+bool bm_is_copy(struct bm *bm, uint64_t pid);
+
+/* fsck, on an idle pool: compare every node that has a copy with its copy,
+ * both against the node's checksum. Returns how many pairs have one good
+ * and one damaged page, or a negative errno (a pair damaged in both is not
+ * counted: loading the node fails, and says so); with @repair on a writable
+ * pool, the good one is written over the bad one, counted in *ret_fixed. */
+int64_t bm_dup_scrub(struct bm *bm, bool repair, uint64_t *ret_fixed);
+
 /* The checksum table's damage found at open: returns how many of its pages
  * were damaged in both copies (the checksums of the allocated pages they
  * cover are lost: those pages fail to load with -EUCLEAN); *ret_fixed gets
@@ -430,6 +451,8 @@ struct bm_stats {
 	uint64_t io_errors;
 	uint64_t restarts;       /* operation restarts, all causes */
 	uint64_t segv_restarts;  /* restarts caused by a fault in the pool */
+	uint64_t copy_reads;     /* damaged nodes read from their copy (bm_dup.c) */
+	uint64_t copy_writes;    /* pages written as copies of nodes (in write_bytes) */
 	uint64_t checkpoints;    /* journal: checkpoints completed */
 	uint64_t log_bytes;      /* journal: bytes written to the journal */
 	uint64_t log_flushes;    /* journal: syncs of the image */

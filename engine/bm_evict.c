@@ -228,7 +228,7 @@ static void write_pages(struct bm *bm, struct bm_thread *t, const uint64_t *pids
 		memcpy(bufs[i], bm_page(bm, pids[i]), BM_PAGE_SIZE);
 		sums[i] = bm_page_csum(bufs[i]);
 	}
-	bm_io_write_batch(bm, t, bufs, pids, n, res);
+	bm_io_write_pages(bm, t, bufs, pids, n, res); /* and the copies of nodes */
 	for (unsigned i = 0; i < n; i++) {
 		if (res[i] < 0) {
 			BM_COUNT(t, io_errors, 1);

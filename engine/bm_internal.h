@@ -29,7 +29,8 @@
  *       56    8 first data pid: first page bm_alloc may hand out
  *       64    8 free pages when the superblock was written
  *       72    8 mount count: bumped at every open for writing
- *       80    4 flags: bit 0 = closed cleanly
+ *       80    4 flags: bit 0 = closed cleanly, bit 1 = tree nodes have
+ *                copies (metadata dup, bm_dup.c)
  *       84    4 reserved, zero
  *       88    8 first pid of the journal (always 1)
  *       96    8 pages of the journal
@@ -48,11 +49,13 @@
  * both are replayed); a page whose seal fails is read from its copy.
  *
  * Entry for pid p: 0 means the page was never written (or was freed) and
- * reads as zeros without any I/O; BM_CSUM_UNKNOWN means the entry was lost
+ * reads as zeros without any I/O; BM_CSUM_COPY means the page holds the
+ * copy of page p - 1 (bm_dup.c) and is checked with that page's entry;
+ * BM_CSUM_UNKNOWN means the entry was lost
  * (both copies of its table page damaged) and the page cannot be verified:
  * it fails to load, as a mismatch does, until fsck re-verifies it;
- * otherwise the XXH3-64 of the page's 4096 bytes, with 0 and
- * BM_CSUM_UNKNOWN mapped to their neighbours (bm_page_csum).
+ * otherwise the XXH3-64 of the page's 4096 bytes, with 0, BM_CSUM_COPY
+ * and BM_CSUM_UNKNOWN mapped to other values (bm_page_csum).
  */
 #define BM_MAGIC        "VSCALEFS"
 #define SB_OFF_VERSION  8
@@ -73,12 +76,15 @@
 #define SB_OFF_SLOTS    128
 #define SB_OFF_CSUM     4088
 #define SB_FLAG_CLEAN   1u
+#define SB_FLAG_DUP     2u /* tree nodes have a copy (bm_dup.c) */
 
 #define BM_BATCH_MAX     256
 #define BM_MAX_THREADS   128 /* interfaces asked of the exmap backend */
 #define BM_PIDS_PER_CS   (BM_PAGE_SIZE / 8 - 1) /* and the seal */
 #define BM_CS_SEAL_OFF   (BM_PAGE_SIZE - 8)
 #define BM_CSUM_UNKNOWN  UINT64_MAX
+#define BM_CSUM_COPY     (UINT64_MAX - 1) /* the page is the copy of the one
+					   * before it (bm_dup.c) */
 #define BM_PIDS_PER_BMP  (BM_PAGE_SIZE * 8)
 
 /* Per-thread counters. Each is written by its own thread only, read by
@@ -88,7 +94,7 @@ struct bm_counters {
 		cluster_writebacks;
 	_Atomic uint64_t read_through, write_through;
 	_Atomic uint64_t read_bytes, write_bytes, csum_errors, io_errors, restarts,
-		segv_restarts;
+		segv_restarts, copy_reads, copy_writes;
 };
 
 #define BM_COUNT(t, field, n)                                                                  \
@@ -148,6 +154,12 @@ struct bm {
 	uint64_t cs2_start;      /* the table's copy, cs_pages pages */
 	uint64_t cs_fixed;       /* table pages read from the copy at open */
 	uint64_t cs_lost, cs_lost_first; /* ... damaged in both copies */
+	bool dup;                /* tree nodes have copies (SB_FLAG_DUP) */
+	_Atomic unsigned copy_logged; /* copies read, as far as the log says */
+	uint64_t *replayed;      /* pids recovery wrote home before the table was
+				  * loaded: their copies follow (bm_dup.c) */
+	uint64_t replayed_n, replayed_cap;
+	bool replayed_lost;
 	uint64_t *bitmap;        /* allocation bitmap, page aligned */
 	/* The allocation bitmap of the last completed checkpoint, OR'ed with
 	 * that of the checkpoint in flight (bm_journal.c): a page whose bit is
@@ -307,6 +319,20 @@ static inline void bm_trace_note(struct bm *bm, struct bm_thread *t, unsigned ki
 	if (__builtin_expect(bm->trace_fd >= 0, 0))
 		bm_trace_push(bm, t, kind, pid);
 }
+
+/* bm_dup.c: copies of tree nodes. bm_io_write_pages is bm_io_write_batch
+ * with each page's copy written along (every write of pages home goes
+ * through it); bm_dup_load reads a damaged page's copy into its frame (the
+ * page held exclusively), true when it checks out; bm_dup_free_copy, under
+ * alloc_mu in bm_free, gives back the copy of @pid unless it lies in the run
+ * freed (below @run_end); recovery notes what it wrote before the table was
+ * loaded (bm_dup_note_replayed) and bm_dup_after_replay writes their copies. */
+void bm_io_write_pages(struct bm *bm, struct bm_thread *t, void *const *bufs,
+		       const uint64_t *pids, unsigned n, int *res);
+bool bm_dup_load(struct bm *bm, struct bm_thread *t, uint64_t pid, uint64_t want);
+uint64_t bm_dup_free_copy(struct bm *bm, uint64_t pid, uint64_t run_end);
+void bm_dup_note_replayed(struct bm *bm, uint64_t pid);
+int bm_dup_after_replay(struct bm *bm);
 
 /* bm_evict.c: write-back and eviction. */
 unsigned bm_evict_batch(struct bm *bm, struct bm_thread *t);

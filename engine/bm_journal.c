@@ -428,6 +428,14 @@ static int journal_write_home(struct bm *bm, const uint8_t *desc, uint64_t n)
 			r = bm_pread_all(bm->fd, img, BM_PAGE_SIZE, (1 + dp + i) * BM_PAGE_SIZE);
 			if (r == 0)
 				r = bm_io_write(bm, img, BM_PAGE_SIZE, home * BM_PAGE_SIZE);
+			/* The copy of a node (bm_dup.c): now when the table is
+			 * in memory, else once it is (bm_dup_after_replay). */
+			if (r == 0 && home != 0 && !bm->csum)
+				bm_dup_note_replayed(bm, home);
+			else if (r == 0 && home != 0 && home + 1 < bm->page_count &&
+				 atomic_load_explicit(&bm->csum[home + 1], memory_order_relaxed) ==
+					 BM_CSUM_COPY)
+				r = bm_io_write(bm, img, BM_PAGE_SIZE, (home + 1) * BM_PAGE_SIZE);
 		}
 		if (r == 0)
 			r = bm_io_sync(bm);
@@ -669,7 +677,10 @@ static int write_run(struct bm *bm, struct bm_thread *t, void *const *bufs,
 		unsigned m = (unsigned)(n - base < BM_BATCH_MAX ? n - base : BM_BATCH_MAX);
 		for (unsigned i = 0; i < m; i++)
 			pids[i] = homes ? homes[base + i] : jpid + base + i;
-		bm_io_write_batch(bm, t, bufs + base, pids, m, res);
+		if (homes) /* home: with the copies of nodes */
+			bm_io_write_pages(bm, t, bufs + base, pids, m, res);
+		else
+			bm_io_write_batch(bm, t, bufs + base, pids, m, res);
 		for (unsigned i = 0; i < m; i++)
 			if (res[i] < 0)
 				return res[i];

@@ -228,7 +228,8 @@ void bm_page_load(struct bm_op *op, uint64_t pid, bool fresh)
 	if (r == 0 && from_image) {
 		if (!load_verify(bm, t, pid, want, t0, &got)) {
 			csum_mismatch(bm, t, pid, want, got);
-			r = -EUCLEAN;
+			if (!bm_dup_load(bm, t, pid, want))
+				r = -EUCLEAN;
 		}
 	} else if (r == 0) {
 		BM_COUNT(t, zero_loads, 1);

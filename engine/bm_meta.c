@@ -53,7 +53,7 @@ uint64_t bm_page_csum(const void *page)
 	uint64_t c = XXH3_64bits(page, BM_PAGE_SIZE);
 	if (c == 0)
 		return 1;
-	return c == BM_CSUM_UNKNOWN ? c - 1 : c;
+	return c >= BM_CSUM_COPY ? c - 2 : c; /* the two reserved values */
 }
 
 /* The seal of checksum-table page @i: seeded with its index, so that a
@@ -167,7 +167,7 @@ static int device_size(int fd, uint64_t *ret)
 	return 0;
 }
 
-int bm_format(const char *path, uint64_t size_bytes, bool force)
+int bm_format(const char *path, uint64_t size_bytes, unsigned flags)
 {
 	uint8_t *buf = NULL;
 	struct stat st;
@@ -193,7 +193,7 @@ int bm_format(const char *path, uint64_t size_bytes, bool force)
 	r = device_size(fd, &cur);
 	if (r < 0)
 		goto out;
-	if (cur >= BM_PAGE_SIZE && !force) {
+	if (cur >= BM_PAGE_SIZE && !(flags & BM_FORMAT_FORCE)) {
 		r = bm_pread_all(fd, buf, BM_PAGE_SIZE, 0);
 		if (r < 0)
 			goto out;
@@ -274,7 +274,8 @@ int bm_format(const char *path, uint64_t size_bytes, bool force)
 	put_u64(buf, SB_OFF_CS2START, 1 + jr_pages + bmp_pages + cs_pages);
 	put_u64(buf, SB_OFF_DATA, first_data);
 	put_u64(buf, SB_OFF_FREE, pages - first_data);
-	put_u32(buf, SB_OFF_FLAGS, SB_FLAG_CLEAN);
+	put_u32(buf, SB_OFF_FLAGS,
+		SB_FLAG_CLEAN | ((flags & BM_FORMAT_SINGLE) ? 0 : SB_FLAG_DUP));
 	sb_seal(buf);
 	r = bm_pwrite_all(fd, buf, BM_PAGE_SIZE, 0);
 	if (r == 0 && fdatasync(fd) < 0)
@@ -495,6 +496,7 @@ int bm_meta_load(struct bm *bm)
 	atomic_store(&bm->ckpt_durable, applied);
 	atomic_store(&bm->ckpt_done, applied);
 	bm->was_clean = (get_u32(sb, SB_OFF_FLAGS) & SB_FLAG_CLEAN) != 0;
+	bm->dup = (get_u32(sb, SB_OFF_FLAGS) & SB_FLAG_DUP) != 0;
 
 	bm->bitmap = alloc_aligned_zero(bm->bmp_pages * BM_PAGE_SIZE);
 	bm->csum = alloc_aligned_zero(bm->cs_pages * BM_PIDS_PER_CS * 8);
@@ -507,6 +509,9 @@ int bm_meta_load(struct bm *bm)
 	if (r < 0)
 		return r;
 	r = cs_load(bm);
+	if (r < 0)
+		return r;
+	r = bm_dup_after_replay(bm); /* the copies of what recovery wrote */
 	if (r < 0)
 		return r;
 

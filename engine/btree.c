@@ -265,7 +265,7 @@ int bt_lookup(struct bt *t, const void *key, unsigned klen, void *buf, unsigned 
 static int stash_fill(struct bm *bm, struct stash *st, unsigned want)
 {
 	while (st->n < want) {
-		int r = bm_alloc(bm, 1, BM_PID_NONE, &st->pid[st->n]);
+		int r = bm_alloc_node(bm, &st->pid[st->n]);
 		if (r < 0)
 			return r;
 		st->n++;
@@ -518,7 +518,7 @@ static int put_common(struct bt *t, const void *key, unsigned klen, const void *
 	if (!key_ok(key, klen) || vlen > BT_VAL_MAX || (!val && vlen))
 		return -EINVAL;
 	if (klen + vlen > BT_INLINE_MAX) {
-		r = bm_alloc(t->bm, 1, BM_PID_NONE, &a.ovf);
+		r = bm_alloc_node(t->bm, &a.ovf);
 		if (r < 0)
 			return r;
 	}
@@ -960,7 +960,7 @@ int bt_create(struct bm *bm, uint64_t *ret_root)
 {
 	uint64_t pid;
 	bm_txn_begin(bm);
-	int r = bm_alloc(bm, 1, BM_PID_NONE, &pid);
+	int r = bm_alloc_node(bm, &pid);
 	if (r == 0) {
 		r = bm_run(bm, op_create, &pid);
 		if (r < 0)

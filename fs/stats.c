@@ -264,6 +264,13 @@ ssize_t fs_stats_render(struct fs *fs, char *buf, size_t cap)
 	       s.write_bytes);
 	metric(&o, "checksum_errors_total", "counter", "Pages that failed their checksum.",
 	       s.csum_errors);
+	metric(&o, "node_copy_reads_total", "counter",
+	       "Damaged tree nodes read from their copy (metadata dup) and rewritten.",
+	       s.copy_reads);
+	metric(&o, "node_copy_written_bytes_total", "counter",
+	       "Bytes of copies of tree nodes written (metadata dup; in "
+	       "virtuscale_store_written_bytes_total).",
+	       s.copy_writes * 4096);
 	metric(&o, "io_errors_total", "counter", "Failed reads and writes of the image.",
 	       s.io_errors);
 	metric(&o, "checkpoints_total", "counter",

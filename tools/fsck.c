@@ -13,7 +13,10 @@
  *      repaired in rounds: check, repair (fsck_repair.c; one transaction per
  *      repair, a checkpoint per round), until a check finds nothing more to
  *      repair (at most MAX_ROUNDS). The inode counters are brought in line
- *      and the image is closed, clean.
+ *      and the image is closed, clean. A tree that cannot be read whole is
+ *      rebuilt first, in a round of its own (fsck_salvage.c), when the
+ *      read-only check found it worth it (some inode record can be read);
+ *      with -n, what that rebuild would keep and lose is printed instead.
  *   3. It is opened read-only again and checked once more: what that check
  *      finds is what is left.
  *
@@ -22,7 +25,8 @@
  * repair (opening for writing replays it).
  *
  * Output: one line per problem ("ERROR: ..."), per repair ("FIXED: what:
- * what was done"), then a line of totals and "N problems corrected, M left".
+ * what was done"), per path a salvage could not save ("lost: ..."), then a
+ * line of totals and "N problems corrected, M left".
  * Exit status, as fsck(8), bits or'ed: 0 clean, 1 problems corrected, 4
  * problems left uncorrected, 8 operational error (not an image, in use,
  * cannot be read or written), 16 usage or syntax error.
@@ -48,9 +52,10 @@
 #define PROGRESS_MIN_BYTES (UINT64_C(1) << 30)
 
 /* Repairs that make new work (a freed directory's children to reconnect,
- * then the pages of what was freed) settle in three rounds; more means a
- * repair that does not hold, and the final check will say so. */
-#define MAX_ROUNDS 6
+ * then the pages of what was freed) settle in three rounds, four after a
+ * salvage (a round of its own); more means a repair that does not hold, and
+ * the final check will say so. */
+#define MAX_ROUNDS 8
 
 /* Engine messages (a checksum mismatch logs one per page) would repeat what
  * fsck reports in its own words; show them only with -v. */
@@ -97,9 +102,11 @@ static void usage(FILE *out)
 		     "repaired safely: the allocation bitmap against the pages in use, link\n"
 		     "counts, directory sizes, entries naming missing inodes, inodes no entry\n"
 		     "names (freed when unlinked, else put in /lost+found), stray records.\n"
-		     "Damaged tree pages and file data that fails its checksum are reported,\n"
-		     "not repaired. Repairs are journaled: a crash during fsck leaves the\n"
-		     "image as before a round of repairs or after it.\n"
+		     "A tree that cannot be read whole is rebuilt first from every record\n"
+		     "that can (leaves found by scanning the image too); what is lost is\n"
+		     "listed on \"lost:\" lines. File data that fails its checksum is\n"
+		     "reported, not repaired. Repairs are journaled: a crash during fsck\n"
+		     "leaves the image as before a round of repairs or after it.\n"
 		     "\n"
 		     "  -n, --no-action  check only; open the image read-only, write nothing\n"
 		     "  -p, -a, -y, -f   accepted for fsck(8); repairing is the default\n"
@@ -252,6 +259,29 @@ static void print_problems(const struct fsck *f, bool hint)
 		printf("note: %zu inode%s on the orphan list (unlinked while open): the next "
 		       "mount frees %s, or fsck without -n\n",
 		       notes, notes == 1 ? "" : "s", notes == 1 ? "it" : "them");
+}
+
+/* Would a repair run rebuild the tree? (-n then says what it would keep.) */
+static bool salvage_pending(const struct fsck *f)
+{
+	for (size_t i = 0; i < f->nprobs; i++)
+		if (f->probs[i].fix == FIX_SALVAGE && fsck_can_fix(f, &f->probs[i]))
+			return true;
+	return false;
+}
+
+/* Before the image is opened for writing: would a rebuild of the tree keep
+ * anything? When not, the salvage problem is left unrepaired and nothing is
+ * written. 1 yes, 0 no, or a negative errno (reported). */
+static int salvage_worth_it(struct fsck *f)
+{
+	int r = fsck_salvage(f, SALVAGE_PROBE);
+	if (r == 0) {
+		for (size_t i = 0; i < f->nprobs; i++)
+			if (f->probs[i].fix == FIX_SALVAGE)
+				f->probs[i].fix = FIX_NONE;
+	}
+	return r;
 }
 
 static void print_stats(const struct fsck *f)
@@ -431,9 +461,22 @@ int main(int argc, char *argv[])
 		rc = FSCK_OPERROR;
 		goto out;
 	}
+	/* With -n, or when a rebuild would keep nothing, the plan says what
+	 * it would keep, or why not. */
+	bool plan = false;
+	if (salvage_pending(&f)) {
+		r = salvage_worth_it(&f);
+		if (r < 0) {
+			rc = FSCK_OPERROR;
+			goto out;
+		}
+		plan = no_action || r == 0;
+	}
 	size_t fixable = count_fixable(&f);
 	if (no_action || fixable == 0) {
 		print_problems(&f, no_action);
+		if (plan && fsck_salvage(&f, SALVAGE_PLAN) < 0)
+			rc |= FSCK_OPERROR;
 		print_stats(&f);
 		size_t left = count_errors(&f);
 		print_totals(&f, left);

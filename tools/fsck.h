@@ -1,13 +1,15 @@
 /*
  * fsck.h: what the files of fsck.virtuscale share. Not a library: the tool
- * is these four files.
+ * is these five files.
  *
- *   fsck.c         options, opening the image, the check / repair / re-check
- *                  sequence, output and exit status
- *   fsck_check.c   the checking passes; each problem found is recorded with
- *                  the repair that fixes it (or none)
- *   fsck_tree.c    the walk over every page of the filesystem tree
- *   fsck_repair.c  the repairs, each one transaction
+ *   fsck.c          options, opening the image, the check / repair / re-check
+ *                   sequence, output and exit status
+ *   fsck_check.c    the checking passes; each problem found is recorded with
+ *                   the repair that fixes it (or none)
+ *   fsck_tree.c     the walk over every page of the filesystem tree
+ *   fsck_repair.c   the repairs, each one transaction
+ *   fsck_salvage.c  a new tree from the records a damaged one still holds,
+ *                   before any other repair
  *
  * A check fills struct fsck from scratch (fsck_check); fsck_reset drops
  * what it found. The image is checked read-only first; only when something
@@ -52,6 +54,18 @@
  *   FIX_FREE_LEAKS    allocated pages nothing reaches: freed
  *   FIX_SB_FREE       the superblock's free count: a = recorded
  *   FIX_META_BITS     a metadata pages (the first b) free in the bitmap
+ *   FIX_SALVAGE       the tree cannot be read whole: rebuilt from what can
+ *                     (fsck_salvage), alone in its round, before the others
+ *   FIX_COPIES        a nodes differ from their copies (engine/bm_dup.c):
+ *                     the good one of each pair written over the other
+ *   FIX_CSTABLE       a checksum-table pages damaged in one copy: written
+ *                     again, both copies, by the round's checkpoint
+ *   FIX_CSUM_ADOPT    a pages whose checksums were lost with the checksum
+ *                     table hold sound tree nodes: they get them back
+ *
+ * The last three are repairs of pages, not of records: a round applies them
+ * first, on a tree read whole or not, since the tree may read whole once
+ * they are done (fsck_fix_is_page).
  */
 enum fsck_fix {
 	FIX_NONE = 0,
@@ -70,6 +84,10 @@ enum fsck_fix {
 	FIX_FREE_LEAKS,
 	FIX_SB_FREE,
 	FIX_META_BITS,
+	FIX_SALVAGE,
+	FIX_COPIES,
+	FIX_CSTABLE,
+	FIX_CSUM_ADOPT,
 	FIX_KINDS
 };
 
@@ -78,6 +96,11 @@ enum fsck_fix {
 static inline bool fsck_fix_is_record(enum fsck_fix k)
 {
 	return k >= FIX_STRAY && k <= FIX_COUNTERS;
+}
+
+static inline bool fsck_fix_is_page(enum fsck_fix k)
+{
+	return k >= FIX_COPIES && k <= FIX_CSUM_ADOPT;
 }
 
 enum fsck_sev {
@@ -221,5 +244,20 @@ int fsck_repair_round(struct fsck *f, bool *ret_more);
 /* Bring the inode counters in the superblock slots in line with the tree
  * (before closing an image fsck wrote to). */
 int fsck_sync_counters(struct fsck *f, bool *ret_changed);
+/* Mark @pid in use in the bitmap, keeping what it holds (loaded, checksum
+ * verified, written again at the next checkpoint). 0 or a negative errno. */
+int fsck_claim_page(struct fsck *f, uint64_t pid);
+
+/* fsck_salvage.c: collect every record of the tree that can be trusted and
+ * judge what is lost. SALVAGE_PLAN prints that ("lost:" lines and totals:
+ * what fsck -n says a repair run would do); SALVAGE_PROBE prints nothing
+ * and only answers whether a rebuild is worth it; SALVAGE_BUILD (the image
+ * open for writing) prints, builds a new tree from the records and points
+ * FS_SB_ROOT (and f->root) at it, without a checkpoint (the caller's round
+ * ends with one). Returns 1 when the tree was (or would be) rebuilt, 0 when
+ * not (no inode record can be read: said why), or a negative errno (the
+ * image keeps its old tree). */
+enum fsck_salvage_mode { SALVAGE_PLAN, SALVAGE_PROBE, SALVAGE_BUILD };
+int fsck_salvage(struct fsck *f, enum fsck_salvage_mode mode);
 
 #endif

@@ -17,8 +17,10 @@
  * reports as much as it can. Every problem is recorded with the repair that
  * fixes it (fsck.h); fsck_can_fix decides whether that repair is safe in the
  * light of everything else found: nothing is repaired unless the tree could
- * be read whole, and leaked pages are freed only when every extent was
- * understood (otherwise "unreachable" might be wrong).
+ * be read whole (when it cannot, the one repair is FIX_SALVAGE: a new tree,
+ * fsck_salvage.c, checked again before anything else), and leaked pages
+ * are freed only when every extent was understood (otherwise "unreachable"
+ * might be wrong).
  */
 #include "tools/fsck.h"
 
@@ -30,6 +32,7 @@
 #include <sys/stat.h>
 
 #include "engine/btree.h"
+#include "engine/btree_node.h"
 #include "fs/keys.h"
 
 /* A data page of a file that failed its checksum, reported after the scan
@@ -112,6 +115,10 @@ bool fsck_can_fix(const struct fsck *f, const struct fsck_problem *p)
 {
 	if (p->fix == FIX_NONE || p->sev == SEV_WARN)
 		return false;
+	if (p->fix == FIX_SALVAGE)
+		return !f->tree_ok || !f->scan_ok;
+	if (fsck_fix_is_page(p->fix))
+		return true; /* each page checked by other means first */
 	/* Without the whole tree nothing is known for sure: a record that
 	 * looks dangling may be named from the part that could not be read. */
 	if (!f->tree_ok || !f->scan_ok)
@@ -212,6 +219,66 @@ static int fix_one(struct bm_op *op, void *arg)
 	return 0;
 }
 
+/* The checksum table's own damage (engine/bm_meta.c: sealed pages, two
+ * copies), the nodes and their copies (engine/bm_dup.c), and the pages
+ * whose checksums a table page damaged in both copies took with it: those
+ * that hold sound tree nodes can get them back (bm_csum_adopt), the others
+ * keep failing, reported with their files by check_checksums. */
+static void check_copies(struct fsck *f)
+{
+	uint64_t fixed = 0, lost = bm_csum_table_damage(f->bm, &fixed);
+	if (fixed)
+		ERR(f, FIX_CSTABLE, fixed, 0, 0, 0,
+		    "checksum table: %llu page%s damaged, read from the table's copy",
+		    (unsigned long long)fixed, fsck_s(fixed));
+	int64_t copy_bad = bm_csum_table_scrub(f->bm);
+	if (copy_bad < 0)
+		BAD(f, "checksum table: its copy cannot be read: %s", strerror((int)-copy_bad));
+	else if (copy_bad > 0)
+		ERR(f, FIX_CSTABLE, (uint64_t)copy_bad, 0, 0, 0,
+		    "checksum table: %lld page%s of its copy damaged or out of date",
+		    (long long)copy_bad, fsck_s((uint64_t)copy_bad));
+	if (lost) {
+		uint64_t nodes = 0, other = 0;
+		uint8_t *page = malloc(BM_PAGE_SIZE);
+		char why[128];
+		for (uint64_t pid = f->first_data; page && pid < f->page_count; pid++) {
+			if (!bm_csum_unknown(f->bm, pid) || !bm_is_allocated(f->bm, pid))
+				continue;
+			if (bm_read_raw(f->bm, pid, page) == 0 &&
+			    bt_node_verify(page, why, sizeof(why)) == 0)
+				nodes++;
+			else
+				other++;
+		}
+		free(page);
+		BAD(f, "checksum table: %llu page%s damaged in both copies: the checksums of "
+		       "%llu allocated page%s are lost",
+		    (unsigned long long)lost, fsck_s(lost), (unsigned long long)(nodes + other),
+		    fsck_s(nodes + other));
+		if (nodes)
+			ERR(f, FIX_CSUM_ADOPT, nodes, 0, 0, 0,
+			    "%llu of them hold tree nodes that hold together: their checksums "
+			    "can be made again",
+			    (unsigned long long)nodes);
+		if (other)
+			BAD(f, "%llu of them are not tree nodes (file data, overflow values): they "
+			       "cannot be verified and keep failing to read",
+			    (unsigned long long)other);
+	}
+	if (bm_metadata_dup(f->bm)) {
+		int64_t bad = bm_dup_scrub(f->bm, false, &fixed);
+		if (bad < 0)
+			BAD(f, "tree nodes: cannot compare them with their copies: %s",
+			    strerror((int)-bad));
+		else if (bad > 0)
+			ERR(f, FIX_COPIES, (uint64_t)bad, 0, 0, 0,
+			    "%lld tree node%s differ%s from %s cop%s (one of each pair damaged)",
+			    (long long)bad, fsck_s((uint64_t)bad), bad == 1 ? "s" : "",
+			    bad == 1 ? "its" : "their", bad == 1 ? "y" : "ies");
+	}
+}
+
 static void check_checksums(struct fsck *f)
 {
 	unsigned last = 0;
@@ -226,6 +293,10 @@ static void check_checksums(struct fsck *f)
 		if (pid < f->first_data)
 			continue;
 		f->allocated_data++;
+		/* The copy of a node is checked against the node's checksum
+		 * with the pair (check_copies), never loaded itself. */
+		if (bm_is_copy(f->bm, pid))
+			continue;
 		int r = bm_run(f->bm, fix_one, &pid);
 		if (r == -EUCLEAN) {
 			f->csum_errors++;
@@ -697,10 +768,13 @@ static void check_links(struct fsck *f)
 	}
 	for (size_t i = 0; i < nbad_data; i++)
 		BAD(f,
-		    "page %llu: checksum mismatch (data of %s at file offset %llu; restore "
-		    "that file from a copy)",
-		    (unsigned long long)bad_data[i].pid, fsck_ino_name(f, bad_data[i].ino),
-		    (unsigned long long)bad_data[i].off);
+		    "page %llu: %s (data of %s at file offset %llu; restore that file from a "
+		    "copy)",
+		    (unsigned long long)bad_data[i].pid,
+		    bm_csum_unknown(f->bm, bad_data[i].pid)
+			    ? "cannot be verified, its checksum lost with the checksum table"
+			    : "checksum mismatch",
+		    fsck_ino_name(f, bad_data[i].ino), (unsigned long long)bad_data[i].off);
 }
 
 static void check_records(struct fsck *f)
@@ -853,6 +927,7 @@ int fsck_check(struct fsck *f)
 	if (!f->was_clean)
 		fsck_problem(f, SEV_WARN, FIX_NONE, 0, 0, 0, 0,
 			     "the image was not closed cleanly (daemon killed?)");
+	check_copies(f);
 	check_checksums(f);
 	if (f->root < f->first_data || f->root >= f->page_count) {
 		BAD(f, "tree root %llu outside the data area", (unsigned long long)f->root);
@@ -865,5 +940,9 @@ int fsck_check(struct fsck *f)
 		check_space(f);
 		check_counters(f);
 	}
+	if (!f->oom && (!f->tree_ok || !f->scan_ok))
+		ERR(f, FIX_SALVAGE, 0, 0, 0, 0,
+		    "tree: cannot be read whole; nothing else is repaired until it is rebuilt "
+		    "from the records that can be read (salvage)");
 	return f->oom;
 }

@@ -14,6 +14,9 @@
  *
  * Order within a round (enum fsck_fix):
  *
+ *   0. a tree that cannot be read whole is rebuilt first (fsck_salvage.c),
+ *      in a round of its own: every other repair waits for a check of the
+ *      new tree;
  *   1. pages in use but free in the bitmap are marked used, first: a tree
  *      call that merges nodes frees pages, and freeing a page the bitmap
  *      already calls free is fatal (bm_free aborts);
@@ -35,6 +38,7 @@
 #include <sys/stat.h>
 
 #include "engine/btree.h"
+#include "engine/btree_node.h"
 #include "engine/log.h"
 #include "fs/fs_internal.h"
 
@@ -95,7 +99,7 @@ static int op_claim(struct bm_op *op, void *arg)
 	return 0;
 }
 
-static int claim_page(struct fsck *f, uint64_t pid)
+int fsck_claim_page(struct fsck *f, uint64_t pid)
 {
 	struct claim c = {.pid = pid};
 	int r = bm_run(f->bm, op_claim, &c);
@@ -116,7 +120,7 @@ static int fix_mark_used(struct repair *rp, const struct fsck_problem *p)
 	for (uint64_t pid = p->a; pid < p->a + p->b; pid++) {
 		if (bm_is_allocated(rp->f->bm, pid))
 			continue;
-		int r = claim_page(rp->f, pid);
+		int r = fsck_claim_page(rp->f, pid);
 		if (r < 0)
 			return r;
 		n++;
@@ -634,6 +638,84 @@ static int apply(struct repair *rp, const struct fsck_problem *p)
 	}
 }
 
+/* Make again the checksums of the pages that lost theirs with a damaged
+ * checksum-table page and hold sound tree nodes; the others stay lost. */
+static int adopt_nodes(struct fsck *f, uint64_t *ret_n)
+{
+	uint8_t *page = malloc(BM_PAGE_SIZE);
+	char why[128];
+	int r = 0;
+
+	*ret_n = 0;
+	if (!page)
+		return -ENOMEM;
+	for (uint64_t pid = f->first_data; pid < f->page_count && r == 0; pid++) {
+		if (!bm_csum_unknown(f->bm, pid) || !bm_is_allocated(f->bm, pid))
+			continue;
+		r = bm_read_raw(f->bm, pid, page);
+		if (r == 0 && bt_node_verify(page, why, sizeof(why)) == 0) {
+			r = bm_csum_adopt(f->bm, pid, page);
+			*ret_n += r == 0;
+		}
+	}
+	free(page);
+	return r;
+}
+
+/* The repairs of pages (fsck_fix_is_page), before anything else and on a
+ * tree read whole or not: the tree may read whole once they are done, so
+ * the round ends with them (a checkpoint) and the next check looks again.
+ * Returns how many were made, or a negative errno. */
+static int page_repairs(struct fsck *f, bool *ret_more)
+{
+	int done = 0;
+
+	for (size_t i = 0; i < f->nprobs; i++) {
+		const struct fsck_problem *p = &f->probs[i];
+		uint64_t n = 0;
+		int r = 0;
+		if (!fsck_fix_is_page(p->fix) || !fsck_can_fix(f, p))
+			continue;
+		switch (p->fix) {
+		case FIX_COPIES: {
+			/* (the check's own reads may have rewritten a damaged
+			 * node from its copy already: engine/bm_dup.c) */
+			int64_t bad = bm_dup_scrub(f->bm, true, &n);
+			r = bad < 0 ? (int)bad : 0;
+			if (r == 0)
+				fixed(p, "each pair made whole from its good page");
+			break;
+		}
+		case FIX_CSTABLE:
+			/* marked for writing when it was found (bm_meta.c) */
+			fixed(p, "written again, both copies");
+			break;
+		case FIX_CSUM_ADOPT:
+			r = adopt_nodes(f, &n);
+			if (r == 0)
+				fixed(p, "%llu checksum%s made again from nodes that verify",
+				      (unsigned long long)n, fsck_s(n));
+			break;
+		default:
+			break;
+		}
+		if (r < 0)
+			printf("ERROR: could not repair: %s: %s\n", p->msg, strerror(-r));
+		else
+			done++;
+	}
+	if (done == 0)
+		return 0;
+	*ret_more = true;
+	int r = bm_checkpoint(f->bm);
+	if (r < 0) {
+		fprintf(stderr, "fsck.virtuscale: %s: writing the repairs failed: %s\n", f->image,
+			strerror(-r));
+		return r;
+	}
+	return done;
+}
+
 int fsck_repair_round(struct fsck *f, bool *ret_more)
 {
 	struct repair rp = {.f = f};
@@ -641,6 +723,28 @@ int fsck_repair_round(struct fsck *f, bool *ret_more)
 	bool records = false;
 
 	*ret_more = false;
+	int pr = page_repairs(f, ret_more);
+	if (pr != 0)
+		return pr;
+	for (size_t i = 0; i < f->nprobs; i++) {
+		if (f->probs[i].fix != FIX_SALVAGE || !fsck_can_fix(f, &f->probs[i]))
+			continue;
+		/* Nothing else can be repaired on a tree read in part: the
+		 * next round's check looks at the new one. */
+		int r = fsck_salvage(f, SALVAGE_BUILD);
+		if (r == -ENOSPC)
+			return 0; /* said so; the image keeps its tree, left as damage */
+		if (r <= 0)
+			return r;
+		*ret_more = true;
+		r = bm_checkpoint(f->bm);
+		if (r < 0) {
+			fprintf(stderr, "fsck.virtuscale: %s: writing the new tree failed: %s\n",
+				f->image, strerror(-r));
+			return r;
+		}
+		return 1;
+	}
 	rp.fs = calloc(1, sizeof(*rp.fs));
 	if (!rp.fs)
 		return -ENOMEM;
@@ -658,7 +762,8 @@ int fsck_repair_round(struct fsck *f, bool *ret_more)
 		}
 		for (size_t i = 0; i < f->nprobs; i++) {
 			const struct fsck_problem *p = &f->probs[i];
-			if ((int)p->fix != kind || !fsck_can_fix(f, p) || kind == FIX_SB_FREE)
+			if ((int)p->fix != kind || !fsck_can_fix(f, p) || kind == FIX_SB_FREE ||
+			    fsck_fix_is_page(p->fix))
 				continue;
 			bm_txn_begin(f->bm);
 			int r = apply(&rp, p);

@@ -9,8 +9,9 @@
  * for records), and checks what bt_check checks: each node well formed
  * (bt_node_verify), levels consistent, fences equal to the parent's
  * separators, no page reached twice. A page that is in use but free in the
- * bitmap is a repairable problem; anything else here is damage fsck does not
- * repair (tree_ok stays false, and with it every repair).
+ * bitmap is a repairable problem; anything else here leaves tree_ok false:
+ * no repair runs on the tree as it is, and salvage (fsck_salvage.c) builds
+ * a new one from the records that can be read.
  */
 #include "tools/fsck.h"
 
@@ -54,6 +55,11 @@ static bool claim(struct fsck *f, uint64_t pid, uint64_t from, const char *what)
 	}
 	fsck_map_set(f->tree_map, pid);
 	f->tree_pages++;
+	/* its copy (metadata dup, engine/bm_dup.c) is reached with it */
+	if (pid + 1 < f->page_count && bm_is_copy(f->bm, pid + 1)) {
+		fsck_map_set(f->tree_map, pid + 1);
+		f->tree_pages++;
+	}
 	if (!bm_is_allocated(f->bm, pid))
 		fsck_problem(f, SEV_ERROR, FIX_MARK_USED, pid, 1, 0, 0,
 			     "tree: %s %llu is in use but free in the bitmap", what,
@@ -86,8 +92,7 @@ static bool walk_node(struct fsck *f, uint64_t pid, uint64_t from, int level, co
 	struct copy_arg a = {.pid = pid, .buf = page};
 	int r = bm_run(f->bm, op_copy, &a);
 	if (r == -EUCLEAN) {
-		BAD(f, "tree: page %llu: checksum mismatch (a node of the tree: not repaired)",
-		    upid);
+		BAD(f, "tree: page %llu: checksum mismatch (a node of the tree)", upid);
 		ok = false;
 		goto out;
 	}

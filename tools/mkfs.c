@@ -2,7 +2,8 @@
  * mkfs.c: mkfs.virtuscale: format a file or block device as a VirtuScale
  * image and create an empty filesystem in it.
  *
- *   mkfs.virtuscale IMAGE [--size SIZE] [--sparse] [--force] [--quiet]
+ *   mkfs.virtuscale IMAGE [--size SIZE] [--sparse] [--metadata dup|single]
+ *                   [--reserved-percent P] [--force] [--quiet]
  *
  * Steps: bm_format (the buffer manager's image layout), then, for a regular
  * file, preallocate it (below), then bm_open, and fs_format (the
@@ -38,8 +39,8 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: mkfs.virtuscale IMAGE [--size SIZE] [--sparse] [--reserved-percent P]\n"
-		   "                       [--force] [--quiet]\n"
+	fprintf(f, "usage: mkfs.virtuscale IMAGE [--size SIZE] [--sparse] [--metadata dup|single]\n"
+		   "                       [--reserved-percent P] [--force] [--quiet]\n"
 		   "\n"
 		   "Format IMAGE (a file, created if missing, or a block device) as an empty\n"
 		   "VirtuScale filesystem.\n"
@@ -50,6 +51,11 @@ static void usage(FILE *f)
 		   "      --sparse      do not preallocate a file image (by default it gets all its\n"
 		   "                    blocks now, so that a full host filesystem shows here and\n"
 		   "                    not as write errors later)\n"
+		   "      --metadata dup|single\n"
+		   "                    dup (the default): every tree node (directories, inodes,\n"
+		   "                    extents, small files) has a second copy, read when the\n"
+		   "                    first is damaged; single: one copy, a little less space\n"
+		   "                    and fewer writes\n"
 		   "  -m, --reserved-percent P\n"
 		   "                    the share of the space only root may fill, 0 to 50\n"
 		   "                    (default 5, as ext4; decimals allowed, e.g. 0.5)\n"
@@ -108,12 +114,13 @@ int main(int argc, char *argv[])
 	    {"force", no_argument, NULL, 'f'},
 	    {"sparse", no_argument, NULL, 'S'},
 	    {"reserved-percent", required_argument, NULL, 'm'},
+	    {"metadata", required_argument, NULL, 'M'},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	const char *image, *size_arg = NULL, *reserved_arg = NULL;
-	bool force = false, quiet = false, sparse = false;
+	bool force = false, quiet = false, sparse = false, single = false;
 	const char *alloc_note = "";
 	uint64_t size = 0;
 	struct stat st;
@@ -133,6 +140,15 @@ int main(int argc, char *argv[])
 			break;
 		case 'S':
 			sparse = true;
+			break;
+		case 'M':
+			if (strcmp(optarg, "single") != 0 && strcmp(optarg, "dup") != 0) {
+				fprintf(stderr, "mkfs.virtuscale: --metadata %s: use dup (two copies "
+						"of every tree node, the default) or single\n",
+					optarg);
+				return 2;
+			}
+			single = strcmp(optarg, "single") == 0;
 			break;
 		case 'q':
 			quiet = true;
@@ -181,7 +197,8 @@ int main(int argc, char *argv[])
 	}
 
 	bool created = stat(image, &st) != 0;
-	r = bm_format(image, size, force);
+	r = bm_format(image, size,
+		      (force ? BM_FORMAT_FORCE : 0) | (single ? BM_FORMAT_SINGLE : 0));
 	if (r == -EEXIST) {
 		fprintf(stderr,
 			"mkfs.virtuscale: %s already holds a VirtuScale image; use --force to "
@@ -244,7 +261,8 @@ int main(int argc, char *argv[])
 		return 1;
 	}
 	if (!quiet)
-		printf("%s: VirtuScale filesystem of %llu pages (%llu MiB)%s\n", image,
-		       (unsigned long long)pages, (unsigned long long)(pages >> 8), alloc_note);
+		printf("%s: VirtuScale filesystem of %llu pages (%llu MiB)%s, metadata %s\n",
+		       image, (unsigned long long)pages, (unsigned long long)(pages >> 8),
+		       alloc_note, single ? "single" : "dup");
 	return 0;
 }

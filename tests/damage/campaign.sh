@@ -4,7 +4,7 @@
 #
 #   campaign.sh [--long | --quick] [--trials N] [--seed S] [--kinds "K..."]
 #               [--damages "D..."] [--out FILE] [--assert[=LIST]] [--keep]
-#               [--build DIR]
+#               [--build DIR] [--metadata dup|single]
 #
 # Once: mkfs a 32 MiB image, mount it, build a known tree (a few hundred
 # files of varied sizes, inline ones among them, directories, xattrs large
@@ -34,6 +34,9 @@
 #   unmountable                    not mountable after fsck
 #   lost                           some paths missing or failing with an
 #                                  error (counted: files, bytes)
+#   moved                          nothing lost, but some paths are found
+#                                  only under another name (/lost+found/#N:
+#                                  the same inode, type and bytes), counted
 #   clean                          nothing lost
 # Besides: wrong-meta counts paths whose type, mode, owner, size, link
 # target or xattrs changed without an error (link counts are not compared:
@@ -45,11 +48,22 @@
 #   no-crash     no crash or hang of fsck or the daemon
 #   no-wrong     no wrong bytes served without an error
 #   no-wrong-except-csum   the same, for damage to any page but the
-#                checksum table's (open: a zeroed entry reads as a page
-#                never written, zeros, without an error)
+#                checksum table's (kept for comparison with format version
+#                1, whose table had no seals: a zeroed entry read as zeros)
 #   fsck-safe    fsck never makes a mountable image unmountable
 #   data-local   damage to a file's data page loses only that file
-# and exits 1 when one fails.
+#   inner-lossless  damage to an inner node (the root) loses nothing after
+#                fsck (fsck rebuilds the tree from the leaves it finds)
+#   leaf-local   damage to a leaf loses at most the inodes of its records:
+#                lost inodes (files lost, not moved) <= the leaf's entries,
+#                and the image mounts after fsck
+#   meta-lossless  damage to any page but file data (superblock, journal,
+#                bitmap, checksum table, inner node, leaf, overflow page)
+#                loses nothing after fsck: the image keeps copies of tree
+#                nodes and of the checksum table (--metadata dup, mkfs's
+#                default)
+# and exits 1 when one fails. --metadata is handed to mkfs (dup, the
+# default, or single: tree nodes without copies, where salvage does the work).
 #
 # Default: one trial per cell (48 trials, 4 to 5 minutes). --quick (the
 # registered test): each kind of page once, with one damage in turn, and
@@ -62,7 +76,8 @@ set -u
 LONG=0 QUICK=0 TRIALS= SEED=1 OUT= ASSERT= KEEP=0
 KINDS="super journal bitmap csum inner leaf overflow data"
 DAMAGES="flip rand64 zero8 zero copy torn"
-ALL_ASSERTS="no-crash,no-wrong,no-wrong-except-csum,fsck-safe,data-local"
+ALL_ASSERTS="no-crash,no-wrong,no-wrong-except-csum,fsck-safe,data-local,inner-lossless,leaf-local,meta-lossless"
+METADATA=dup
 CMDLINE="tests/damage/campaign.sh $*"
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -76,6 +91,7 @@ while [ $# -gt 0 ]; do
 	--assert) ASSERT=$ALL_ASSERTS ;;
 	--assert=*) ASSERT=${1#--assert=} ;;
 	--keep) KEEP=1 ;;
+	--metadata) METADATA=$2; shift ;;
 	--build)
 		VS_MKFS=$2/tools/mkfs.virtuscale VS_FSCK=$2/tools/fsck.virtuscale
 		VS_VIRTUSCALE=$2/fs/virtuscale VS_DMG_TOOL=$2/tests/damage/dmg_tool
@@ -100,7 +116,8 @@ FSCK_TO=${VS_DAMAGE_FSCK_TIMEOUT:-120}
 MOUNT_TO=${VS_DAMAGE_MOUNT_TIMEOUT:-30}
 READ_TO=${VS_DAMAGE_READ_TIMEOUT:-120}
 UMOUNT_TO=${VS_DAMAGE_UMOUNT_TIMEOUT:-60}
-POOL=pool=32M
+# VS_TEST_OPTS (say uring=off) goes into every mount, as in tests/crash.
+POOL=pool=32M${VS_TEST_OPTS:+,$VS_TEST_OPTS}
 
 T=$(mktemp -d /tmp/vs-damage.XXXXXX) || die "mktemp"
 MNT=$T/mnt
@@ -172,11 +189,16 @@ umount_img() {
 # Returns 3 when a step timed out (the daemon hung).
 snap() {
 	local dir=$1 out=$2 rc=0
+	: >"$out.sum"
+	: >"$out.xattr"
 	(
 		cd "$dir" || exit 1
 		export LC_ALL=C # plain quotes in error messages
+		# A path find cannot read is an error of that path (in .err),
+		# not the end of the snapshot; only a timeout is.
 		timeout -s KILL "$READ_TO" find . -mindepth 1 \
-			-printf '%P\t%y %m %U %G %s\t%i\t%n\t%l\n' >"$out.meta" 2>"$out.err" || exit $?
+			-printf '%P\t%y %m %U %G %s\t%i\t%n\t%l\n' >"$out.meta" 2>"$out.err"
+		[ $? = 137 ] && exit 137
 		timeout -s KILL "$READ_TO" sh -c \
 			'find . -mindepth 1 -type f -printf "%P\0" | xargs -0 -r sha256sum --' \
 			>"$out.sum" 2>>"$out.err"
@@ -217,16 +239,20 @@ snap() {
 }
 
 # compare BASE NEW: print "lost_files lost_bytes wrong_bytes wrong_meta
-# lost_inodes(comma list)" and the details to NEW.diff.
+# lost_inodes(comma list) moved_files" and the details to NEW.diff. A path
+# missing from NEW whose inode NEW has under another name, with the same
+# type and bytes, was moved (fsck's /lost+found), not lost.
 compare() {
 	awk -F'\t' '
 		NR == FNR { base[$1] = $0; next }
-		{ now[$1] = $0 }
+		{ now[$1] = $0; split($2, m, " "); byino[$3] = m[1] "\t" $6 "\t" $8 }
 		END {
 			for (p in base) {
 				split(base[p], b, "\t"); split(b[2], bm, " ")
-				if (!(p in now)) { why = "missing" }
-				else {
+				if (!(p in now)) {
+					why = "missing"
+					if ((b[3] in byino) && byino[b[3]] == bm[1] "\t" b[6] "\t0") why = "moved"
+				} else {
 					split(now[p], c, "\t"); split(c[2], cm, " ")
 					# a regular file without a digest could not be read
 					if (c[8] == 1 || (cm[1] == "f" && c[6] == "-")) why = "error"
@@ -237,11 +263,12 @@ compare() {
 				printf "%s\t%s\t%s\t%s\n", why, p, bm[5], b[3] > DIFF
 				if (why == "wrong-bytes") wrong++
 				else if (why == "wrong-meta") meta++
+				else if (why == "moved") moved++
 				else { lost++; bytes += (bm[1] == "f") ? bm[5] : 0; inos[b[3]] = 1 }
 			}
 			list = ""
 			for (i in inos) list = list (list == "" ? "" : ",") i
-			printf "%d %d %d %d %s\n", lost, bytes, wrong, meta, (list == "" ? "-" : list)
+			printf "%d %d %d %d %s %d\n", lost, bytes, wrong, meta, (list == "" ? "-" : list), moved
 		}' DIFF="$2.diff" "$1" "$2"
 }
 
@@ -249,7 +276,7 @@ compare() {
 # (ok, refused, crashed, hung) and M_RES (compare's line).
 check_mount() {
 	local img=$1 tag=$2 r
-	M_RES="0 0 0 0 -"
+	M_RES="0 0 0 0 - 0"
 	mount_img "$img" "$T/$tag.log"
 	case $? in
 	1) M_STATE=refused; return ;;
@@ -313,7 +340,7 @@ build_tree() {
 
 echo "campaign: $T, seed $SEED, $TRIALS trial(s) per cell"
 BASE=$T/base.img
-"$VS_MKFS" "$BASE" --size 32M --sparse -q || die "mkfs"
+"$VS_MKFS" "$BASE" --size 32M --sparse -q --metadata "$METADATA" || die "mkfs"
 mount_img "$BASE" "$T/build.log" || { cat "$T/build.log"; die "mounting the new image"; }
 build_tree "$MNT" || die "building the tree"
 umount_img "$T/build.log" || die "unmount after building"
@@ -388,7 +415,7 @@ for kind in $KINDS; do
 				check_mount "$IMG" post
 				post_state=$M_STATE post_res=$M_RES
 			fi
-			read -r lost bytes wrong meta inos <<<"$post_res"
+			read -r lost bytes wrong meta inos moved <<<"$post_res"
 			read -r _ _ pre_wrong pre_meta _ <<<"$pre_res"
 			out=clean
 			if [ $fsck_state != ok ]; then out=fsck-$fsck_state
@@ -398,6 +425,7 @@ for kind in $KINDS; do
 			elif [ $pre_state = ok ] && [ $post_state = refused ]; then out=broken-by-fsck
 			elif [ $post_state = refused ]; then out=unmountable
 			elif [ "$lost" -gt 0 ]; then out=lost
+			elif [ "$moved" -gt 0 ]; then out=moved
 			fi
 			# data-local: only the damaged page's file may be lost
 			nonlocal=0
@@ -405,16 +433,27 @@ for kind in $KINDS; do
 				for i in ${inos//,/ }; do [ "$i" = "$owner" ] || nonlocal=1; done
 			fi
 			[ $kind = data ] && [ $post_state = refused ] && nonlocal=1
-			printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+			# inner-lossless, leaf-local: what fsck left of the tree
+			if [ $kind = inner ] && { [ $post_state != ok ] || [ "$lost" -gt 0 ]; }; then
+				nonlocal=1
+			fi
+			if [ $kind = leaf ]; then
+				# the leaf's entry count: bytes 2-3 of the node (btree_node.h)
+				entries=$(od -An -tu2 -j $((pid * 4096 + 2)) -N2 "$BASE" | tr -d ' ')
+				ninos=0
+				[ "$inos" != - ] && ninos=$(tr ',' '\n' <<<"$inos" | wc -l)
+				if [ $post_state != ok ] || [ "$ninos" -gt "$entries" ]; then nonlocal=1; fi
+			fi
+			printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
 				"$kind" "$dmg" "$pid" "$src" "$out" "$lost" "$bytes" "$wrong" \
 				"$((meta > pre_meta ? meta : pre_meta))" "$frc" "$pre_state" \
-				"$post_state" "$nonlocal" "$pre_wrong" "$what" >>"$RES"
-			printf '%-8s %-6s pid %-5s -> %-15s fsck %s, pre %s, post %s, lost %s files %s bytes, wrong %s/%s, meta %s\n' \
+				"$post_state" "$nonlocal" "$pre_wrong" "$what" "$moved" >>"$RES"
+			printf '%-8s %-6s pid %-5s -> %-15s fsck %s, pre %s, post %s, lost %s files %s bytes, moved %s, wrong %s/%s, meta %s\n' \
 				"$kind" "$dmg" "$pid" "$out" "$frc" "$pre_state" "$post_state" \
-				"$lost" "$bytes" "$pre_wrong" "$wrong" "$meta"
+				"$lost" "$bytes" "$moved" "$pre_wrong" "$wrong" "$meta"
 			# Keep what a bad outcome needs to be reproduced.
 			case $out in
-			clean|lost|unmountable) ;;
+			clean|moved|lost|unmountable) ;;
 			*)
 				keep=$T/keep/$trial-$kind-$dmg
 				mkdir -p "$keep"
@@ -434,25 +473,25 @@ table() {
 	awk -F'\t' '
 		{
 			c = $1 "\t" $2; if (!(c in n)) order[++cells] = c
-			n[c]++; o[c, $5]++; lf[c] += $6; lb[c] += $7; wm[c] += ($9 > 0)
-			tot[$5]++; N++; LF += $6; LB += $7; WM += ($9 > 0)
+			n[c]++; o[c, $5]++; lf[c] += $6; lb[c] += $7; wm[c] += ($9 > 0); mv[c] += $16
+			tot[$5]++; N++; LF += $6; LB += $7; WM += ($9 > 0); MV += $16
 		}
 		END {
-			split("clean lost unmountable broken-by-fsck wrong-bytes fsck-crashed fsck-hung daemon-crashed daemon-hung", k, " ")
+			split("clean moved lost unmountable broken-by-fsck wrong-bytes fsck-crashed fsck-hung daemon-crashed daemon-hung", k, " ")
 			printf "| page | damage | trials |"
-			for (i = 1; i <= 9; i++) printf " %s |", k[i]
-			printf " files lost | KiB lost | wrong-meta |\n|---|---|---:|"
-			for (i = 1; i <= 9; i++) printf "---:|"
-			printf "---:|---:|---:|\n"
+			for (i = 1; i <= 10; i++) printf " %s |", k[i]
+			printf " files lost | KiB lost | files moved | wrong-meta |\n|---|---|---:|"
+			for (i = 1; i <= 10; i++) printf "---:|"
+			printf "---:|---:|---:|---:|\n"
 			for (j = 1; j <= cells; j++) {
 				c = order[j]; split(c, kd, "\t")
 				printf "| %s | %s | %d |", kd[1], kd[2], n[c]
-				for (i = 1; i <= 9; i++) printf " %s |", (o[c, k[i]] ? o[c, k[i]] : ".")
-				printf " %d | %d | %d |\n", lf[c], lb[c] / 1024, wm[c]
+				for (i = 1; i <= 10; i++) printf " %s |", (o[c, k[i]] ? o[c, k[i]] : ".")
+				printf " %d | %d | %d | %d |\n", lf[c], lb[c] / 1024, mv[c], wm[c]
 			}
 			printf "| **all** | | %d |", N
-			for (i = 1; i <= 9; i++) printf " %s |", (tot[k[i]] ? tot[k[i]] : ".")
-			printf " %d | %d | %d |\n", LF, LB / 1024, WM
+			for (i = 1; i <= 10; i++) printf " %s |", (tot[k[i]] ? tot[k[i]] : ".")
+			printf " %d | %d | %d | %d |\n", LF, LB / 1024, MV, WM
 		}' "$RES"
 }
 
@@ -477,6 +516,12 @@ check_inv fsck-safe "$(awk -F'\t' '$5 == "broken-by-fsck"' "$RES" | wc -l)" \
 	"fsck -y never makes a mountable image unmountable"
 check_inv data-local "$(awk -F'\t' '$1 == "data" && $13 == 1' "$RES" | wc -l)" \
 	"damage to a data page loses only that file"
+check_inv inner-lossless "$(awk -F'\t' '$1 == "inner" && $13 == 1' "$RES" | wc -l)" \
+	"damage to an inner node loses nothing after fsck"
+check_inv leaf-local "$(awk -F'\t' '$1 == "leaf" && $13 == 1' "$RES" | wc -l)" \
+	"damage to a leaf loses at most the inodes of its entries (fsck salvages the rest)"
+check_inv meta-lossless "$(awk -F'\t' '$1 != "data" && $5 != "clean"' "$RES" | wc -l)" \
+	"damage to any page but file data loses nothing after fsck (metadata $METADATA)"
 echo
 printf '%s' "$INV_LINES"
 

@@ -161,8 +161,9 @@ static void seal(uint64_t pages, unsigned flags)
 				uint8_t *tp = img + (cs + i) * BM_PAGE_SIZE;
 				for (uint64_t j = 0; j < BM_PIDS_PER_CS; j++) {
 					uint64_t p = i * BM_PIDS_PER_CS + j;
-					if (p < pages && get64(tp + 8 * j) != 0 &&
-					    (p < cs || p >= cs + 2 * cn))
+					uint64_t e = get64(tp + 8 * j);
+					if (p < pages && e != 0 && e != BM_CSUM_COPY &&
+					    e != BM_CSUM_UNKNOWN && (p < cs || p >= cs + 2 * cn))
 						put64(tp + 8 * j, page_hash(img + p * BM_PAGE_SIZE));
 				}
 				uint64_t seal = XXH3_64bits_withSeed(tp, BM_CS_SEAL_OFF, i);

@@ -7,8 +7,18 @@
 # must exit 4 naming a checksum error, in both modes, without a write; a
 # file that is not an image must exit 8, a usage error 16; a truncated
 # image, a zeroed superblock and a damaged one are each named for what they
-# are, with no advice to run mkfs.
-# Needs VS_FSCK, VS_MKFS, VS_VIRTUSCALE and /dev/fuse, else exits 77.
+# are, with no advice to run mkfs. A tree of an inner root over many leaves,
+# its root zeroed, then each of three leaves in turn: fsck rebuilds the
+# tree (1), fsck -n is clean after, the image mounts, and every file reads
+# back with its sha256 at its path or, its name lost, as /lost+found/#INODE,
+# but for at most as many as the damaged leaf had entries. A damaged leaf
+# with a sound copy, a damaged copy, a damaged page of the checksum table
+# or of its copy: fsck -n names it (4), fsck -y makes it whole (1), nothing
+# lost; both copies of a table page lost: the nodes it covered are
+# re-verified, the files it covered fail to read or read back exact.
+# Needs VS_FSCK, VS_MKFS, VS_VIRTUSCALE and /dev/fuse, else exits 77; the
+# salvage section needs VS_DMG_TOOL (tests/damage/dmg_tool.c) too.
+# VS_TEST_OPTS (say uring=off) goes into every mount.
 set -u
 
 skip() { echo "SKIP: $*"; exit 77; }
@@ -34,8 +44,10 @@ trap cleanup EXIT
 
 is_mounted() { grep -q " $MNT " /proc/self/mountinfo; }
 
+# mount_fs [IMAGE]: $IMG by default.
 mount_fs() {
-	"$VS_VIRTUSCALE" "$IMG" "$MNT" -f -o pool=64M >>"$T/daemon.log" 2>&1 &
+	"$VS_VIRTUSCALE" "${1:-$IMG}" "$MNT" -f -o "pool=64M${VS_TEST_OPTS:+,$VS_TEST_OPTS}" \
+		>>"$T/daemon.log" 2>&1 &
 	PID=$!
 	for _ in $(seq 100); do
 		is_mounted && return 0
@@ -251,4 +263,187 @@ grep -q "allocation bitmap: [0-9]* metadata pages\? (the first [0-9]*) marked fr
 st=$?
 [ $st = 1 ] || fail "fsck of a damaged bitmap exited $st, expected 1: $(cat "$T/out")"
 "$VS_FSCK" -n "$T/bmp" >"$T/out" 2>&1 || fail "fsck -n after rebuilding the bitmap exited $?: $(cat "$T/out")"
+
+# ---- a damaged tree: salvaged ----------------------------------------------------
+# "INODE SHA256 PATH" of every file under the mount, sorted.
+record() {
+	(cd "$MNT" && find . -type f -printf '%i %P\n' | while read -r ino p; do
+		echo "$ino $(sha256sum <"$p" | cut -c1-64) $p"
+	done) | sort
+}
+
+# zero_node IMAGE PID: zero a tree node, and its copy when the image keeps
+# one in the page after it (the same bytes): past what the copy repairs.
+zero_node() {
+	local n=1
+	cmp -s <(dd if="$1" bs=4096 skip="$2" count=1 status=none) \
+		<(dd if="$1" bs=4096 skip=$(($2 + 1)) count=1 status=none) && n=2
+	dd if=/dev/zero of="$1" bs=4096 seek="$2" count=$n conv=notrunc status=none
+}
+
+# check_salvaged IMAGE WHAT ENTRIES: after fsck of IMAGE (its output in
+# $T/out), each file of $T/base is intact where it was, or intact in
+# /lost+found, or gone; at most ENTRIES (the damaged leaf's entries) are
+# gone. A file whose name and inode record were both in the leaf leaves no
+# trace; the others that are gone are named by inode on fsck's lines.
+check_salvaged() {
+	local img=$1 what=$2 entries=$3 named=0 untraced=0 moved=0 ino sum p
+	"$VS_FSCK" -n "$img" >"$T/out2" 2>&1 || { cat "$T/out2"; fail "$what: fsck -n after the repair exited $?"; }
+	mount_fs "$img"
+	record >"$T/after" || fail "$what: reading the files back"
+	unmount_fs
+	while read -r ino sum p; do
+		grep -qxF "$ino $sum $p" "$T/after" && continue
+		if grep -q "^$ino $sum lost+found/" "$T/after"; then
+			moved=$((moved + 1))
+			continue
+		fi
+		if grep -qE "inode $ino[ ):]" "$T/out"; then
+			named=$((named + 1))
+		else
+			untraced=$((untraced + 1))
+		fi
+	done <"$T/base"
+	echo "$what: $moved files moved to /lost+found, $named named as lost, $untraced gone without a trace ($entries entries in the page)"
+	[ $((named + untraced)) -le "$entries" ] ||
+		fail "$what: $((named + untraced)) files lost, more than the damaged leaf's $entries entries"
+}
+
+if [ -n "${VS_DMG_TOOL:-}" ] && [ -x "$VS_DMG_TOOL" ]; then
+	S=$T/salv
+	"$VS_MKFS" "$S" --size 64M --quiet || fail "mkfs (salvage)"
+	mount_fs "$S"
+	for d in 0 1 2 3 4 5; do
+		mkdir -p "$MNT/d$d/sub"
+		for i in $(seq 40); do
+			head -c $((RANDOM % 9000)) /dev/urandom >"$MNT/d$d/file-with-a-long-name-$i"
+		done
+		for i in 1 2 3; do echo "inner $d $i" >"$MNT/d$d/sub/g$i"; done
+	done
+	setfattr -n user.big -v "$(head -c 1800 /dev/zero | tr '\0' b)" "$MNT/d1/sub/g1" 2>/dev/null
+	record >"$T/base" || fail "recording the salvage tree"
+	unmount_fs
+	"$VS_FSCK" -n "$S" >"$T/out" 2>&1 || { cat "$T/out"; fail "the salvage image is not clean"; }
+	"$VS_DMG_TOOL" map "$S" >"$T/map" || fail "dmg_tool map"
+	inner=$(awk '$1 == "inner" { print $2; exit }' "$T/map")
+	[ -n "$inner" ] || fail "the salvage tree has no inner node"
+	cp --sparse=always "$S" "$T/salv-clean"
+
+	# The root zeroed: every leaf is found by scanning, nothing lost.
+	zero_node "$S" "$inner"
+	sum1=$(md5sum <"$S")
+	"$VS_FSCK" -n "$S" >"$T/out" 2>&1
+	st=$?
+	[ $st = 4 ] || { cat "$T/out"; fail "fsck -n of a zeroed root exited $st, expected 4"; }
+	grep -q "^salvage: would rebuild the tree" "$T/out" || fail "fsck -n does not say it would rebuild the tree"
+	[ "$(md5sum <"$S")" = "$sum1" ] || fail "fsck -n wrote to the image"
+	"$VS_FSCK" -y "$S" >"$T/out" 2>&1
+	st=$?
+	cat "$T/out"
+	[ $st = 1 ] || fail "fsck -y of a zeroed root exited $st, expected 1"
+	grep -q "^FIXED: tree: rebuilt from" "$T/out" || fail "no rebuild line"
+	grep -q "^salvage: 0 paths lost, 0 values lost, 0 inodes without a name" "$T/out" ||
+		fail "a zeroed root lost something"
+	check_salvaged "$S" "zeroed root" 0
+	mount_fs "$S"
+	[ -e "$MNT/lost+found" ] && fail "a zeroed root put something in /lost+found"
+	[ "$(getfattr --only-values -n user.big "$MNT/d1/sub/g1" 2>/dev/null | wc -c)" = 1800 ] ||
+		fail "the overflow xattr did not survive the rebuild"
+	unmount_fs
+
+	# One leaf zeroed, three leaves in turn: first, middle, last.
+	mapfile -t leaves < <(awk '$1 == "leaf" { print $2 }' "$T/map")
+	for leaf in "${leaves[0]}" "${leaves[${#leaves[@]} / 2]}" "${leaves[${#leaves[@]} - 1]}"; do
+		cp --sparse=always "$T/salv-clean" "$S"
+		entries=$(od -An -tu2 -j $((leaf * 4096 + 2)) -N2 "$S" | tr -d ' ')
+		zero_node "$S" "$leaf"
+		"$VS_FSCK" -y "$S" >"$T/out" 2>&1
+		st=$?
+		cat "$T/out"
+		[ $st = 1 ] || fail "fsck -y of zeroed leaf $leaf exited $st, expected 1"
+		grep -q "^FIXED: tree: rebuilt from" "$T/out" || fail "leaf $leaf: no rebuild line"
+		check_salvaged "$S" "leaf $leaf" "$entries"
+	done
+
+	# ---- copies: of a node (mkfs --metadata dup), of the checksum table ----
+	# page IMAGE PID: the page's bytes, as hex on one line
+	page() { dd if="$1" bs=4096 skip="$2" count=1 status=none | od -An -tx1 -v | tr -d ' \n'; }
+	junk() { head -c 4096 /dev/urandom | dd of="$1" bs=4096 seek="$2" conv=notrunc status=none; }
+	# repaired WHAT PATTERN: fsck -n finds PATTERN and writes nothing; fsck -y
+	# exits 1; fsck -n is clean after; every file reads back as it was.
+	repaired() {
+		local sum
+		sum=$(md5sum <"$S")
+		"$VS_FSCK" -n "$S" >"$T/out" 2>&1
+		st=$?
+		[ $st = 4 ] || { cat "$T/out"; fail "$1: fsck -n exited $st, expected 4"; }
+		grep -q -- "$2" "$T/out" || { cat "$T/out"; fail "$1: fsck -n does not say '$2'"; }
+		[ "$(md5sum <"$S")" = "$sum" ] || fail "$1: fsck -n wrote to the image"
+		"$VS_FSCK" -y "$S" >"$T/out" 2>&1
+		st=$?
+		cat "$T/out"
+		[ $st = 1 ] || fail "$1: fsck -y exited $st, expected 1"
+		"$VS_FSCK" -n "$S" >"$T/out" 2>&1 || { cat "$T/out"; fail "$1: not clean after fsck -y"; }
+		mount_fs "$S"
+		record >"$T/after" || fail "$1: reading the files back"
+		unmount_fs
+		cmp -s "$T/base" "$T/after" || fail "$1: files differ after the repair"
+		echo "$1: repaired, nothing lost"
+	}
+	leaf=${leaves[${#leaves[@]} / 2]}
+	cp --sparse=always "$T/salv-clean" "$S"
+	[ "$(page "$S" "$leaf")" = "$(page "$S" $((leaf + 1)))" ] ||
+		fail "leaf $leaf has no copy in the next page (mkfs makes copies by default)"
+	junk "$S" "$leaf"
+	repaired "a damaged leaf with a sound copy" "differs from its copy"
+	[ "$(page "$S" "$leaf")" = "$(page "$S" $((leaf + 1)))" ] || fail "the leaf is not its copy again"
+
+	cp --sparse=always "$T/salv-clean" "$S"
+	junk "$S" $((leaf + 1))
+	repaired "a damaged copy of a leaf" "differs from its copy"
+	[ "$(page "$S" "$leaf")" = "$(page "$S" $((leaf + 1)))" ] || fail "the copy is not the leaf again"
+
+	# The checksum table: dmg_tool lists each page of it, then its copy.
+	read -r cs0 cs0copy < <(awk '$1 == "csum" { printf "%s ", $2 } END { print "" }' "$T/map")
+	cp --sparse=always "$T/salv-clean" "$S"
+	junk "$S" "$cs0"
+	repaired "a damaged checksum-table page" "read from the table's copy"
+	cp --sparse=always "$T/salv-clean" "$S"
+	junk "$S" "$cs0copy"
+	repaired "a damaged page of the checksum table's copy" "of its copy damaged"
+
+	# Both copies of the table page that covers the root: the nodes among
+	# its pages get their checksums back; file data it covers cannot be
+	# verified and fails to read (never read unchecked).
+	cp --sparse=always "$T/salv-clean" "$S"
+	cs_start=$(od -An -tu8 -j 40 -N8 "$S" | tr -d ' ') # superblock: the table's
+	cs_pages=$(od -An -tu8 -j 48 -N8 "$S" | tr -d ' ') # first page and length
+	tpage=$((cs_start + inner / 511))                   # 511 entries a page
+	dd if=/dev/zero of="$S" bs=4096 seek="$tpage" count=1 conv=notrunc status=none
+	dd if=/dev/zero of="$S" bs=4096 seek=$((tpage + cs_pages)) count=1 conv=notrunc status=none
+	"$VS_FSCK" -n "$S" >"$T/out" 2>&1
+	grep -q "damaged in both copies" "$T/out" || { cat "$T/out"; fail "fsck -n does not see the table page lost"; }
+	grep -q "hold tree nodes that hold together" "$T/out" || { cat "$T/out"; fail "fsck -n finds no node to re-verify"; }
+	"$VS_FSCK" -y "$S" >"$T/out" 2>&1
+	st=$?
+	cat "$T/out"
+	# 1 (nodes re-verified) | 4 (file data left unverifiable), as fsck(8) ORs them
+	[ $st = 1 ] || [ $st = 5 ] || fail "fsck -y of a lost table page exited $st"
+	grep -q "checksums* made again from nodes that verify" "$T/out" || fail "no node re-verified"
+	mount_fs "$S"
+	good=0 failed=0
+	while read -r ino sum p; do
+		if got=$(sha256sum <"$MNT/$p" 2>/dev/null); then
+			[ "${got:0:64}" = "$sum" ] || fail "lost table page: $p read back with other bytes"
+			good=$((good + 1))
+		else
+			failed=$((failed + 1))
+		fi
+	done <"$T/base"
+	unmount_fs
+	echo "lost table page: $good files intact, $failed failing to read (data it covered)"
+	[ $good -gt 0 ] || fail "lost table page: no file readable"
+else
+	echo "VS_DMG_TOOL not set: salvage section skipped"
+fi
 echo "PASS"

@@ -18,6 +18,14 @@
  * the image untouched. One test kills fsck at random moments during a
  * repair: every interrupted run must leave an image the next run finishes.
  *
+ * Salvage: a tree of several hundred records (an inner root over leaves)
+ * with its root, a leaf of directory entries or a leaf of inode records
+ * zeroed or flipped on disk. fsck -n says what a repair would keep and
+ * writes nothing; fsck rebuilds the tree (1), a second run is clean, and
+ * every file whose records were not in the damaged page reads back as it
+ * was, where it was or, its name gone, in /lost+found; what was lost is on
+ * "lost:" lines.
+ *
  * Without VS_FSCK the tests are skipped (exit 77).
  */
 #include <setjmp.h>
@@ -41,6 +49,7 @@
 
 #include "engine/bm_fault.h"
 #include "engine/btree.h"
+#include "engine/btree_node.h"
 #include "fs/fs.h"
 #include "fs/keys.h"
 
@@ -400,6 +409,25 @@ static void flip_byte(uint64_t pid, unsigned at)
 	raw_rw(pid * 4096 + at, &b, 1, true);
 }
 
+/* Damage tree node @pid: a byte flipped at @at, or (@at < 0) the whole page
+ * zeroed; and its copy with it, on an image that keeps copies of nodes in
+ * the page after them (the same bytes): the damage must be past what the
+ * copy repairs. */
+static void damage_node(uint64_t pid, int at)
+{
+	static const uint8_t zeros[4096];
+	uint8_t a[4096], b[4096];
+	raw_rw(pid * 4096, a, sizeof(a), false);
+	raw_rw((pid + 1) * 4096, b, sizeof(b), false);
+	bool copy = memcmp(a, b, sizeof(a)) == 0;
+	for (uint64_t p = pid; p <= pid + copy; p++) {
+		if (at >= 0)
+			flip_byte(p, (unsigned)at);
+		else
+			raw_rw(p * 4096, (void *)zeros, sizeof(zeros), true);
+	}
+}
+
 /* ------------------------------------------------------------------ */
 /* Checks after repair                                                */
 
@@ -752,15 +780,16 @@ static void t_bad_data_page(void **state)
 	expect_out("0 problems corrected, 1 left\n");
 }
 
-/* A damaged tree page stops every repair, even of repairable damage
- * elsewhere: nothing is written. */
+/* A damaged tree whose only page is the damaged one: nothing can be
+ * salvaged, so nothing is repaired, even repairable damage elsewhere, and
+ * nothing is written. */
 static void t_bad_tree_page(void **state)
 {
 	struct bm *bm = open_raw();
 	uint64_t root = bm_sb_get(bm, FS_SB_ROOT);
 	inode_field(bm, ino_big, OFF_NLINK, true, 9);
 	assert_int_equal(bm_close(bm), 0);
-	flip_byte(root, 4000);
+	damage_node(root, 4000);
 
 	char want[128];
 	snprintf(want, sizeof(want), "tree: page %llu: checksum mismatch",
@@ -770,6 +799,8 @@ static void t_bad_tree_page(void **state)
 	struct digest d0 = digest();
 	assert_int_equal(run_fsck(NULL), 4);
 	expect_out(want);
+	expect_out("salvage: no inode record can be read (1 tree page unreadable): the tree "
+		   "cannot be rebuilt");
 	expect_out("0 problems corrected");
 	struct digest d1 = digest();
 	assert_true(d0.hash == d1.hash);
@@ -908,6 +939,279 @@ static void t_journal_replay(void **state)
 	assert_int_equal(fs_unmount(fs), 0);
 }
 
+/* ------------------------------------------------------------------ */
+/* Salvage                                                            */
+
+#define MANY	100
+#define SUBDIRS 24
+#define INO_CAP 4096
+
+static uint64_t ino_many, many_inos[MANY], sub_inos[SUBDIRS], subf_inos[SUBDIRS];
+
+static size_t many_size(unsigned i)
+{
+	return i % 4 == 0 ? 6000 + i : 200 + i; /* extents, else inline */
+}
+
+/* /many: MANY files f0.. and SUBDIRS directories s0.., each holding one
+ * file "inner"; enough records for a tree of an inner root over leaves. */
+static void make_many(void)
+{
+	struct fs *fs = do_mount();
+	char name[32];
+	ino_many = mk(fs, FS_INO_ROOT, "many", S_IFDIR | 0755);
+	for (unsigned i = 0; i < MANY; i++) {
+		snprintf(name, sizeof(name), "f%u-with-a-longer-name-%u", i, i * 7919);
+		many_inos[i] = mk(fs, ino_many, name, S_IFREG | 0644);
+		write_pattern(fs, many_inos[i], many_size(i), 100 + i);
+		assert_true(many_inos[i] < INO_CAP);
+	}
+	for (unsigned j = 0; j < SUBDIRS; j++) {
+		snprintf(name, sizeof(name), "s%u", j);
+		sub_inos[j] = mk(fs, ino_many, name, S_IFDIR | 0755);
+		subf_inos[j] = mk(fs, sub_inos[j], "inner", S_IFREG | 0600);
+		write_pattern(fs, subf_inos[j], 3000, 500 + j);
+		assert_true(subf_inos[j] < INO_CAP);
+	}
+	assert_int_equal(fs_unmount(fs), 0);
+}
+
+static void raw_page(uint64_t pid, uint8_t *page)
+{
+	raw_rw(pid * 4096, page, 4096, false);
+}
+
+static uint64_t tree_root(void)
+{
+	struct bm *bm = open_raw();
+	uint64_t root = bm_sb_get(bm, FS_SB_ROOT);
+	assert_int_equal(bm_close(bm), 0);
+	return root;
+}
+
+/* The leaf that holds @key, by the tree as it is on disk. */
+static uint64_t leaf_of(uint64_t obj, uint8_t type, uint64_t off)
+{
+	uint8_t page[4096] __attribute__((aligned(8))), key[FS_KEY_LEN];
+	uint64_t pid = tree_root();
+	fs_key(key, obj, type, off);
+	for (unsigned depth = 0; depth < 8; depth++) {
+		raw_page(pid, page);
+		if (bt_node_is_leaf(page))
+			return pid;
+		pid = bt_node_child(page, bt_node_child_pos(page, key, sizeof(key), false));
+	}
+	fail_msg("no leaf for inode %llu", (unsigned long long)obj);
+	return 0;
+}
+
+/* What the records of one leaf were, by inode number. */
+struct leaf_loss {
+	bool inode[INO_CAP]; /* its inode record */
+	bool data[INO_CAP];  /* inline data or an extent */
+	bool name[INO_CAP];  /* an entry naming it */
+	uint64_t first_obj;
+};
+
+static void leaf_records(uint64_t pid, struct leaf_loss *l)
+{
+	uint8_t page[4096] __attribute__((aligned(8))), key[BT_KEY_MAX];
+	memset(l, 0, sizeof(*l));
+	raw_page(pid, page);
+	assert_true(bt_node_is_leaf(page));
+	unsigned n = bt_node_count(page);
+	assert_true(n > 0);
+	for (unsigned i = 0; i < n; i++) {
+		unsigned klen = bt_node_key(page, i, key), plen;
+		const uint8_t *v = bt_node_payload(page, i, &plen);
+		uint64_t obj = fs_key_obj(key);
+		assert_true(klen >= FS_KEY_LEN);
+		if (i == 0)
+			l->first_obj = obj;
+		if (obj >= INO_CAP)
+			continue;
+		if (key[8] == FS_REC_INODE)
+			l->inode[obj] = true;
+		if (key[8] == FS_REC_INLINE || key[8] == FS_REC_EXTENT)
+			l->data[obj] = true;
+		if (key[8] == FS_REC_DIRENT && plen > 1 && v[0]) {
+			uint64_t child = fs_get_le64(v + 1 + v[0]);
+			if (child < INO_CAP)
+				l->name[child] = true;
+		}
+	}
+}
+
+/* File @ino (named @name in @dir before the damage; @size 0: a directory),
+ * after the repair: at its name, or in /lost+found as #ino, or gone and
+ * listed as lost. Returns the directory it is in now (0: gone). */
+static uint64_t expect_survivor(struct fs *fs, const struct leaf_loss *l, uint64_t dir,
+				const char *name, uint64_t ino, size_t size, unsigned seed)
+{
+	uint64_t lf = lookup(fs, FS_INO_ROOT, "lost+found");
+	char want[128], hash[32];
+	snprintf(hash, sizeof(hash), "#%llu", (unsigned long long)ino);
+	if (l->inode[ino] && size == 0) {
+		/* A directory whose inode record is gone is made again when
+		 * entries of it survive: at its name, or in /lost+found. */
+		if (lookup(fs, dir, name) == ino)
+			return dir;
+		return lf && lookup(fs, lf, hash) == ino ? lf : 0;
+	}
+	if (l->inode[ino]) {
+		/* Its inode record is gone: no name left, listed unless its
+		 * entry went with it. */
+		assert_int_equal(lookup(fs, dir, name), 0);
+		if (!l->name[ino] && !l->inode[dir]) {
+			snprintf(want, sizeof(want), "/%s (inode %llu): its inode record is gone",
+				 name, (unsigned long long)ino);
+			expect_out(want);
+		}
+		return 0;
+	}
+	if (l->data[ino]) {
+		/* Part of its data is gone: what is left is in /lost+found. */
+		assert_int_equal(lookup(fs, dir, name), 0);
+		assert_true(lf != 0);
+		assert_int_equal(lookup(fs, lf, hash), ino);
+		if (!l->name[ino] && !l->inode[dir]) {
+			snprintf(want, sizeof(want), "/%s (inode %llu): ", name,
+				 (unsigned long long)ino);
+			expect_out(want);
+		}
+		return lf;
+	}
+	if (l->name[ino] || l->inode[dir]) {
+		/* Its name is gone (or its directory's inode): /lost+found
+		 * holds the file itself, whole. */
+		if (l->name[ino]) {
+			assert_int_equal(lookup(fs, dir, name), 0);
+			assert_true(lf != 0);
+			assert_int_equal(lookup(fs, lf, hash), ino);
+			snprintf(want, sizeof(want), "reconnected as /lost+found/%s", hash);
+			expect_out(want);
+			dir = lf;
+		}
+	} else {
+		assert_int_equal(lookup(fs, dir, name), ino);
+	}
+	if (size)
+		expect_data(fs, ino, size, seed);
+	return dir;
+}
+
+/* Every file of /many, and of make_tree when the damage was past it. */
+static void expect_many(const struct leaf_loss *l)
+{
+	char name[64];
+	struct fs *fs = do_mount();
+	if (l->first_obj >= ino_many)
+		expect_tree(fs);
+	for (unsigned i = 0; i < MANY; i++) {
+		snprintf(name, sizeof(name), "f%u-with-a-longer-name-%u", i, i * 7919);
+		expect_survivor(fs, l, ino_many, name, many_inos[i], many_size(i), 100 + i);
+	}
+	for (unsigned j = 0; j < SUBDIRS; j++) {
+		snprintf(name, sizeof(name), "s%u", j);
+		uint64_t dir = expect_survivor(fs, l, ino_many, name, sub_inos[j], 0, 0);
+		/* A directory that lost its name went to /lost+found whole:
+		 * its entries with it. */
+		if (dir)
+			expect_survivor(fs, l, sub_inos[j], "inner", subf_inos[j], 3000, 500 + j);
+	}
+	assert_int_equal(fs_unmount(fs), 0);
+}
+
+/* Repair after damage to a tree page: -n reports what it would do and
+ * writes nothing; the repair rebuilds; then clean. */
+static void check_salvage(void)
+{
+	check_readonly(4);
+	expect_out("would rebuild the tree from");
+	expect_out("(repairable)");
+	assert_int_equal(run_fsck(NULL), 1);
+	expect_out("FIXED: tree: rebuilt from");
+	expect_out(", 0 left\n");
+	char lost[sizeof(out)];
+	memcpy(lost, out, sizeof(out));
+	assert_int_equal(run_fsck(NULL), 0);
+	check_readonly(0);
+	memcpy(out, lost, sizeof(out)); /* the repair's lines, for the callers */
+}
+
+/* The root (an inner node) fails its checksum: every leaf is found by
+ * scanning, nothing is lost, nothing moves. */
+static void t_salvage_root(void **state)
+{
+	make_many();
+	uint64_t root = tree_root();
+	uint8_t page[4096] __attribute__((aligned(8)));
+	raw_page(root, page);
+	assert_false(bt_node_is_leaf(page));
+	damage_node(root, 40);
+
+	check_salvage();
+	expect_out("salvage: 0 paths lost, 0 values lost, 0 inodes without a name");
+	struct leaf_loss none;
+	memset(&none, 0, sizeof(none));
+	none.first_obj = UINT64_MAX;
+	expect_many(&none);
+	struct fs *fs = do_mount();
+	assert_int_equal(lookup(fs, FS_INO_ROOT, "lost+found"), 0);
+	assert_int_equal(fs_unmount(fs), 0);
+}
+
+/* A leaf in the middle of /many's entries is zeroed: the files and
+ * directories it named go to /lost+found, whole (a directory with its
+ * entries); everything else stays where it was. */
+static void t_salvage_dirent_leaf(void **state)
+{
+	make_many();
+	uint8_t key[FS_KEY_LEN];
+	struct leaf_loss l;
+	/* The entry in the middle of the directory's slots. */
+	struct bm *bm = open_raw();
+	struct bt t = tree_of(bm);
+	struct find_ctx c = {.dir = ino_many, .name = "f50-with-a-longer-name-395950"};
+	fs_key(key, ino_many, 0, 0);
+	assert_int_equal(bt_scan_asc(&t, key, sizeof(key), find_fn, &c), 0);
+	assert_true(c.found);
+	assert_int_equal(bm_close(bm), 0);
+	uint64_t leaf = leaf_of(ino_many, FS_REC_DIRENT, c.slot);
+	leaf_records(leaf, &l);
+	damage_node(leaf, -1);
+
+	check_salvage();
+	expect_out("FIXED: tree: rebuilt");
+	expect_many(&l);
+	unsigned moved = 0;
+	for (unsigned i = 0; i < INO_CAP; i++)
+		moved += l.name[i] && !l.inode[i] && !l.data[i];
+	assert_true(moved > 0);
+	struct fs *fs = do_mount();
+	uint64_t lf = lookup(fs, FS_INO_ROOT, "lost+found");
+	assert_true(lf != 0);
+	struct stat st = attr(fs, lf);
+	assert_int_equal(st.st_mode & 07777, 0700);
+	assert_true(st.st_size >= moved);
+	assert_int_equal(fs_unmount(fs), 0);
+}
+
+/* A leaf of inode records (and inline data) of /many's files is flipped:
+ * those files are listed as lost, the rest read back. */
+static void t_salvage_inode_leaf(void **state)
+{
+	make_many();
+	struct leaf_loss l;
+	uint64_t leaf = leaf_of(many_inos[MANY / 2], FS_REC_INODE, 0);
+	leaf_records(leaf, &l);
+	damage_node(leaf, 2000);
+
+	check_salvage();
+	expect_out("lost: ");
+	expect_many(&l);
+}
+
 static void t_usage(void **state)
 {
 	/* fsck(8): 16 is a usage or syntax error. */
@@ -936,6 +1240,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(t_orphan_list, setup, teardown),
 	    cmocka_unit_test_setup_teardown(t_bad_data_page, setup, teardown),
 	    cmocka_unit_test_setup_teardown(t_bad_tree_page, setup, teardown),
+	    cmocka_unit_test_setup_teardown(t_salvage_root, setup, teardown),
+	    cmocka_unit_test_setup_teardown(t_salvage_dirent_leaf, setup, teardown),
+	    cmocka_unit_test_setup_teardown(t_salvage_inode_leaf, setup, teardown),
 	    cmocka_unit_test_setup_teardown(t_killed_during_repair, setup, teardown),
 	    cmocka_unit_test_setup_teardown(t_journal_replay, setup, teardown),
 	    cmocka_unit_test_setup_teardown(t_usage, setup, teardown),
