@@ -132,9 +132,11 @@ void bm_rset_insert(struct bm *bm, uint64_t pid)
 		uint64_t cur = atomic_load_explicit(&rs->slots[i], memory_order_relaxed);
 		if ((cur == RSET_EMPTY || cur == RSET_TOMB) &&
 		    atomic_compare_exchange_strong(&rs->slots[i], &cur, pid))
-			return;
+			break;
 		i = (i + 1) & rs->mask;
 	}
+	if (bm->s3) /* every load and prefetch comes through here */
+		bm_s3_loaded(bm, pid);
 }
 
 void bm_rset_remove(struct bm *bm, uint64_t pid)
@@ -365,6 +367,8 @@ int bm_run(struct bm *bm, bm_op_fn fn, void *arg)
 		lo_wait_end(); /* a latch or frame wait the jump left */
 		if (jr == JUMP_FAIL) {
 			tls_op = op.outer;
+			if (op.thread->young_n && !op.outer)
+				bm_s3_young_mark(bm, op.thread);
 			return op.err;
 		}
 		if (jr == JUMP_SEGV) {
@@ -389,6 +393,9 @@ int bm_run(struct bm *bm, bm_op_fn fn, void *arg)
 		abort();
 	}
 	tls_op = op.outer;
+	/* s3clock: the pages this operation loaded have had their first use */
+	if (op.thread->young_n && !op.outer)
+		bm_s3_young_mark(bm, op.thread);
 	return r;
 }
 
@@ -886,6 +893,7 @@ void bm_stats_get(struct bm *bm, struct bm_stats *ret)
 	ret->frame_waits = atomic_load(&bm->frame_waits);
 	ret->frame_fails = atomic_load(&bm->frame_fails);
 	ret->pinned_pages = atomic_load(&bm->pinned);
+	bm_s3_stats(bm, ret);
 }
 
 void bm_latency_get(struct bm *bm, struct bm_latency *ret)
@@ -921,6 +929,7 @@ static void bm_destroy(struct bm *bm)
 		close(bm->fault_fd);
 	if (bm->trace_fd >= 0)
 		close(bm->trace_fd);
+	bm_s3_free(bm);
 	free(bm->replayed);
 	free(bm->path);
 	free(bm);
@@ -1043,6 +1052,9 @@ int bm_open(const struct bm_config *cfg, struct bm **ret_bm)
 		goto fail;
 	}
 	r = rset_init(&bm->rset, bm->capacity);
+	if (r < 0)
+		goto fail;
+	r = bm_evict_policy_set(bm, cfg->evict_policy);
 	if (r < 0)
 		goto fail;
 

@@ -95,6 +95,16 @@ enum bm_backend_mode {
 	BM_BACKEND_EXMAP,    /* /dev/exmap or fail */
 };
 
+/* Eviction policy (engine/bm_evict.c, "Policies"). */
+enum bm_evict_policy {
+	BM_EVICT_DEFAULT = 0, /* the environment's VS_EVICT (clock|s3clock) if
+			       * set, else BM_EVICT_S3CLOCK */
+	BM_EVICT_CLOCK,       /* one clock over the resident set (vmcache's) */
+	BM_EVICT_S3CLOCK,     /* a probation FIFO in front of the clock, with a
+			       * ghost: one pass over cold data leaves the
+			       * pages used twice alone (S3-FIFO's split) */
+};
+
 struct bm_config {
 	const char *path;          /* image file or block device */
 	uint64_t pool_bytes;       /* physical pool; rounded down to pages; >= 1 MiB */
@@ -122,6 +132,7 @@ struct bm_config {
 				    * file (bench/evsim/evsim.h's binary format,
 				    * for bench/evsim), or NULL: then the
 				    * environment's VS_EVICT_TRACE if set */
+	enum bm_evict_policy evict_policy; /* which pages eviction takes first */
 };
 
 /* Format @path as an empty image of @size_bytes (a regular file is created or
@@ -462,6 +473,15 @@ struct bm_stats {
 	uint64_t frame_fails;    /* ... and gave up after BM_FRAME_WAIT_MS (-ENOMEM) */
 	uint64_t pinned_pages;   /* pin budget in use (bm_pin_try) */
 	const char *backend;     /* "madvise" or "exmap" */
+	/* Eviction policy (bm_evict.c). With s3clock: pages in probation
+	 * now (the main queue has the rest of resident_pages) and its adapted
+	 * target; fingerprints in the ghost; pages promoted from probation to
+	 * main; loads the ghost knew (sent straight to main); pages dropped
+	 * from probation unused since their first use (what a scan brings
+	 * in). With clock all are 0. */
+	const char *evict_policy; /* "clock" or "s3clock" */
+	uint64_t probation_pages, probation_target, ghost_pages;
+	uint64_t promotions, ghost_hits, probation_drops;
 };
 
 void bm_stats_get(struct bm *bm, struct bm_stats *ret);

@@ -36,6 +36,11 @@
  * No lock is held by eviction while it waits for its writes but the shared
  * latches of the pages it writes; it never waits for a checkpoint, and it
  * takes every latch with a try (never waits for one).
+ *
+ * Which pages go first is the policy's ("Policies" below): the clock
+ * (vmcache's), or s3clock, which puts a probation queue in front of it.
+ * Either way victims are taken with the same tries and the same rules as
+ * above; the policy only changes the order in which pages are looked at.
  */
 #include "engine/bm_internal.h"
 
@@ -43,11 +48,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include "engine/log.h"
+
+/* The policy a pool gets when its configuration and VS_EVICT say nothing
+ * (bm_evict_policy_set): see docs/bench.md for the measurements. */
+#define BM_EVICT_POLICY_DEFAULT BM_EVICT_S3CLOCK
 
 /* The eviction trace (bm_internal.h). */
 int bm_trace_open(struct bm *bm, const char *path)
@@ -262,9 +272,13 @@ static void pids_sort(uint64_t *pids, unsigned n)
 	}
 }
 
-/* Drop the frames of @n pages the caller holds exclusively and clean.
+static void s3_leave_all(struct bm *bm, const uint64_t *pids, unsigned n, bool evicting);
+
+/* Drop the frames of @n pages the caller holds exclusively and clean
+ * (@evicting: chosen by eviction, not freed or emptied by bm_evict_all).
  * Returns how many were dropped (all or, when the backend fails, none). */
-unsigned bm_drop_frames(struct bm *bm, struct bm_thread *t, uint64_t *pids, unsigned n)
+static unsigned drop_frames(struct bm *bm, struct bm_thread *t, uint64_t *pids, unsigned n,
+			    bool evicting)
 {
 	if (n == 0)
 		return 0;
@@ -277,6 +291,8 @@ unsigned bm_drop_frames(struct bm *bm, struct bm_thread *t, uint64_t *pids, unsi
 			ps_unlock_x(state_of(bm, pids[i]), false);
 		return 0;
 	}
+	if (bm->s3)
+		s3_leave_all(bm, pids, n, evicting);
 	for (unsigned i = 0; i < n; i++) {
 		bm_rset_remove(bm, pids[i]);
 		ps_unlock_evicted(state_of(bm, pids[i]));
@@ -285,6 +301,11 @@ unsigned bm_drop_frames(struct bm *bm, struct bm_thread *t, uint64_t *pids, unsi
 	atomic_fetch_sub(&bm->resident, n);
 	BM_COUNT(t, evictions, n);
 	return n;
+}
+
+unsigned bm_drop_frames(struct bm *bm, struct bm_thread *t, uint64_t *pids, unsigned n)
+{
+	return drop_frames(bm, t, pids, n, false);
 }
 
 /*
@@ -362,6 +383,427 @@ static void cluster_release(struct bm *bm, struct bm_thread *t, const uint64_t *
 }
 
 /*
+ * Policies.
+ *
+ * clock (BM_EVICT_CLOCK): vmcache's. The hand walks the resident set (a
+ * hash table: no useful order), marks unlocked pages and takes those still
+ * marked when it comes back; a fix clears the mark of a page it uses (the
+ * one write a hit may make, and only to a marked page). One pass over cold
+ * data larger than the pool marks and takes everything, hot pages too.
+ *
+ * s3clock (BM_EVICT_S3CLOCK): S3-FIFO's split of the cache (Yang et al.,
+ * SOSP'23) built from the clock's own mark, so that a hit costs what it
+ * costs with the clock (bm_fix_* run the same code: no list move, no
+ * counter, one state-word access). Modelled first in bench/evsim (policy
+ * s3clock).
+ *
+ *  - Probation. A page that comes in (bm_rset_insert -> bm_s3_loaded) goes
+ *    to the head of a FIFO ring of pids, unless the ghost knows it. Its
+ *    first use is the operation that loaded it, or for a read-ahead the
+ *    next operation of the same thread: when the thread's outermost
+ *    operation ends (bm_run), the pages it loaded since are marked and
+ *    SEEN (bm_s3_young_mark). A later use clears the mark, as with the
+ *    clock: that is the second use S3-FIFO's reference bit records.
+ *  - While probation holds its target or more, eviction takes from its tail
+ *    first (s3_collect), until it is a batch below: a page SEEN and still
+ *    marked was not used again: it goes, into the ghost; one SEEN and not
+ *    marked was: it moves to main (its flag cleared, nothing else moves);
+ *    one not SEEN (held when its loader ended, or a read-ahead no
+ *    operation followed) is marked now and goes round once more.
+ *  - Main is the clock as it was, over the resident set, skipping the pages
+ *    in probation. It gives victims when probation is below its target, or
+ *    could not give enough.
+ *  - The ghost: 4-byte fingerprints of the pages probation dropped unused,
+ *    in a direct-mapped table of the power of two at or above the pool's
+ *    pages; a newer entry overwrites an older one in its slot, which ages
+ *    it out, and a false hit (1 in 2^31) costs only a page in main. A load
+ *    the ghost knows goes straight to main and grows the target.
+ *  - The target adapts between 5% and 50% of the pool, from 10%: a ghost
+ *    hit grows it by 2 pages, a page dropped into the ghost shrinks it by a
+ *    quarter of one (evsim's s3clock_adapt). A scan shrinks it to the
+ *    minimum; a hot set that moves, or a loop a little larger than the
+ *    pool, grows it.
+ *
+ * Memory, per pool page: the ring, 8 bytes times the power of two at or
+ * above 1.5 pool pages (12 to 24 bytes); the ghost, 4 times the power of
+ * two at or above the pool (4 to 8 bytes): at most 32 bytes, 0.8% of the
+ * pool's memory (the ghost alone at most 0.2%). And one byte of flags per
+ * page of the image (qflag), mapped as the state array is: only the bytes
+ * of pages that were used are touched, an eighth of the state array's.
+ *
+ * Concurrency. qflag bytes change by atomic read-modify-write, and the
+ * probation count moves with the SMALL bit (whoever clears it counts it
+ * out): a loader sets SMALL and drop_frames clears it (each holds the page
+ * exclusively), s3_collect clears it on a promotion and when it takes a
+ * victim. The ring: producers (loads, and s3_collect
+ * putting a page back) claim a slot by compare-and-swap on the head, then
+ * write the pid into it; the consumer, s3_collect under s3->mu, takes from
+ * the tail and stops at a slot claimed but not yet written. s3->mu is a
+ * leaf mutex (lockorder.h level 6): its holder only tries page latches and
+ * waits for nothing. A pid has at most one entry (RINGED): a page that
+ * left probation another way (freed, taken along as a neighbour) keeps its
+ * entry, which a reload of the page reuses, or s3_collect drops when it
+ * comes up. Marks and flags are hints: a race costs a page its place in a
+ * queue, never a wrong eviction, because every victim is still taken with
+ * the clock's tries and rules (above: locked, written back first, no steal
+ * past the journal); the state word's transitions are page_state.h's.
+ */
+#define S3_SMALL  1u /* in probation */
+#define S3_SEEN   2u /* marked after its first use */
+#define S3_RINGED 4u /* has an entry in the ring */
+#define S3_EMPTY  UINT64_MAX /* a ring slot not (yet) written */
+#define S3_GOLDEN UINT64_C(0x9E3779B97F4A7C15)
+#define S3_ADAPT_UP   512 /* 1/256 pages: a ghost hit grows the target by 2 */
+#define S3_ADAPT_DOWN 64  /* a drop into the ghost shrinks it by 1/4 */
+
+struct bm_s3 {
+	_Atomic uint8_t *qflag;  /* page_count bytes: S3_* */
+	size_t qflag_len;
+	_Atomic uint64_t *ring;
+	uint64_t ring_mask;
+	_Atomic uint32_t *ghost;
+	uint64_t ghost_mask;
+	uint64_t min, max;       /* the target's bounds, pages */
+	pthread_mutex_t mu;      /* the ring's consumer (s3_collect) */
+	char pad1[64];
+	_Atomic uint64_t head;   /* claimed by producers */
+	char pad2[64];
+	_Atomic uint64_t tail;   /* moved by the consumer only */
+	_Atomic uint64_t small;  /* pages in probation */
+	_Atomic uint64_t target; /* its adapted size, 1/256 pages */
+	_Atomic uint64_t ghost_n, promotions, ghost_hits, drops;
+};
+
+static const char *policy_name(enum bm_evict_policy p)
+{
+	return p == BM_EVICT_S3CLOCK ? "s3clock" : "clock";
+}
+
+void bm_s3_free(struct bm *bm)
+{
+	struct bm_s3 *q = bm->s3;
+	if (!q)
+		return;
+	bm->s3 = NULL;
+	if (q->qflag)
+		munmap((void *)q->qflag, q->qflag_len);
+	free((void *)q->ring);
+	free((void *)q->ghost);
+	pthread_mutex_destroy(&q->mu);
+	free(q);
+}
+
+static int s3_init(struct bm *bm)
+{
+	struct bm_s3 *q = calloc(1, sizeof(*q));
+	uint64_t n = 64, g = 64;
+	if (!q)
+		return -ENOMEM;
+	while (n < bm->capacity + bm->capacity / 2)
+		n <<= 1;
+	while (g < bm->capacity)
+		g <<= 1;
+	pthread_mutex_init(&q->mu, NULL);
+	bm->s3 = q;
+	q->qflag_len = (bm->page_count + 4095) & ~(size_t)4095;
+	q->qflag = mmap(NULL, q->qflag_len, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (q->qflag == MAP_FAILED)
+		q->qflag = NULL;
+	q->ring_mask = n - 1;
+	q->ring = malloc(n * sizeof(*q->ring));
+	q->ghost_mask = g - 1;
+	q->ghost = calloc(g, sizeof(*q->ghost));
+	if (!q->qflag || !q->ring || !q->ghost) {
+		bm_s3_free(bm);
+		return -ENOMEM;
+	}
+	for (uint64_t i = 0; i < n; i++)
+		atomic_init(&q->ring[i], S3_EMPTY);
+	q->min = bm->capacity / 20 ? bm->capacity / 20 : 1;
+	q->max = bm->capacity / 2;
+	atomic_init(&q->target, (bm->capacity / 10) << 8);
+	return 0;
+}
+
+int bm_evict_policy_set(struct bm *bm, enum bm_evict_policy policy)
+{
+	if (policy == BM_EVICT_DEFAULT) {
+		const char *env = getenv("VS_EVICT");
+		policy = BM_EVICT_POLICY_DEFAULT;
+		if (env && *env) {
+			if (strcmp(env, "clock") == 0) {
+				policy = BM_EVICT_CLOCK;
+			} else if (strcmp(env, "s3clock") == 0) {
+				policy = BM_EVICT_S3CLOCK;
+			} else {
+				vs_log(VS_LOG_ERR, "VS_EVICT=%s: use clock or s3clock", env);
+				return -EINVAL;
+			}
+		}
+	}
+	if (policy != BM_EVICT_CLOCK && policy != BM_EVICT_S3CLOCK) {
+		vs_log(VS_LOG_ERR, "unknown eviction policy %d", (int)policy);
+		return -EINVAL;
+	}
+	/* (no log line: the tools open pools too; the stats file says it) */
+	return policy == BM_EVICT_S3CLOCK ? s3_init(bm) : 0;
+}
+
+static void s3_adapt(struct bm_s3 *q, bool ghost_hit)
+{
+	/* A lost update between two evictors costs a quarter page: no CAS. */
+	uint64_t t = atomic_load_explicit(&q->target, memory_order_relaxed);
+	t = ghost_hit ? t + S3_ADAPT_UP : t >= S3_ADAPT_DOWN ? t - S3_ADAPT_DOWN : 0;
+	if (t < q->min << 8)
+		t = q->min << 8;
+	if (t > q->max << 8)
+		t = q->max << 8;
+	atomic_store_explicit(&q->target, t, memory_order_relaxed);
+}
+
+static _Atomic uint32_t *ghost_slot(struct bm_s3 *q, uint64_t pid, uint32_t *ret_fp)
+{
+	uint64_t h = pid * S3_GOLDEN;
+	*ret_fp = (uint32_t)(h >> 32) | 1; /* 0 is an empty slot */
+	return &q->ghost[(h >> 7) & q->ghost_mask];
+}
+
+static void ghost_add(struct bm_s3 *q, uint64_t pid)
+{
+	uint32_t fp;
+	_Atomic uint32_t *g = ghost_slot(q, pid, &fp);
+	if (atomic_exchange_explicit(g, fp, memory_order_relaxed) == 0)
+		atomic_fetch_add_explicit(&q->ghost_n, 1, memory_order_relaxed);
+}
+
+static bool ghost_take(struct bm_s3 *q, uint64_t pid)
+{
+	uint32_t fp;
+	_Atomic uint32_t *g = ghost_slot(q, pid, &fp);
+	uint32_t cur = atomic_load_explicit(g, memory_order_relaxed);
+	if (cur != fp || !atomic_compare_exchange_strong_explicit(g, &cur, 0, memory_order_relaxed,
+								  memory_order_relaxed))
+		return false;
+	atomic_fetch_sub_explicit(&q->ghost_n, 1, memory_order_relaxed);
+	return true;
+}
+
+/* Clear @bits of @pid's flags; counts the page out of probation if SMALL
+ * went. Returns the flags before. */
+static uint8_t s3_clear(struct bm_s3 *q, uint64_t pid, uint8_t bits)
+{
+	uint8_t old =
+	    atomic_fetch_and_explicit(&q->qflag[pid], (uint8_t)~bits, memory_order_relaxed);
+	if (old & bits & S3_SMALL)
+		atomic_fetch_sub_explicit(&q->small, 1, memory_order_relaxed);
+	return old;
+}
+
+/* Claim the ring's head slot and write @pid there. False when full. */
+static bool ring_push(struct bm_s3 *q, uint64_t pid)
+{
+	uint64_t h = atomic_load_explicit(&q->head, memory_order_relaxed);
+	for (;;) {
+		/* The consumer emptied every slot below its tail before moving
+		 * it (release): a slot a ring length below the tail is free. */
+		uint64_t tl = atomic_load_explicit(&q->tail, memory_order_acquire);
+		if (h - tl > q->ring_mask)
+			return false;
+		if (atomic_compare_exchange_weak_explicit(&q->head, &h, h + 1, memory_order_relaxed,
+							  memory_order_relaxed))
+			break;
+	}
+	atomic_store_explicit(&q->ring[h & q->ring_mask], pid, memory_order_release);
+	return true;
+}
+
+/* s3_collect puts a page it popped back at the head (it keeps RINGED);
+ * with the ring full (producers took the room) it goes to main. */
+static void ring_back(struct bm_s3 *q, uint64_t pid)
+{
+	if (!ring_push(q, pid))
+		s3_clear(q, pid, S3_SMALL | S3_SEEN | S3_RINGED);
+}
+
+void bm_s3_loaded(struct bm *bm, uint64_t pid)
+{
+	struct bm_s3 *q = bm->s3;
+	if (ghost_take(q, pid)) {
+		/* Probation let it go and it came back: it goes to main (its
+		 * flags are clear), and probation should be larger. */
+		atomic_fetch_add_explicit(&q->ghost_hits, 1, memory_order_relaxed);
+		s3_adapt(q, true);
+		return;
+	}
+	_Atomic uint8_t *f = &q->qflag[pid];
+	uint8_t old = atomic_load_explicit(f, memory_order_relaxed);
+	while (!atomic_compare_exchange_weak_explicit(f, &old, S3_SMALL | S3_RINGED,
+						      memory_order_relaxed, memory_order_relaxed))
+		;
+	if (!(old & S3_SMALL))
+		atomic_fetch_add_explicit(&q->small, 1, memory_order_relaxed);
+	if (!(old & S3_RINGED) && !ring_push(q, pid)) {
+		/* A full ring (stale entries, s3_collect drops them): main. */
+		s3_clear(q, pid, S3_SMALL | S3_SEEN | S3_RINGED);
+		return;
+	}
+	struct bm_thread *t = bm_thread_get(bm);
+	if (t->young_n < BM_BATCH_MAX)
+		t->young[t->young_n++] = pid;
+	/* (else it is not SEEN: s3_collect marks it when it comes up) */
+}
+
+void bm_s3_young_mark(struct bm *bm, struct bm_thread *t)
+{
+	struct bm_s3 *q = bm->s3;
+	for (unsigned i = 0; q && i < t->young_n; i++) {
+		uint64_t pid = t->young[i];
+		if (!(atomic_load_explicit(&q->qflag[pid], memory_order_relaxed) & S3_SMALL))
+			continue; /* gone already */
+		ps_word *ps = state_of(bm, pid);
+		/* Only an unlocked page: one held now is in use (a reply from
+		 * the pool still going out), marked when it comes up. */
+		if (ps_try_mark(ps, ps_load(ps)))
+			atomic_fetch_or_explicit(&q->qflag[pid], S3_SEEN, memory_order_relaxed);
+	}
+	t->young_n = 0;
+}
+
+/* drop_frames: @n pages leave the pool; those in probation leave it, and
+ * the ones eviction took unused since their first use go into the ghost. */
+static void s3_leave_all(struct bm *bm, const uint64_t *pids, unsigned n, bool evicting)
+{
+	struct bm_s3 *q = bm->s3;
+	for (unsigned i = 0; i < n; i++) {
+		/* (RINGED stays: the entry is still in the ring) */
+		uint8_t old = s3_clear(q, pids[i], S3_SMALL | S3_SEEN);
+		if (evicting && (old & (S3_SMALL | S3_SEEN)) == (S3_SMALL | S3_SEEN)) {
+			/* a neighbour taken along, marked since its first use */
+			ghost_add(q, pids[i]);
+			atomic_fetch_add_explicit(&q->drops, 1, memory_order_relaxed);
+			s3_adapt(q, false);
+		}
+	}
+}
+
+void bm_s3_stats(struct bm *bm, struct bm_stats *ret)
+{
+	struct bm_s3 *q = bm->s3;
+	ret->evict_policy = policy_name(q ? BM_EVICT_S3CLOCK : BM_EVICT_CLOCK);
+	if (!q)
+		return;
+	uint64_t small = atomic_load_explicit(&q->small, memory_order_relaxed);
+	ret->probation_pages = small < ret->resident_pages ? small : ret->resident_pages;
+	ret->probation_target = atomic_load_explicit(&q->target, memory_order_relaxed) >> 8;
+	ret->ghost_pages = atomic_load_explicit(&q->ghost_n, memory_order_relaxed);
+	ret->promotions = atomic_load_explicit(&q->promotions, memory_order_relaxed);
+	ret->ghost_hits = atomic_load_explicit(&q->ghost_hits, memory_order_relaxed);
+	ret->probation_drops = atomic_load_explicit(&q->drops, memory_order_relaxed);
+}
+
+/*
+ * Victims from probation's tail into @clean (locked exclusively, with
+ * their marked clean neighbours) and @dirty (held shared), up to @want in
+ * all: when probation holds its target or more (or, @force, anything),
+ * until it is a batch below it. Holds s3->mu, tries latches, waits for
+ * nothing. Pages it cannot take now (held, dirty and waiting for a
+ * checkpoint) go round again; after 4 * @want of those it gives up, and
+ * main gives the rest.
+ */
+static void s3_collect(struct bm *bm, uint64_t *clean, unsigned *nc, uint64_t *dirty, unsigned *nd,
+		       unsigned want, bool force)
+{
+	struct bm_s3 *q = bm->s3;
+	const uint64_t target = atomic_load_explicit(&q->target, memory_order_relaxed) >> 8;
+	const uint64_t low = force ? 0 : target > want ? target - want : 0;
+	uint64_t small = atomic_load_explicit(&q->small, memory_order_relaxed);
+	bool over = force || small >= target;
+
+	pthread_mutex_lock(&q->mu);
+	uint64_t tail = atomic_load_explicit(&q->tail, memory_order_relaxed);
+	uint64_t head = atomic_load_explicit(&q->head, memory_order_acquire);
+	/* Entries of pages no longer in probation pile up while nobody
+	 * consumes (probation below its target): sweep them out then. */
+	bool sweep = !over && head - tail > small + bm->capacity / 4;
+	uint64_t budget = 2 * (head - tail) + want;
+	unsigned stuck = 0;
+
+	while ((over || sweep) && *nc + *nd < want && budget-- > 0 && stuck < 4 * want) {
+		if (tail == head &&
+		    tail == (head = atomic_load_explicit(&q->head, memory_order_acquire)))
+			break;
+		_Atomic uint64_t *slot = &q->ring[tail & q->ring_mask];
+		uint64_t pid = atomic_load_explicit(slot, memory_order_acquire);
+		if (pid == S3_EMPTY)
+			break; /* claimed, not yet written */
+		atomic_store_explicit(slot, S3_EMPTY, memory_order_relaxed);
+		atomic_store_explicit(&q->tail, ++tail, memory_order_release);
+
+		_Atomic uint8_t *f = &q->qflag[pid];
+		uint8_t fl = atomic_load_explicit(f, memory_order_relaxed);
+		/* Left probation since: the entry goes (unless a reload took
+		 * it over meanwhile: then it is live). */
+		if (!(fl & S3_SMALL) && atomic_compare_exchange_strong_explicit(
+					    f, &fl, 0, memory_order_relaxed, memory_order_relaxed))
+			continue;
+		if (!(fl & S3_SMALL)) { /* flags moved under us: look again later */
+			ring_back(q, pid);
+			continue;
+		}
+		if (!over) { /* sweeping: a live entry keeps its place in turn */
+			ring_back(q, pid);
+			continue;
+		}
+		ps_word *ps = state_of(bm, pid);
+		uint64_t w = ps_load(ps);
+		unsigned s = ps_state(w);
+		if (s == PS_LOCKED) {
+			/* A writer's, or a neighbour this batch took (which goes
+			 * with it, and its entry with the next pass): later. */
+			ring_back(q, pid);
+		} else if (!(fl & S3_SEEN)) {
+			if (s == PS_MARKED || ps_try_mark(ps, w))
+				atomic_fetch_or_explicit(f, S3_SEEN, memory_order_relaxed);
+			else
+				stuck++;
+			ring_back(q, pid);
+		} else if (s == PS_MARKED) {
+			/* Unused since its first use: a victim, by the clock's
+			 * rules (bm_evict_batch). */
+			bool taken = false, clean_one = !ps_dirty(w);
+			if (ps_dirty(w) && bm->journal && !bm_home_free(bm, pid))
+				; /* no steal: it waits for a checkpoint */
+			else if (ps_dirty(w) && ps_try_lock_s(ps, w))
+				dirty[(*nd)++] = pid, taken = true;
+			else if (clean_one && ps_try_lock_x(ps, w))
+				clean[(*nc)++] = pid, taken = true;
+			if (!taken) {
+				stuck++;
+				ring_back(q, pid);
+				continue;
+			}
+			/* Out of probation now: should it stay after all (its
+			 * write fails, a checkpoint holds it), it is main's. */
+			s3_clear(q, pid, S3_SMALL | S3_SEEN | S3_RINGED);
+			ghost_add(q, pid);
+			atomic_fetch_add_explicit(&q->drops, 1, memory_order_relaxed);
+			s3_adapt(q, false);
+			if (clean_one)
+				*nc += neighbours(bm, pid, false, clean + *nc, want - *nc - *nd);
+		} else {
+			/* Used again since its mark (or held shared right now):
+			 * main's. */
+			s3_clear(q, pid, S3_SMALL | S3_SEEN | S3_RINGED);
+			atomic_fetch_add_explicit(&q->promotions, 1, memory_order_relaxed);
+		}
+		small = atomic_load_explicit(&q->small, memory_order_relaxed);
+		over = force ? small > 0 : small > low;
+	}
+	pthread_mutex_unlock(&q->mu);
+}
+
+/*
  * One clock pass: walk the resident set from the clock hand, marking
  * unlocked pages and collecting pages that were already marked (nobody used
  * them since the hand last passed). Clean candidates are locked exclusively
@@ -376,7 +818,10 @@ unsigned bm_evict_batch(struct bm *bm, struct bm_thread *t)
 	const uint64_t want = bm->batch;
 	const uint64_t slots = bm->rset.mask + 1;
 	const uint64_t t0 = lh_now_ns();
+	struct bm_s3 *q = bm->s3;
 
+	if (q)
+		s3_collect(bm, clean, &nc, dirty, &nd, (unsigned)want, false);
 	for (uint64_t seen = 0; nc + nd < want && seen < 2 * slots;) {
 		uint64_t start = atomic_fetch_add(&bm->rset.clock, 64);
 		for (uint64_t k = 0; k < 64 && nc + nd < want; k++, seen++) {
@@ -384,6 +829,9 @@ unsigned bm_evict_batch(struct bm *bm, struct bm_thread *t)
 							    memory_order_relaxed);
 			if (pid >= RSET_TOMB)
 				continue;
+			if (q &&
+			    (atomic_load_explicit(&q->qflag[pid], memory_order_relaxed) & S3_SMALL))
+				continue; /* probation's */
 			ps_word *ps = state_of(bm, pid);
 			uint64_t w = ps_load(ps);
 			if (ps_state(w) == PS_UNLOCKED) {
@@ -404,6 +852,8 @@ unsigned bm_evict_batch(struct bm *bm, struct bm_thread *t)
 			}
 		}
 	}
+	if (q && nc + nd == 0) /* main had nothing to give */
+		s3_collect(bm, clean, &nc, dirty, &nd, (unsigned)want, true);
 	if (nd > 0) {
 		unsigned nw = cluster_add(bm, dirty, nd, bm->wb_max);
 		write_pages(bm, t, dirty, nw, res);
@@ -418,7 +868,7 @@ unsigned bm_evict_batch(struct bm *bm, struct bm_thread *t)
 				clean[nc++] = dirty[i];
 		}
 	}
-	unsigned dropped = bm_drop_frames(bm, t, clean, nc);
+	unsigned dropped = drop_frames(bm, t, clean, nc, true);
 	BM_COUNT(t, evict_batches, 1);
 	lh_record(&bm->evict_lat, lh_now_ns() - t0);
 	atomic_fetch_add_explicit(&bm->evict_lat_pages, dropped, memory_order_relaxed);

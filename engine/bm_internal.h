@@ -114,6 +114,10 @@ struct bm_thread {
 	uint64_t alloc_floor; /* bm_alloc leaves this many pages free */
 	uint64_t *trace;      /* eviction trace records not yet written (bm_trace_note) */
 	unsigned trace_n;
+	/* s3clock (bm_evict.c): pages this thread loaded since its last
+	 * outermost operation ended, marked then (bm_s3_young_mark). */
+	unsigned young_n;
+	uint64_t young[BM_BATCH_MAX];
 };
 
 /* The set of resident pids, an open-addressing hash table (vmcache's
@@ -141,6 +145,8 @@ struct bm {
 			    * every fix, so it sits with what a fix reads anyway */
 	unsigned trace_recs; /* records a thread buffers: BM_TRACE_RECS, or 1
 			      * with VS_EVICT_TRACE_SYNC=1 */
+	struct bm_s3 *s3;  /* the s3clock policy's queues (bm_evict.c), or NULL
+			    * for the plain clock: read by every load */
 	uint64_t capacity; /* frames */
 	unsigned batch;
 	unsigned cluster;  /* eviction clustering: neighbours per side, 0 = off */
@@ -319,6 +325,17 @@ static inline void bm_trace_note(struct bm *bm, struct bm_thread *t, unsigned ki
 	if (__builtin_expect(bm->trace_fd >= 0, 0))
 		bm_trace_push(bm, t, kind, pid);
 }
+
+/* bm_evict.c: the s3clock policy (bm_config.evict_policy; "Policies"
+ * there). bm_s3_loaded: a page just became resident (called by
+ * bm_rset_insert, its loader holding it exclusively). bm_s3_young_mark: the
+ * calling thread's outermost operation ended: mark the pages it loaded
+ * since the last one, so that a later use shows. */
+int bm_evict_policy_set(struct bm *bm, enum bm_evict_policy policy); /* bm_open */
+void bm_s3_free(struct bm *bm);
+void bm_s3_loaded(struct bm *bm, uint64_t pid);
+void bm_s3_young_mark(struct bm *bm, struct bm_thread *t);
+void bm_s3_stats(struct bm *bm, struct bm_stats *ret);
 
 /* bm_dup.c: copies of tree nodes. bm_io_write_pages is bm_io_write_batch
  * with each page's copy written along (every write of pages home goes

@@ -38,7 +38,9 @@
  *                       latches after FRAME_SPINS_HELD fruitless rounds, and
  *                       fails with -ENOMEM after BM_FRAME_WAIT_MS (bm_load.c).
  *   6. leaf mutexes     alloc_mu, dl_mu, sb_mu, threads_mu, flush_mu,
- *                       room_mu, ckpt_wait_mu, the fault-injection mutex;
+ *                       room_mu, ckpt_wait_mu, the fault-injection mutex,
+ *                       s3clock's probation mutex (bm_evict.c: its holder
+ *                       only tries page latches);
  *                       fs: ino_mu, the node table, the stats; wire.c's
  *                       reader hand-off. Held for a few instructions; no
  *                       wait for anything above while one is held.

@@ -55,6 +55,7 @@ struct fs_config {
 	const char *image;	      /* the image to mount */
 	uint64_t pool_bytes;	      /* buffer pool size */
 	enum bm_backend_mode backend; /* BM_BACKEND_AUTO / PLAIN / EXMAP */
+	enum bm_evict_policy evict;   /* BM_EVICT_DEFAULT / CLOCK / S3CLOCK */
 	bool read_only;		      /* change nothing on the image */
 	/* Tests only: fault injection under the buffer manager (bm_fault.h),
 	 * and the period of the background checkpoint (0 = the default).

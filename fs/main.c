@@ -91,6 +91,7 @@ struct options {
 	char *mountpoint;
 	char *pool;
 	char *exmap;
+	char *evict; /* evict=clock|s3clock */
 	char *writeback;
 	/* Numbers arrive as text and are checked against a range in
 	 * check_numbers: "%u" would read "-1" as 4294967295. */
@@ -154,6 +155,7 @@ enum {
 static const struct fuse_opt opt_table[] = {
     OPT("pool=%s", pool),
     OPT("exmap=%s", exmap),
+    OPT("evict=%s", evict),
     OPT("threads=%s", threads_s),
     OPT("writeback_cache=%s", writeback),
     OPT("timeout=%s", timeout_s),
@@ -363,6 +365,9 @@ static void usage(FILE *f)
 		"                         4 per CPU, 8 to 64; at most one per 512 KiB of pool)\n"
 		"  -o exmap=auto|on|off   pool memory through /dev/exmap: when available\n"
 		"                         (auto, the default), required (on), or never (off)\n"
+		"  -o evict=s3clock|clock which pages the pool evicts first: s3clock (the\n"
+		"                         default) keeps pages used twice through a scan;\n"
+		"                         clock is vmcache's plain clock\n"
 		"  -o ro                  mount read-only; the image is not written (of ro and\n"
 		"                         rw the last one given wins)\n"
 		"  -o allow_other         let other users in (needs user_allow_other in\n"
@@ -871,6 +876,13 @@ static int check_options(struct options *o, struct fs_config *cfg, struct fs_fus
 		fprintf(stderr, "virtuscale: exmap=%s: use auto, on or off\n", o->exmap);
 		return -1;
 	}
+	if (o->evict) {
+		if (strcmp(o->evict, "clock") != 0 && strcmp(o->evict, "s3clock") != 0) {
+			fprintf(stderr, "virtuscale: evict=%s: use s3clock or clock\n", o->evict);
+			return -1;
+		}
+		cfg->evict = strcmp(o->evict, "clock") == 0 ? BM_EVICT_CLOCK : BM_EVICT_S3CLOCK;
+	}
 	if (!o->uring || strcmp(o->uring, "auto") == 0) {
 		o->uring_mode = FS_URING_AUTO;
 	} else if (strcmp(o->uring, "on") == 0) {
@@ -1310,6 +1322,7 @@ static int remount(struct options *o)
 	} kept[] = {
 	    {"pool", o->pool},
 	    {"exmap", o->exmap},
+	    {"evict", o->evict},
 	    {"threads", o->threads_s},
 	    {"writeback_cache", o->writeback},
 	    {"timeout", o->timeout_s},
@@ -1486,6 +1499,7 @@ out_args:
 	free(o.mountpoint);
 	free(o.pool);
 	free(o.exmap);
+	free(o.evict);
 	free(o.writeback);
 	free(o.dirty_cache);
 	free(o.fault_err);

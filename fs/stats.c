@@ -248,6 +248,37 @@ ssize_t fs_stats_render(struct fs *fs, char *buf, size_t cap)
 	metric(&o, "pool_frame_failures_total", "counter",
 	       "Page loads that gave up waiting for a frame (ENOMEM to the caller).",
 	       s.frame_fails);
+	/* The eviction policy's queues (engine/bm_evict.c, "Policies"). The
+	 * total stays in pool_resident_pages, unlabeled, as the tools read it. */
+	put(&o,
+	    "# HELP virtuscale_evict_policy_info The pool's eviction policy (mount option "
+	    "evict).\n"
+	    "# TYPE virtuscale_evict_policy_info gauge\n"
+	    "virtuscale_evict_policy_info{policy=\"%s\"} 1\n",
+	    s.evict_policy ? s.evict_policy : "unknown");
+	put(&o,
+	    "# HELP virtuscale_pool_queue_pages Resident pages by eviction queue: probation "
+	    "(loaded, not yet used twice; what eviction takes first) and main (the rest; "
+	    "with evict=clock, all of them).\n"
+	    "# TYPE virtuscale_pool_queue_pages gauge\n"
+	    "virtuscale_pool_queue_pages{queue=\"probation\"} %llu\n"
+	    "virtuscale_pool_queue_pages{queue=\"main\"} %llu\n",
+	    (unsigned long long)s.probation_pages,
+	    (unsigned long long)(s.resident_pages - s.probation_pages));
+	metric(&o, "pool_probation_target_pages", "gauge",
+	       "The size probation adapts to (5% to 50% of the pool; 0 with evict=clock).",
+	       s.probation_target);
+	metric(&o, "pool_ghost_pages", "gauge",
+	       "Pages probation dropped that it still remembers (4-byte fingerprints): one "
+	       "that comes back goes straight to main.", s.ghost_pages);
+	metric(&o, "pool_scan_drops_total", "counter",
+	       "Pages evicted from probation without a use after the one that brought them in "
+	       "(what a scan loads and leaves).", s.probation_drops);
+	metric(&o, "pool_promotions_total", "counter",
+	       "Pages moved from probation to main because they were used again.", s.promotions);
+	metric(&o, "pool_ghost_hits_total", "counter",
+	       "Loads of pages the ghost remembered (each grows probation's target).",
+	       s.ghost_hits);
 	metric(&o, "pool_pinned_pages", "gauge",
 	       "Frames held by read replies sent straight from the pool (the pin budget in use).",
 	       s.pinned_pages);

@@ -164,6 +164,7 @@ int fs_mount(const struct fs_config *cfg, struct fs **ret_fs)
 	    .path = cfg->image,
 	    .pool_bytes = cfg->pool_bytes,
 	    .backend = cfg->backend,
+	    .evict_policy = cfg->evict,
 	    .read_only = cfg->read_only,
 	    /* every request is a transaction, every fsync a checkpoint */
 	    .journal = !cfg->read_only,
