@@ -364,6 +364,13 @@ ssize_t fs_stats_render(struct fs *fs, char *buf, size_t cap)
 	for (unsigned q = 0; q < fs_uring_queue_count(); q++)
 		put(&o, "virtuscale_fuse_uring_requests_total{queue=\"%u\"} %llu\n", q,
 		    (unsigned long long)fs_uring_queue_requests(q));
+	if (fs_uring_queue_count() > 0)
+		put(&o,
+		    "# HELP virtuscale_fuse_uring_fsync_handoffs_total Ring entries of answered "
+		    "fsyncs handed to a spare thread while their checkpoint went on.\n"
+		    "# TYPE virtuscale_fuse_uring_fsync_handoffs_total counter\n"
+		    "virtuscale_fuse_uring_fsync_handoffs_total %llu\n",
+		    (unsigned long long)fs_uring_handoffs());
 	put(&o, "# HELP virtuscale_fuse_requests_total FUSE requests served, by operation.\n"
 		"# TYPE virtuscale_fuse_requests_total counter\n");
 	for (unsigned i = 0; i < FS_REQ_COUNT; i++)

@@ -156,6 +156,9 @@ vt_note "slow_fsync, uring_depth=1: 5 files written and read on CPU $cpu in $((t
 [ $((t2 - t1)) -lt 1500 ] ||
 	vt_fail "5 files beside the fsync took $((t2 - t1)) ms: their requests waited behind the fsync's thread"
 sleep 3
+handoffs=$(awk '/^virtuscale_fuse_uring_fsync_handoffs_total /{print $2}' "$VT_MNT/.virtuscale/stats")
+vt_note "fsync hand-offs counted: $handoffs"
+[ "${handoffs:-0}" -ge 2 ] || vt_fail "the stats file counts $handoffs fsync hand-offs, expected at least 2"
 vt_umount
 
 # ---- the ways a mount ends --------------------------------------------------
