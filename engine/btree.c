@@ -802,13 +802,37 @@ struct scan_arg {
 	uint8_t key[BT_KEY_MAX];
 };
 
-/* Hand entry @i of the shared-held @leaf to the callback. */
-static bool scan_deliver(struct bm_op *op, struct scan_arg *a, const void *leaf, unsigned i)
+static void scan_bad_order(struct bm_op *op, struct scan_arg *a, struct bm_guard *leaf_g,
+			   unsigned i)
 {
+	uint64_t pid = leaf_g->pid;
+
+	bm_unfix(op, leaf_g);
+	bm_fail(op, VS_CORRUPT("B-tree %llu: leaf %llu: entry %u is out of order (the scan "
+			       "would come back to entries it has delivered)",
+			       (unsigned long long)a->root, (unsigned long long)pid, i));
+}
+
+/* Hand entry @i of the shared-held leaf (@leaf_g) to the callback. */
+static bool scan_deliver(struct bm_op *op, struct scan_arg *a, struct bm_guard *leaf_g,
+			 unsigned i)
+{
+	const void *leaf = leaf_g->page;
 	struct bm_guard og;
 	unsigned klen = bt_node_key(leaf, i, a->key), len;
 	const uint8_t *val = bt_node_payload(leaf, i, &len);
 	bool ovf = bt_node_is_overflow(leaf, i);
+
+	/* Each key must come after the position (before it, descending): in
+	 * a damaged leaf whose keys are out of order, a restart resumes from
+	 * the last key delivered and would deliver the same entries again,
+	 * for ever. */
+	if (a->kind != SCAN_LAST && (a->plen > 0 || a->kind == SCAN_EXCL)) {
+		int c = bt_key_cmp(a->key, klen, a->pos, a->plen);
+		if (a->desc ? c > 0 || (c == 0 && a->kind == SCAN_EXCL)
+			    : c < 0 || (c == 0 && a->kind == SCAN_EXCL))
+			scan_bad_order(op, a, leaf_g, i);
+	}
 
 	if (ovf) {
 		/* May restart: nothing of this entry was delivered yet. */
@@ -864,7 +888,7 @@ static int op_scan(struct bm_op *op, void *arg)
 		if (found && a->kind == SCAN_EXCL)
 			i++;
 		for (; i < count; i++) {
-			if (!scan_deliver(op, a, leaf, i))
+			if (!scan_deliver(op, a, &p.node, i))
 				goto done;
 		}
 		const uint8_t *upper = bt_node_upper(leaf, &flen);
@@ -886,7 +910,7 @@ static int op_scan(struct bm_op *op, void *arg)
 				i++;
 		}
 		for (; i > 0; i--) {
-			if (!scan_deliver(op, a, leaf, i - 1))
+			if (!scan_deliver(op, a, &p.node, i - 1))
 				goto done;
 		}
 		const uint8_t *lower = bt_node_lower(leaf, &flen);
