@@ -816,13 +816,12 @@ void bm_free(struct bm *bm, uint64_t first, uint64_t n)
 	}
 	bits_set(bm, first, n, false);
 	bm->free_pages += n;
-	/* copies of tree nodes go with their nodes (never resident) */
-	for (uint64_t p = first; bm->dup && p < first + n; p++) {
-		uint64_t c = bm_dup_free_copy(bm, p, first + n);
-		if (c != BM_PID_NONE && bit_get(bm->bitmap, c)) {
-			bits_set(bm, c, 1, false);
-			bm->free_pages++;
-		}
+	/* The copy of a tree node (never resident) goes with it: the node is
+	 * the run, or its last page (a copy inside the run went with it). */
+	uint64_t c = bm->dup ? bm_dup_free_copy(bm, first + n - 1) : BM_PID_NONE;
+	if (c != BM_PID_NONE && bit_get(bm->bitmap, c)) {
+		bits_set(bm, c, 1, false);
+		bm->free_pages++;
 	}
 	pthread_mutex_unlock(&bm->alloc_mu);
 }

@@ -70,12 +70,13 @@ int bm_alloc_node(struct bm *bm, uint64_t *ret_pid)
 	return bm_alloc(bm, 1, BM_PID_NONE, ret_pid);
 }
 
-/* Called by bm_free under alloc_mu for each freed page: its copy, if it has
- * one outside the freed run, goes too. Returns the pid of the copy freed,
- * or BM_PID_NONE. */
-uint64_t bm_dup_free_copy(struct bm *bm, uint64_t pid, uint64_t run_end)
+/* Called by bm_free under alloc_mu with the last page of the run it freed:
+ * the page's copy, if it has one, goes too. Returns the pid of the copy
+ * (its checksum entry cleared; the caller clears its bit), or
+ * BM_PID_NONE. */
+uint64_t bm_dup_free_copy(struct bm *bm, uint64_t pid)
 {
-	if (pid + 1 >= run_end && has_copy(bm, pid)) {
+	if (has_copy(bm, pid)) {
 		bm_csum_set(bm, pid + 1, 0);
 		return pid + 1;
 	}
@@ -85,59 +86,39 @@ uint64_t bm_dup_free_copy(struct bm *bm, uint64_t pid, uint64_t run_end)
 void bm_io_write_pages(struct bm *bm, struct bm_thread *t, void *const *bufs,
 		       const uint64_t *pids, unsigned n, int *res)
 {
-	unsigned ncopies = 0;
-
-	if (bm->dup)
-		for (unsigned i = 0; i < n; i++)
-			ncopies += has_copy(bm, pids[i]);
-	if (ncopies == 0) {
+	if (!bm->dup) {
 		bm_io_write_batch(bm, t, bufs, pids, n, res);
 		return;
 	}
-	unsigned m = n + ncopies;
-	void **b = malloc(m * sizeof(*b));
-	uint64_t *p = malloc(m * sizeof(*p));
-	int *rr = malloc(m * sizeof(*rr));
-	if (!b || !p || !rr) {
-		/* the pages, then their copies one by one */
-		free(b);
-		free(p);
-		free(rr);
-		bm_io_write_batch(bm, t, bufs, pids, n, res);
-		for (unsigned i = 0; i < n; i++)
-			if (res[i] == 0 && has_copy(bm, pids[i]))
-				res[i] = bm_io_write(bm, bufs[i], BM_PAGE_SIZE,
-						     (pids[i] + 1) << BM_PAGE_SHIFT);
-		BM_COUNT(t, copy_writes, ncopies);
-		BM_COUNT(t, write_bytes, (uint64_t)ncopies * BM_PAGE_SIZE);
-		return;
+	/* The pages of a chunk, then the copies of those that have one, in
+	 * one batch. Whether a page has a copy is read once: a checkpoint
+	 * writes buffers, not held pages, and a node may be freed (or its
+	 * pid handed out again) meanwhile; writing a freed page's copy is
+	 * harmless, a count that changed between two looks would not be. */
+	void *b[2 * BM_BATCH_MAX];
+	uint64_t p[2 * BM_BATCH_MAX];
+	int rr[2 * BM_BATCH_MAX];
+	unsigned of[BM_BATCH_MAX]; /* page i's copy is at b[of[i]], or 0 */
+	for (unsigned base = 0; base < n; base += BM_BATCH_MAX) {
+		unsigned m = n - base < BM_BATCH_MAX ? n - base : BM_BATCH_MAX, k = m;
+		for (unsigned i = 0; i < m; i++) {
+			b[i] = bufs[base + i];
+			p[i] = pids[base + i];
+			of[i] = 0;
+			if (has_copy(bm, p[i])) {
+				of[i] = k;
+				b[k] = b[i];
+				p[k] = p[i] + 1;
+				k++;
+			}
+		}
+		bm_io_write_batch(bm, t, b, p, k, rr);
+		BM_COUNT(t, copy_writes, k - m);
+		BM_COUNT(t, write_bytes, (uint64_t)(k - m) * BM_PAGE_SIZE);
+		/* A page counts as written when it and its copy are. */
+		for (unsigned i = 0; i < m; i++)
+			res[base + i] = rr[i] < 0 || !of[i] ? rr[i] : rr[of[i]];
 	}
-	memcpy(b, bufs, n * sizeof(*b));
-	memcpy(p, pids, n * sizeof(*p));
-	unsigned k = n;
-	for (unsigned i = 0; i < n; i++) {
-		if (!has_copy(bm, pids[i]))
-			continue;
-		b[k] = bufs[i];
-		p[k] = pids[i] + 1;
-		k++;
-	}
-	bm_io_write_batch(bm, t, b, p, m, rr);
-	BM_COUNT(t, copy_writes, ncopies);
-	BM_COUNT(t, write_bytes, (uint64_t)ncopies * BM_PAGE_SIZE);
-	/* A page counts as written when it and its copy are. */
-	k = n;
-	for (unsigned i = 0; i < n; i++) {
-		res[i] = rr[i];
-		if (!has_copy(bm, pids[i]))
-			continue;
-		if (res[i] == 0)
-			res[i] = rr[k];
-		k++;
-	}
-	free(b);
-	free(p);
-	free(rr);
 }
 
 bool bm_dup_load(struct bm *bm, struct bm_thread *t, uint64_t pid, uint64_t want)

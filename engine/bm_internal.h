@@ -341,13 +341,13 @@ void bm_s3_stats(struct bm *bm, struct bm_stats *ret);
  * with each page's copy written along (every write of pages home goes
  * through it); bm_dup_load reads a damaged page's copy into its frame (the
  * page held exclusively), true when it checks out; bm_dup_free_copy, under
- * alloc_mu in bm_free, gives back the copy of @pid unless it lies in the run
- * freed (below @run_end); recovery notes what it wrote before the table was
+ * alloc_mu in bm_free, gives back the copy of @pid, the last page of the
+ * run freed; recovery notes what it wrote before the table was
  * loaded (bm_dup_note_replayed) and bm_dup_after_replay writes their copies. */
 void bm_io_write_pages(struct bm *bm, struct bm_thread *t, void *const *bufs,
 		       const uint64_t *pids, unsigned n, int *res);
 bool bm_dup_load(struct bm *bm, struct bm_thread *t, uint64_t pid, uint64_t want);
-uint64_t bm_dup_free_copy(struct bm *bm, uint64_t pid, uint64_t run_end);
+uint64_t bm_dup_free_copy(struct bm *bm, uint64_t pid);
 void bm_dup_note_replayed(struct bm *bm, uint64_t pid);
 int bm_dup_after_replay(struct bm *bm);
 

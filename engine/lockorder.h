@@ -42,8 +42,12 @@
  *                       s3clock's probation mutex (bm_evict.c: its holder
  *                       only tries page latches);
  *                       fs: ino_mu, the node table, the stats; wire.c's
- *                       reader hand-off. Held for a few instructions; no
- *                       wait for anything above while one is held.
+ *                       reader hand-off; uring.c's ur.mu (an answered
+ *                       fsync's entry handed to a spare: taken in the
+ *                       reply, under whatever the fsync holds, and only
+ *                       signals; spares wait on it holding nothing else).
+ *                       Held for a few instructions; no wait for anything
+ *                       above while one is held.
  *
  * Who waits for what, in short: requests that change the filesystem begin
  * their transaction (2) before any inode lock (4); requests that only look

@@ -149,6 +149,21 @@ bool fs_node_unlinked(struct fs *fs, uint64_t ino);
 /* Inodes still marked unlinked (for unmount); returns how many were freed. */
 uint64_t fs_nodes_reclaim_all(struct fs *fs);
 
+/* The CLOCK_REALTIME time @ms milliseconds from now, for
+ * pthread_cond_timedwait (wire.c's and uring.c's waiting threads). */
+static inline struct timespec fs_deadline_ms(unsigned ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	return ts;
+}
+
 /* ---- names.c: hashed named records (dirents, xattrs) ---- */
 struct fs_slot {
 	uint64_t slot; /* where the name is, or where it may be inserted */

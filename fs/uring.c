@@ -77,6 +77,7 @@
 #include "fs/uring.h"
 #include "fs/fuse_ops.h"
 #include "fs/fuse_uring_abi.h"
+#include "fs/fs_internal.h"
 
 #include <errno.h>
 #include <liburing.h>
@@ -439,13 +440,7 @@ static bool take_entry(struct ring_thread *t)
 			q->idle--;
 			break;
 		}
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += WAIT_MS * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		struct timespec ts = fs_deadline_ms(WAIT_MS);
 		pthread_cond_timedwait(&q->cv, &ur.mu, &ts);
 	}
 	pthread_mutex_unlock(&ur.mu);

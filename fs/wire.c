@@ -255,13 +255,7 @@ static bool take_role(void)
 			got = true;
 			break;
 		}
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += WAIT_MS * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		struct timespec ts = fs_deadline_ms(WAIT_MS);
 		pthread_cond_timedwait(&rd.cv, &rd.mu, &ts);
 	}
 	pthread_mutex_unlock(&rd.mu);

@@ -248,6 +248,20 @@ int fsck_sync_counters(struct fsck *f, bool *ret_changed);
  * verified, written again at the next checkpoint). 0 or a negative errno. */
 int fsck_claim_page(struct fsck *f, uint64_t pid);
 
+/* fsck_tree.c: copy page @pid of the data area out of the pool (checksum
+ * verified) into @buf (BT_PAGE bytes). 0, -ERANGE, or why it failed. */
+int fsck_read_page(struct fsck *f, uint64_t pid, void *buf);
+
+/* fsck_check.c: room for element @n of the array *@arr of *@cap elements
+ * of @elem bytes (doubling). 0 or -ENOMEM. */
+int fsck_grow(void **arr, size_t *cap, size_t n, size_t elem);
+
+/* fsck_check.c: the allocated pages whose checksums were lost with a
+ * checksum-table page damaged in both copies: how many hold tree nodes that
+ * verify (*ret_nodes) and how many do not (*ret_other); with @adopt, those
+ * nodes get their checksums back (bm_csum_adopt). 0 or a negative errno. */
+int fsck_lost_checksums(struct fsck *f, bool adopt, uint64_t *ret_nodes, uint64_t *ret_other);
+
 /* fsck_salvage.c: collect every record of the tree that can be trusted and
  * judge what is lost. SALVAGE_PLAN prints that ("lost:" lines and totals:
  * what fsck -n says a repair run would do); SALVAGE_PROBE prints nothing

@@ -43,7 +43,7 @@ struct bad_data {
 static struct bad_data *bad_data;
 static size_t nbad_data, cap_bad_data;
 
-static int grow(void **arr, size_t *cap, size_t n, size_t elem)
+int fsck_grow(void **arr, size_t *cap, size_t n, size_t elem)
 {
 	if (n < *cap)
 		return 0;
@@ -62,7 +62,7 @@ void fsck_problem(struct fsck *f, enum fsck_sev sev, enum fsck_fix fix, uint64_t
 	va_list ap;
 	char *msg;
 
-	if (grow((void **)&f->probs, &f->cap_probs, f->nprobs, sizeof(*f->probs)) < 0) {
+	if (fsck_grow((void **)&f->probs, &f->cap_probs, f->nprobs, sizeof(*f->probs)) < 0) {
 		f->oom = -ENOMEM;
 		return;
 	}
@@ -219,6 +219,30 @@ static int fix_one(struct bm_op *op, void *arg)
 	return 0;
 }
 
+int fsck_lost_checksums(struct fsck *f, bool adopt, uint64_t *ret_nodes, uint64_t *ret_other)
+{
+	uint8_t *page = malloc(BM_PAGE_SIZE);
+	char why[128];
+	int r = 0;
+
+	*ret_nodes = *ret_other = 0;
+	if (!page)
+		return -ENOMEM;
+	for (uint64_t pid = f->first_data; pid < f->page_count && r == 0; pid++) {
+		if (!bm_csum_unknown(f->bm, pid) || !bm_is_allocated(f->bm, pid))
+			continue;
+		if (bm_read_raw(f->bm, pid, page) < 0 || bt_node_verify(page, why, sizeof(why)) < 0) {
+			++*ret_other;
+			continue;
+		}
+		if (adopt)
+			r = bm_csum_adopt(f->bm, pid, page);
+		*ret_nodes += r == 0;
+	}
+	free(page);
+	return r;
+}
+
 /* The checksum table's own damage (engine/bm_meta.c: sealed pages, two
  * copies), the nodes and their copies (engine/bm_dup.c), and the pages
  * whose checksums a table page damaged in both copies took with it: those
@@ -238,34 +262,26 @@ static void check_copies(struct fsck *f)
 		ERR(f, FIX_CSTABLE, (uint64_t)copy_bad, 0, 0, 0,
 		    "checksum table: %lld page%s of its copy damaged or out of date",
 		    (long long)copy_bad, fsck_s((uint64_t)copy_bad));
-	if (lost) {
-		uint64_t nodes = 0, other = 0;
-		uint8_t *page = malloc(BM_PAGE_SIZE);
-		char why[128];
-		for (uint64_t pid = f->first_data; page && pid < f->page_count; pid++) {
-			if (!bm_csum_unknown(f->bm, pid) || !bm_is_allocated(f->bm, pid))
-				continue;
-			if (bm_read_raw(f->bm, pid, page) == 0 &&
-			    bt_node_verify(page, why, sizeof(why)) == 0)
-				nodes++;
-			else
-				other++;
-		}
-		free(page);
+	/* (also after a run that wrote the table again: the lost entries
+	 * stay marked lost in it) */
+	uint64_t nodes = 0, other = 0;
+	if (fsck_lost_checksums(f, false, &nodes, &other) < 0)
+		f->oom = -ENOMEM;
+	if (lost)
 		BAD(f, "checksum table: %llu page%s damaged in both copies: the checksums of "
 		       "%llu allocated page%s are lost",
 		    (unsigned long long)lost, fsck_s(lost), (unsigned long long)(nodes + other),
 		    fsck_s(nodes + other));
-		if (nodes)
-			ERR(f, FIX_CSUM_ADOPT, nodes, 0, 0, 0,
-			    "%llu of them hold tree nodes that hold together: their checksums "
-			    "can be made again",
-			    (unsigned long long)nodes);
-		if (other)
-			BAD(f, "%llu of them are not tree nodes (file data, overflow values): they "
-			       "cannot be verified and keep failing to read",
-			    (unsigned long long)other);
-	}
+	if (nodes)
+		ERR(f, FIX_CSUM_ADOPT, nodes, 0, 0, 0,
+		    "%llu page%s whose checksum%s lost hold%s tree nodes that hold together: "
+		    "their checksums can be made again",
+		    (unsigned long long)nodes, fsck_s(nodes), nodes == 1 ? " was" : "s were",
+		    nodes == 1 ? "s" : "");
+	if (lost && other)
+		BAD(f, "%llu of them are not tree nodes (file data, overflow values): they "
+		       "cannot be verified and keep failing to read",
+		    (unsigned long long)other);
 	if (bm_metadata_dup(f->bm)) {
 		int64_t bad = bm_dup_scrub(f->bm, false, &fixed);
 		if (bad < 0)
@@ -349,7 +365,7 @@ static void check_tree(struct fsck *f)
 
 static void note_bad_data(struct fsck *f, uint64_t ino, uint64_t off, uint64_t pid)
 {
-	if (grow((void **)&bad_data, &cap_bad_data, nbad_data, sizeof(*bad_data)) < 0) {
+	if (fsck_grow((void **)&bad_data, &cap_bad_data, nbad_data, sizeof(*bad_data)) < 0) {
 		f->oom = -ENOMEM;
 		return;
 	}
@@ -457,7 +473,7 @@ static void take_dirent(struct fsck *f, const uint8_t *k, const uint8_t *v, unsi
 	if (!S_ISDIR(f->cur->mode))
 		IBAD(f, parent, "has a directory entry (slot %llu) but is not a directory",
 		     (unsigned long long)slot);
-	if (grow((void **)&f->dirents, &f->cap_dirents, f->ndirents, sizeof(*f->dirents)) < 0) {
+	if (fsck_grow((void **)&f->dirents, &f->cap_dirents, f->ndirents, sizeof(*f->dirents)) < 0) {
 		f->oom = -ENOMEM;
 		return;
 	}
@@ -483,7 +499,7 @@ static void take_inode(struct fsck *f, uint64_t ino, const uint8_t *v, unsigned 
 	f->ext_end = 0;
 	if (ino > f->max_ino)
 		f->max_ino = ino;
-	if (grow((void **)&f->inodes, &f->cap_inodes, f->ninodes, sizeof(*f->inodes)) < 0) {
+	if (fsck_grow((void **)&f->inodes, &f->cap_inodes, f->ninodes, sizeof(*f->inodes)) < 0) {
 		f->oom = -ENOMEM;
 		return;
 	}
@@ -563,7 +579,7 @@ static bool scan_fn(void *ctx, const void *key, unsigned klen, const void *val, 
 			BAD(f, "filesystem record of unknown type 0x%02x", type);
 			return true;
 		}
-		if (grow((void **)&f->orphans, &f->cap_orphans, f->norphans, sizeof(*f->orphans)) <
+		if (fsck_grow((void **)&f->orphans, &f->cap_orphans, f->norphans, sizeof(*f->orphans)) <
 		    0) {
 			f->oom = -ENOMEM;
 			return false;

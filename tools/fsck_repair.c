@@ -38,7 +38,6 @@
 #include <sys/stat.h>
 
 #include "engine/btree.h"
-#include "engine/btree_node.h"
 #include "engine/log.h"
 #include "fs/fs_internal.h"
 
@@ -638,30 +637,6 @@ static int apply(struct repair *rp, const struct fsck_problem *p)
 	}
 }
 
-/* Make again the checksums of the pages that lost theirs with a damaged
- * checksum-table page and hold sound tree nodes; the others stay lost. */
-static int adopt_nodes(struct fsck *f, uint64_t *ret_n)
-{
-	uint8_t *page = malloc(BM_PAGE_SIZE);
-	char why[128];
-	int r = 0;
-
-	*ret_n = 0;
-	if (!page)
-		return -ENOMEM;
-	for (uint64_t pid = f->first_data; pid < f->page_count && r == 0; pid++) {
-		if (!bm_csum_unknown(f->bm, pid) || !bm_is_allocated(f->bm, pid))
-			continue;
-		r = bm_read_raw(f->bm, pid, page);
-		if (r == 0 && bt_node_verify(page, why, sizeof(why)) == 0) {
-			r = bm_csum_adopt(f->bm, pid, page);
-			*ret_n += r == 0;
-		}
-	}
-	free(page);
-	return r;
-}
-
 /* The repairs of pages (fsck_fix_is_page), before anything else and on a
  * tree read whole or not: the tree may read whole once they are done, so
  * the round ends with them (a checkpoint) and the next check looks again.
@@ -672,7 +647,7 @@ static int page_repairs(struct fsck *f, bool *ret_more)
 
 	for (size_t i = 0; i < f->nprobs; i++) {
 		const struct fsck_problem *p = &f->probs[i];
-		uint64_t n = 0;
+		uint64_t n = 0, other = 0;
 		int r = 0;
 		if (!fsck_fix_is_page(p->fix) || !fsck_can_fix(f, p))
 			continue;
@@ -691,7 +666,7 @@ static int page_repairs(struct fsck *f, bool *ret_more)
 			fixed(p, "written again, both copies");
 			break;
 		case FIX_CSUM_ADOPT:
-			r = adopt_nodes(f, &n);
+			r = fsck_lost_checksums(f, true, &n, &other);
 			if (r == 0)
 				fixed(p, "%llu checksum%s made again from nodes that verify",
 				      (unsigned long long)n, fsck_s(n));

@@ -111,49 +111,13 @@ struct salvage {
 static void lost_line(struct salvage *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-static int grow(void **arr, size_t *cap, size_t n, size_t elem)
-{
-	if (n < *cap)
-		return 0;
-	size_t nc = *cap ? *cap * 2 : 256;
-	void *p = realloc(*arr, nc * elem);
-	if (!p)
-		return -ENOMEM;
-	*arr = p;
-	*cap = nc;
-	return 0;
-}
-
 /* ------------------------------------------------------------------ */
 /* 1. collect                                                         */
-
-struct copy_arg {
-	uint64_t pid;
-	void *buf;
-};
-
-static int op_copy(struct bm_op *op, void *arg)
-{
-	struct copy_arg *a = arg;
-	struct bm_guard g;
-	memcpy(a->buf, bm_fix_s(op, a->pid, &g), BT_PAGE);
-	bm_unfix(op, &g);
-	return 0;
-}
-
-/* Read @pid through the pool (checksum verified). 0, or why not. */
-static int read_page(struct fsck *f, uint64_t pid, void *buf)
-{
-	struct copy_arg a = {.pid = pid, .buf = buf};
-	if (pid < f->first_data || pid >= f->page_count)
-		return -ERANGE;
-	return bm_run(f->bm, op_copy, &a);
-}
 
 static int add_rec(struct salvage *s, const uint8_t *key, unsigned klen, const void *val,
 		   unsigned vlen, bool reached, uint64_t leaf)
 {
-	if (grow((void **)&s->recs, &s->cap, s->n, sizeof(*s->recs)) < 0)
+	if (fsck_grow((void **)&s->recs, &s->cap, s->n, sizeof(*s->recs)) < 0)
 		return -ENOMEM;
 	uint8_t *b = malloc(klen + vlen + 1u);
 	if (!b)
@@ -198,7 +162,7 @@ static int take_leaf(struct salvage *s, const uint8_t *page, uint64_t pid, bool 
 			vlen = bt_node_vlen(page, i);
 			if (!ovf && !(ovf = malloc(BT_PAGE)))
 				return -ENOMEM;
-			if (vlen > BT_VAL_MAX || read_page(s->f, opid, ovf) < 0) {
+			if (vlen > BT_VAL_MAX || fsck_read_page(s->f, opid, ovf) < 0) {
 				char what[96];
 				describe_key(what, sizeof(what), key, klen);
 				lost_line(s, "%s: its value's overflow page %llu cannot be read",
@@ -236,7 +200,7 @@ static int walk(struct salvage *s, uint64_t pid, unsigned depth)
 	uint8_t *page = malloc(BT_PAGE);
 	if (!page)
 		return -ENOMEM;
-	int r = read_page(f, pid, page);
+	int r = fsck_read_page(f, pid, page);
 	if (r < 0 || bt_node_verify(page, why, sizeof(why)) < 0) {
 		s->bad_pages++;
 		free(page);
@@ -274,7 +238,7 @@ static int scan_pages(struct salvage *s)
 			continue;
 		/* Pages that fail their checksum were counted by the check
 		 * already (bad_map); file data is most of what is left. */
-		if (fsck_map_get(f->bad_map, pid) || read_page(f, pid, page) < 0)
+		if (fsck_map_get(f->bad_map, pid) || fsck_read_page(f, pid, page) < 0)
 			continue;
 		if (!sound_leaf(page))
 			continue;
@@ -609,7 +573,7 @@ static void judge(struct salvage *s)
 		uint64_t dir = fs_key_obj(r->key);
 		if (has_inode(s, dir) || (s->nremade && s->remade[s->nremade - 1].ino == dir))
 			continue;
-		if (grow((void **)&s->remade, &s->cap_remade, s->nremade, sizeof(*s->remade)) < 0) {
+		if (fsck_grow((void **)&s->remade, &s->cap_remade, s->nremade, sizeof(*s->remade)) < 0) {
 			s->oom = -ENOMEM;
 			return;
 		}
@@ -626,7 +590,7 @@ static void judge(struct salvage *s)
 		}
 	}
 	if (!has_inode(s, FS_INO_ROOT) && !is_remade(s, FS_INO_ROOT)) {
-		if (grow((void **)&s->remade, &s->cap_remade, s->nremade, sizeof(*s->remade)) < 0) {
+		if (fsck_grow((void **)&s->remade, &s->cap_remade, s->nremade, sizeof(*s->remade)) < 0) {
 			s->oom = -ENOMEM;
 			return;
 		}

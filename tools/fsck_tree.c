@@ -40,6 +40,14 @@ static int op_copy(struct bm_op *op, void *arg)
 	return 0;
 }
 
+int fsck_read_page(struct fsck *f, uint64_t pid, void *buf)
+{
+	struct copy_arg a = {.pid = pid, .buf = buf};
+	if (pid < f->first_data || pid >= f->page_count)
+		return -ERANGE;
+	return bm_run(f->bm, op_copy, &a);
+}
+
 /* Take @pid (referenced from page @from) for the tree. */
 static bool claim(struct fsck *f, uint64_t pid, uint64_t from, const char *what)
 {
@@ -89,8 +97,7 @@ static bool walk_node(struct fsck *f, uint64_t pid, uint64_t from, int level, co
 		return false;
 	}
 	uint8_t *k0 = page + BT_PAGE, *k1 = k0 + BT_KEY_MAX;
-	struct copy_arg a = {.pid = pid, .buf = page};
-	int r = bm_run(f->bm, op_copy, &a);
+	int r = fsck_read_page(f, pid, page); /* (claim checked the range) */
 	if (r == -EUCLEAN) {
 		BAD(f, "tree: page %llu: checksum mismatch (a node of the tree)", upid);
 		ok = false;
