@@ -747,6 +747,7 @@ int bm_alloc(struct bm *bm, uint64_t n, uint64_t hint, uint64_t *ret_first)
 	for (uint64_t p = first; p < first + n; p++)
 		if (atomic_load_explicit(&bm->csum[p], memory_order_relaxed) != 0)
 			bm_csum_set(bm, p, 0);
+	bm_s3_born(bm, first, n, false);
 	*ret_first = first;
 	return 0;
 }
@@ -1053,7 +1054,7 @@ int bm_open(const struct bm_config *cfg, struct bm **ret_bm)
 	r = rset_init(&bm->rset, bm->capacity);
 	if (r < 0)
 		goto fail;
-	r = bm_evict_policy_set(bm, cfg->evict_policy);
+	r = bm_evict_policy_set(bm, cfg);
 	if (r < 0)
 		goto fail;
 

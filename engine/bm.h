@@ -133,6 +133,14 @@ struct bm_config {
 				    * for bench/evsim), or NULL: then the
 				    * environment's VS_EVICT_TRACE if set */
 	enum bm_evict_policy evict_policy; /* which pages eviction takes first */
+	bool (*is_meta)(const void *page); /* s3clock: metadata first. A page read
+				    * from the image for which this says true
+				    * (the file system passes bt_page_is_node),
+				    * and a page from bm_alloc_node, gets a
+				    * second round of the main clock before it
+				    * goes. NULL: all pages alike. The
+				    * environment's VS_EVICT_META=off turns it
+				    * off (for measuring) */
 };
 
 /* Format @path as an empty image of @size_bytes (a regular file is created or
@@ -478,10 +486,13 @@ struct bm_stats {
 	 * target; fingerprints in the ghost; pages promoted from probation to
 	 * main; loads the ghost knew (sent straight to main); pages dropped
 	 * from probation unused since their first use (what a scan brings
-	 * in). With clock all are 0. */
+	 * in). Metadata first (bm_config.is_meta): pages read from the image
+	 * that it called metadata, and the rounds the main clock let a
+	 * metadata page stay that it would have taken. With clock all are 0. */
 	const char *evict_policy; /* "clock" or "s3clock" */
 	uint64_t probation_pages, probation_target, ghost_pages;
 	uint64_t promotions, ghost_hits, probation_drops;
+	uint64_t meta_loads, meta_spares;
 };
 
 void bm_stats_get(struct bm *bm, struct bm_stats *ret);

@@ -59,6 +59,7 @@ int bm_alloc_node(struct bm *bm, uint64_t *ret_pid)
 		int r = bm_alloc(bm, 2, BM_PID_NONE, &first);
 		if (r == 0) {
 			bm_csum_set(bm, first + 1, BM_CSUM_COPY);
+			bm_s3_born(bm, first, 1, true);
 			*ret_pid = first;
 			return 0;
 		}
@@ -67,7 +68,10 @@ int bm_alloc_node(struct bm *bm, uint64_t *ret_pid)
 		/* no two free neighbours (or too little room for them): a
 		 * node without a copy */
 	}
-	return bm_alloc(bm, 1, BM_PID_NONE, ret_pid);
+	int r = bm_alloc(bm, 1, BM_PID_NONE, ret_pid);
+	if (r == 0)
+		bm_s3_born(bm, *ret_pid, 1, true);
+	return r;
 }
 
 /* Called by bm_free under alloc_mu with the last page of the run it freed:

@@ -418,6 +418,18 @@ static void cluster_release(struct bm *bm, struct bm_thread *t, const uint64_t *
  *    pages; a newer entry overwrites an older one in its slot, which ages
  *    it out, and a false hit (1 in 2^31) costs only a page in main. A load
  *    the ghost knows goes straight to main and grows the target.
+ *  - Metadata first (bm_config.is_meta; the file system passes
+ *    bt_page_is_node): a page whose bytes, when read from the image, are
+ *    a tree node, or that bm_alloc_node handed out, is META. Probation
+ *    treats it as any page (a walk over another tree is still a scan);
+ *    main's hand gives it a spare round: when it marks a META page it
+ *    also sets SPARE, and when it finds one still marked with SPARE set
+ *    it only clears SPARE. An unused node so goes after two passes of the
+ *    hand, file data after one (GCLOCK with a weight of 2 for nodes): a
+ *    lookup that misses costs a page fault per level, and every request
+ *    descends the tree. The flags are written by the hand and on loads,
+ *    never on a hit. A data page that happens to look like a node gets
+ *    the spare round too: a hint, nothing more.
  *  - The target adapts between 5% and 50% of the pool, from 10%: a ghost
  *    hit grows it by 2 pages, a page dropped into the ghost shrinks it by a
  *    quarter of one (evsim's s3clock_adapt). A scan shrinks it to the
@@ -451,6 +463,8 @@ static void cluster_release(struct bm *bm, struct bm_thread *t, const uint64_t *
 #define S3_SMALL  1u /* in probation */
 #define S3_SEEN   2u /* marked after its first use */
 #define S3_RINGED 4u /* has an entry in the ring */
+#define S3_META   8u /* a tree node: main's hand spares it a round */
+#define S3_SPARE  16u /* META, and the hand has not used its spare round */
 #define S3_EMPTY  UINT64_MAX /* a ring slot not (yet) written */
 #define S3_GOLDEN UINT64_C(0x9E3779B97F4A7C15)
 #define S3_ADAPT_UP   512 /* 1/256 pages: a ghost hit grows the target by 2 */
@@ -464,6 +478,7 @@ struct bm_s3 {
 	_Atomic uint32_t *ghost;
 	uint64_t ghost_mask;
 	uint64_t min, max;       /* the target's bounds, pages */
+	bool (*is_meta)(const void *page); /* metadata first, or NULL */
 	pthread_mutex_t mu;      /* the ring's consumer (s3_collect) */
 	char pad1[64];
 	_Atomic uint64_t head;   /* claimed by producers */
@@ -472,6 +487,7 @@ struct bm_s3 {
 	_Atomic uint64_t small;  /* pages in probation */
 	_Atomic uint64_t target; /* its adapted size, 1/256 pages */
 	_Atomic uint64_t ghost_n, promotions, ghost_hits, drops;
+	_Atomic uint64_t meta_loads, meta_spares;
 };
 
 static const char *policy_name(enum bm_evict_policy p)
@@ -493,7 +509,7 @@ void bm_s3_free(struct bm *bm)
 	free(q);
 }
 
-static int s3_init(struct bm *bm)
+static int s3_init(struct bm *bm, bool (*is_meta)(const void *page))
 {
 	struct bm_s3 *q = calloc(1, sizeof(*q));
 	uint64_t n = 64, g = 64;
@@ -523,11 +539,22 @@ static int s3_init(struct bm *bm)
 	q->min = bm->capacity / 20 ? bm->capacity / 20 : 1;
 	q->max = bm->capacity / 2;
 	atomic_init(&q->target, (bm->capacity / 10) << 8);
+	q->is_meta = is_meta;
 	return 0;
 }
 
-int bm_evict_policy_set(struct bm *bm, enum bm_evict_policy policy)
+int bm_evict_policy_set(struct bm *bm, const struct bm_config *cfg)
 {
+	enum bm_evict_policy policy = cfg->evict_policy;
+	bool (*is_meta)(const void *page) = cfg->is_meta;
+	const char *meta_env = getenv("VS_EVICT_META");
+
+	if (meta_env && strcmp(meta_env, "off") == 0)
+		is_meta = NULL;
+	else if (meta_env && *meta_env && strcmp(meta_env, "on") != 0) {
+		vs_log(VS_LOG_ERR, "VS_EVICT_META=%s: use on or off", meta_env);
+		return -EINVAL;
+	}
 	if (policy == BM_EVICT_DEFAULT) {
 		const char *env = getenv("VS_EVICT");
 		policy = BM_EVICT_POLICY_DEFAULT;
@@ -547,7 +574,7 @@ int bm_evict_policy_set(struct bm *bm, enum bm_evict_policy policy)
 		return -EINVAL;
 	}
 	/* (no log line: the tools open pools too; the stats file says it) */
-	return policy == BM_EVICT_S3CLOCK ? s3_init(bm) : 0;
+	return policy == BM_EVICT_S3CLOCK ? s3_init(bm, is_meta) : 0;
 }
 
 static void s3_adapt(struct bm_s3 *q, bool ghost_hit)
@@ -629,16 +656,29 @@ static void ring_back(struct bm_s3 *q, uint64_t pid)
 void bm_s3_loaded(struct bm *bm, uint64_t pid)
 {
 	struct bm_s3 *q = bm->s3;
+	_Atomic uint8_t *f = &q->qflag[pid];
+	uint8_t meta = 0;
+	if (q->is_meta) {
+		/* A new node is META from bm_alloc_node (its frame is zeros
+		 * now); a page read from the image, when it looks like one. */
+		if (q->is_meta(bm->base + (pid << BM_PAGE_SHIFT))) {
+			atomic_fetch_add_explicit(&q->meta_loads, 1, memory_order_relaxed);
+			meta = S3_META;
+		} else {
+			meta = atomic_load_explicit(f, memory_order_relaxed) & S3_META;
+		}
+	}
 	if (ghost_take(q, pid)) {
 		/* Probation let it go and it came back: it goes to main (its
 		 * flags are clear), and probation should be larger. */
 		atomic_fetch_add_explicit(&q->ghost_hits, 1, memory_order_relaxed);
 		s3_adapt(q, true);
+		if (meta)
+			atomic_fetch_or_explicit(f, S3_META, memory_order_relaxed);
 		return;
 	}
-	_Atomic uint8_t *f = &q->qflag[pid];
 	uint8_t old = atomic_load_explicit(f, memory_order_relaxed);
-	while (!atomic_compare_exchange_weak_explicit(f, &old, S3_SMALL | S3_RINGED,
+	while (!atomic_compare_exchange_weak_explicit(f, &old, S3_SMALL | S3_RINGED | meta,
 						      memory_order_relaxed, memory_order_relaxed))
 		;
 	if (!(old & S3_SMALL))
@@ -652,6 +692,20 @@ void bm_s3_loaded(struct bm *bm, uint64_t pid)
 	if (t->young_n < BM_BATCH_MAX)
 		t->young[t->young_n++] = pid;
 	/* (else it is not SEEN: s3_collect marks it when it comes up) */
+}
+
+void bm_s3_born(struct bm *bm, uint64_t first, uint64_t n, bool node)
+{
+	struct bm_s3 *q = bm->s3;
+	if (!q || !q->is_meta)
+		return;
+	for (uint64_t p = first; p < first + n; p++) {
+		if (node)
+			atomic_fetch_or_explicit(&q->qflag[p], S3_META, memory_order_relaxed);
+		else
+			atomic_fetch_and_explicit(&q->qflag[p], (uint8_t)~(S3_META | S3_SPARE),
+						  memory_order_relaxed);
+	}
 }
 
 void bm_s3_young_mark(struct bm *bm, struct bm_thread *t)
@@ -677,7 +731,7 @@ static void s3_leave_all(struct bm *bm, const uint64_t *pids, unsigned n, bool e
 	struct bm_s3 *q = bm->s3;
 	for (unsigned i = 0; i < n; i++) {
 		/* (RINGED stays: the entry is still in the ring) */
-		uint8_t old = s3_clear(q, pids[i], S3_SMALL | S3_SEEN);
+		uint8_t old = s3_clear(q, pids[i], S3_SMALL | S3_SEEN | S3_META | S3_SPARE);
 		if (evicting && (old & (S3_SMALL | S3_SEEN)) == (S3_SMALL | S3_SEEN)) {
 			/* a neighbour taken along, marked since its first use */
 			ghost_add(q, pids[i]);
@@ -700,6 +754,8 @@ void bm_s3_stats(struct bm *bm, struct bm_stats *ret)
 	ret->promotions = atomic_load_explicit(&q->promotions, memory_order_relaxed);
 	ret->ghost_hits = atomic_load_explicit(&q->ghost_hits, memory_order_relaxed);
 	ret->probation_drops = atomic_load_explicit(&q->drops, memory_order_relaxed);
+	ret->meta_loads = atomic_load_explicit(&q->meta_loads, memory_order_relaxed);
+	ret->meta_spares = atomic_load_explicit(&q->meta_spares, memory_order_relaxed);
 }
 
 /*
@@ -829,15 +885,22 @@ unsigned bm_evict_batch(struct bm *bm, struct bm_thread *t)
 							    memory_order_relaxed);
 			if (pid >= RSET_TOMB)
 				continue;
-			if (q &&
-			    (atomic_load_explicit(&q->qflag[pid], memory_order_relaxed) & S3_SMALL))
+			uint8_t fl = q ? atomic_load_explicit(&q->qflag[pid], memory_order_relaxed)
+				       : 0;
+			if (fl & S3_SMALL)
 				continue; /* probation's */
 			ps_word *ps = state_of(bm, pid);
 			uint64_t w = ps_load(ps);
 			if (ps_state(w) == PS_UNLOCKED) {
-				ps_try_mark(ps, w);
+				if (ps_try_mark(ps, w) && (fl & (S3_META | S3_SPARE)) == S3_META)
+					atomic_fetch_or_explicit(&q->qflag[pid], S3_SPARE,
+								 memory_order_relaxed);
 			} else if (ps_state(w) == PS_MARKED) {
-				if (ps_dirty(w) && bm->journal && !bm_home_free(bm, pid)) {
+				if ((fl & S3_SPARE) && (s3_clear(q, pid, S3_SPARE) & S3_SPARE)) {
+					/* metadata first: its spare round */
+					atomic_fetch_add_explicit(&q->meta_spares, 1,
+								  memory_order_relaxed);
+				} else if (ps_dirty(w) && bm->journal && !bm_home_free(bm, pid)) {
 					/* no steal: the page waits for a checkpoint */
 				} else if (ps_dirty(w)) {
 					/* (a page no checkpoint has seen in use may

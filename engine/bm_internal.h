@@ -331,9 +331,12 @@ static inline void bm_trace_note(struct bm *bm, struct bm_thread *t, unsigned ki
  * bm_rset_insert, its loader holding it exclusively). bm_s3_young_mark: the
  * calling thread's outermost operation ended: mark the pages it loaded
  * since the last one, so that a later use shows. */
-int bm_evict_policy_set(struct bm *bm, enum bm_evict_policy policy); /* bm_open */
+int bm_evict_policy_set(struct bm *bm, const struct bm_config *cfg); /* bm_open */
 void bm_s3_free(struct bm *bm);
 void bm_s3_loaded(struct bm *bm, uint64_t pid);
+/* bm_alloc: pages [@first, @first + @n) were handed out, as tree nodes
+ * (bm_alloc_node) when @node: metadata from their first load. */
+void bm_s3_born(struct bm *bm, uint64_t first, uint64_t n, bool node);
 void bm_s3_young_mark(struct bm *bm, struct bm_thread *t);
 void bm_s3_stats(struct bm *bm, struct bm_stats *ret);
 

@@ -56,6 +56,13 @@ int bt_create(struct bm *bm, uint64_t *ret_root);
  * below it are left allocated rather than freed on a guess. */
 int bt_destroy(struct bm *bm, uint64_t root);
 
+/* Does the page (4096 bytes) look like a node of a tree: a header whose
+ * type, level, count and heap bounds agree? A few loads and compares, for
+ * the pool's metadata-first eviction (bm_config.is_meta); overflow pages and
+ * free pages say false. A hint: bt_check and the tree's own reads decide
+ * whether a node is sound. */
+bool bt_page_is_node(const void *page);
+
 /* A handle: just the pair (no allocation, nothing to close). */
 static inline struct bt bt_open(struct bm *bm, uint64_t root)
 {

@@ -501,6 +501,23 @@ int bt_node_merge_build(const void *left, const void *right, const uint8_t *sep,
 		return -EUCLEAN;                                                                   \
 	} while (0)
 
+bool bt_page_is_node(const void *page)
+{
+	const struct bt_node *n = page;
+	bool leaf = n->type == BT_NODE_LEAF;
+	static const uint8_t zero[sizeof(n->reserved)];
+
+	if (n->type != BT_NODE_LEAF && n->type != BT_NODE_INNER)
+		return false;
+	if (leaf != (n->level == 0) || n->level > 32 || (leaf && n->upper != 0))
+		return false;
+	if (n->count > BT_SLOTS_MAX || n->heap_top > BT_PAGE ||
+	    n->heap_top < BT_SLOTS_OFF + n->count * BT_SLOT_SIZE ||
+	    n->heap_used > BT_PAGE - n->heap_top)
+		return false;
+	return memcmp(n->reserved, zero, sizeof(zero)) == 0;
+}
+
 /* Mark [off, off+len) in the heap map; false when out of the heap or
  * overlapping what is already marked. */
 static bool claim(uint8_t *map, unsigned heap_top, unsigned off, unsigned len)

@@ -279,6 +279,13 @@ ssize_t fs_stats_render(struct fs *fs, char *buf, size_t cap)
 	metric(&o, "pool_ghost_hits_total", "counter",
 	       "Loads of pages the ghost remembered (each grows probation's target).",
 	       s.ghost_hits);
+	metric(&o, "pool_meta_loads_total", "counter",
+	       "Pages read from the image that were tree nodes (inodes, directories, extents; "
+	       "the rest of pool_loads is file data). 0 with evict=clock.", s.meta_loads);
+	metric(&o, "pool_meta_spares_total", "counter",
+	       "Times main's clock let an unused tree node stay one more round (metadata "
+	       "first: a node goes after two rounds unused, file data after one).",
+	       s.meta_spares);
 	metric(&o, "pool_pinned_pages", "gauge",
 	       "Frames held by read replies sent straight from the pool (the pin budget in use).",
 	       s.pinned_pages);

@@ -165,6 +165,7 @@ int fs_mount(const struct fs_config *cfg, struct fs **ret_fs)
 	    .pool_bytes = cfg->pool_bytes,
 	    .backend = cfg->backend,
 	    .evict_policy = cfg->evict,
+	    .is_meta = bt_page_is_node, /* tree nodes before file data */
 	    .read_only = cfg->read_only,
 	    /* every request is a transaction, every fsync a checkpoint */
 	    .journal = !cfg->read_only,

@@ -609,6 +609,43 @@ static void test_verify_detects(void **st)
 	free(page);
 }
 
+/* bt_page_is_node, the pool's hint: nodes of both kinds say yes, full or
+ * empty; zeros, random bytes and a damaged header say no. */
+static void test_page_is_node(void **st)
+{
+	(void)st;
+	void *page = new_page();
+	struct bt_node *n = page;
+	uint8_t key[BT_KEY_MAX];
+	bt_node_init(page, true, 0, NULL, 0, NULL, 0);
+	assert_true(bt_page_is_node(page));
+	for (unsigned i = 0; i < 100; i++) {
+		unsigned klen = mkkey(key, "ino", i);
+		assert_int_equal(insert(page, key, klen, "value", 5), 0);
+	}
+	assert_true(bt_page_is_node(page));
+	n->heap_top = BT_SLOTS_OFF; /* below the slots */
+	assert_false(bt_page_is_node(page));
+	bt_node_init(page, false, 3, NULL, 0, NULL, 0);
+	n->upper = 77;
+	assert_true(bt_page_is_node(page));
+	n->level = 0; /* an inner node at level 0 */
+	assert_false(bt_page_is_node(page));
+	n->level = 3;
+	n->reserved[5] = 1;
+	assert_false(bt_page_is_node(page));
+	memset(page, 0, BT_PAGE);
+	assert_false(bt_page_is_node(page));
+	unsigned yes = 0;
+	for (unsigned i = 0; i < 10000; i++) {
+		for (unsigned k = 0; k < BT_HDR_SIZE / 8; k++)
+			((uint64_t *)page)[k] = rnd();
+		yes += bt_page_is_node(page);
+	}
+	assert_int_equal(yes, 0);
+	free(page);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {cmocka_unit_test(test_init_empty),
@@ -624,6 +661,7 @@ int main(void)
 					   cmocka_unit_test(test_inner_split_merge),
 					   cmocka_unit_test(test_merge_too_big),
 					   cmocka_unit_test(test_garbage_is_bounded),
-					   cmocka_unit_test(test_verify_detects)};
+					   cmocka_unit_test(test_verify_detects),
+					   cmocka_unit_test(test_page_is_node)};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
