@@ -393,9 +393,14 @@ int bm_run(struct bm *bm, bm_op_fn fn, void *arg)
 		abort();
 	}
 	tls_op = op.outer;
-	/* s3clock: the pages this operation loaded have had their first use */
-	if (op.thread->young_n && !op.outer)
-		bm_s3_young_mark(bm, op.thread);
+	if (!op.outer && bm->s3) {
+		/* s3clock: the pages this operation loaded have had their
+		 * first use; and its clock of operations */
+		if (op.thread->young_n)
+			bm_s3_young_mark(bm, op.thread);
+		if (++op.thread->s3_ops % BM_S3_TICK == 0)
+			bm_s3_tick(bm);
+	}
 	return r;
 }
 

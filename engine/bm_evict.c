@@ -410,6 +410,23 @@ static void cluster_release(struct bm *bm, struct bm_thread *t, const uint64_t *
  *    marked was: it moves to main (its flag cleared, nothing else moves);
  *    one not SEEN (held when its loader ended, or a read-ahead no
  *    operation followed) is marked now and goes round once more.
+ *  - Uses soon after the first count as the first (2Q's correlated
+ *    references): a walk of a directory uses each leaf of inodes once per
+ *    file in it, in requests one after the other (find, tar, ls -l), and a
+ *    page used only so is not hot; let it count, and a walk over a tree
+ *    larger than the pool moves that tree into main, past everything hot.
+ *    So probation has a clock of operations: every BM_S3_TICK outermost
+ *    operations of a thread it moves on a tick (bm_s3_tick), and each ring
+ *    entry carries the tick of its push. An entry S3_CORRELATED ticks old
+ *    (2,048 operations) has its page marked again, once (REMARKED;
+ *    s3_remark, run at each tick and by eviction, a cursor over the ring
+ *    in push order): only a use after that moves it to main. A page whose
+ *    uses keep coming is used after it too; one used in a burst is not.
+ *    An entry that reaches the tail younger than that is judged on all
+ *    its uses, as before (a scan that fills probation faster than the
+ *    window is judged per page as S3-FIFO would). Measured with
+ *    bench/evsim/metascan.sh; the tick costs each operation a thread-local
+ *    increment, and each 64th a shared one and a mutex try.
  *  - Main is the clock as it was, over the resident set, skipping the pages
  *    in probation. It gives victims when probation is below its target, or
  *    could not give enough.
@@ -465,6 +482,10 @@ static void cluster_release(struct bm *bm, struct bm_thread *t, const uint64_t *
 #define S3_RINGED 4u /* has an entry in the ring */
 #define S3_META   8u /* a tree node: main's hand spares it a round */
 #define S3_SPARE  16u /* META, and the hand has not used its spare round */
+#define S3_REMARKED 32u /* marked again after the correlation window */
+#define S3_PID_BITS 40 /* a ring entry: pid | tick of its push << 40 */
+#define S3_PID_MASK ((UINT64_C(1) << S3_PID_BITS) - 1)
+#define S3_CORRELATED 32u /* ticks: 32 x BM_S3_TICK = 2,048 operations */
 #define S3_EMPTY  UINT64_MAX /* a ring slot not (yet) written */
 #define S3_GOLDEN UINT64_C(0x9E3779B97F4A7C15)
 #define S3_ADAPT_UP   512 /* 1/256 pages: a ghost hit grows the target by 2 */
@@ -480,6 +501,7 @@ struct bm_s3 {
 	uint64_t min, max;       /* the target's bounds, pages */
 	bool (*is_meta)(const void *page); /* metadata first, or NULL */
 	pthread_mutex_t mu;      /* the ring's consumer (s3_collect) */
+	uint64_t mid;            /* under mu: entries below it were re-marked */
 	char pad1[64];
 	_Atomic uint64_t head;   /* claimed by producers */
 	char pad2[64];
@@ -488,6 +510,7 @@ struct bm_s3 {
 	_Atomic uint64_t target; /* its adapted size, 1/256 pages */
 	_Atomic uint64_t ghost_n, promotions, ghost_hits, drops;
 	_Atomic uint64_t meta_loads, meta_spares;
+	_Atomic uint64_t now;    /* ticks (bm_s3_tick) */
 };
 
 static const char *policy_name(enum bm_evict_policy p)
@@ -515,6 +538,12 @@ static int s3_init(struct bm *bm, bool (*is_meta)(const void *page))
 	uint64_t n = 64, g = 64;
 	if (!q)
 		return -ENOMEM;
+	if (bm->page_count > S3_PID_MASK) {
+		free(q);
+		vs_log(VS_LOG_ERR, "s3clock: an image of %llu pages is too large for it: "
+		       "using clock", (unsigned long long)bm->page_count);
+		return 0;
+	}
 	while (n < bm->capacity + bm->capacity / 2)
 		n <<= 1;
 	while (g < bm->capacity)
@@ -641,7 +670,9 @@ static bool ring_push(struct bm_s3 *q, uint64_t pid)
 							  memory_order_relaxed))
 			break;
 	}
-	atomic_store_explicit(&q->ring[h & q->ring_mask], pid, memory_order_release);
+	uint64_t tick = atomic_load_explicit(&q->now, memory_order_relaxed) & 0xffffff;
+	atomic_store_explicit(&q->ring[h & q->ring_mask], pid | tick << S3_PID_BITS,
+			      memory_order_release);
 	return true;
 }
 
@@ -708,6 +739,8 @@ void bm_s3_born(struct bm *bm, uint64_t first, uint64_t n, bool node)
 	}
 }
 
+static void s3_remark(struct bm *bm);
+
 void bm_s3_young_mark(struct bm *bm, struct bm_thread *t)
 {
 	struct bm_s3 *q = bm->s3;
@@ -724,6 +757,16 @@ void bm_s3_young_mark(struct bm *bm, struct bm_thread *t)
 	t->young_n = 0;
 }
 
+void bm_s3_tick(struct bm *bm)
+{
+	struct bm_s3 *q = bm->s3;
+	atomic_fetch_add_explicit(&q->now, 1, memory_order_relaxed);
+	if (pthread_mutex_trylock(&q->mu) == 0) { /* (else eviction has it: it re-marks) */
+		s3_remark(bm);
+		pthread_mutex_unlock(&q->mu);
+	}
+}
+
 /* drop_frames: @n pages leave the pool; those in probation leave it, and
  * the ones eviction took unused since their first use go into the ghost. */
 static void s3_leave_all(struct bm *bm, const uint64_t *pids, unsigned n, bool evicting)
@@ -731,7 +774,8 @@ static void s3_leave_all(struct bm *bm, const uint64_t *pids, unsigned n, bool e
 	struct bm_s3 *q = bm->s3;
 	for (unsigned i = 0; i < n; i++) {
 		/* (RINGED stays: the entry is still in the ring) */
-		uint8_t old = s3_clear(q, pids[i], S3_SMALL | S3_SEEN | S3_META | S3_SPARE);
+		uint8_t old = s3_clear(q, pids[i],
+				       S3_SMALL | S3_SEEN | S3_META | S3_SPARE | S3_REMARKED);
 		if (evicting && (old & (S3_SMALL | S3_SEEN)) == (S3_SMALL | S3_SEEN)) {
 			/* a neighbour taken along, marked since its first use */
 			ghost_add(q, pids[i]);
@@ -767,6 +811,34 @@ void bm_s3_stats(struct bm *bm, struct bm_stats *ret)
  * checkpoint) go round again; after 4 * @want of those it gives up, and
  * main gives the rest.
  */
+/* Under s3->mu: mark again the pages of the entries that are now
+ * S3_CORRELATED ticks old (see "Uses soon after the first" above). */
+static void s3_remark(struct bm *bm)
+{
+	struct bm_s3 *q = bm->s3;
+	const uint64_t tail = atomic_load_explicit(&q->tail, memory_order_relaxed);
+	const uint64_t head = atomic_load_explicit(&q->head, memory_order_acquire);
+	const uint64_t now = atomic_load_explicit(&q->now, memory_order_relaxed);
+	if (q->mid < tail)
+		q->mid = tail;
+	for (; q->mid < head; q->mid++) {
+		uint64_t e =
+		    atomic_load_explicit(&q->ring[q->mid & q->ring_mask], memory_order_acquire);
+		if (e == S3_EMPTY)
+			break; /* claimed, not yet written: later */
+		if (((now - (e >> S3_PID_BITS)) & 0xffffff) < S3_CORRELATED)
+			break; /* younger, and so is what follows */
+		uint64_t pid = e & S3_PID_MASK;
+		uint8_t fl = atomic_load_explicit(&q->qflag[pid], memory_order_relaxed);
+		if ((fl & (S3_SMALL | S3_SEEN | S3_REMARKED)) == (S3_SMALL | S3_SEEN)) {
+			ps_word *ps = state_of(bm, pid);
+			ps_try_mark(ps, ps_load(ps)); /* (held now: in use, a use) */
+			atomic_fetch_or_explicit(&q->qflag[pid], S3_REMARKED,
+						 memory_order_relaxed);
+		}
+	}
+}
+
 static void s3_collect(struct bm *bm, uint64_t *clean, unsigned *nc, uint64_t *dirty, unsigned *nd,
 		       unsigned want, bool force)
 {
@@ -779,6 +851,7 @@ static void s3_collect(struct bm *bm, uint64_t *clean, unsigned *nc, uint64_t *d
 	pthread_mutex_lock(&q->mu);
 	uint64_t tail = atomic_load_explicit(&q->tail, memory_order_relaxed);
 	uint64_t head = atomic_load_explicit(&q->head, memory_order_acquire);
+	s3_remark(bm);
 	/* Entries of pages no longer in probation pile up while nobody
 	 * consumes (probation below its target): sweep them out then. */
 	bool sweep = !over && head - tail > small + bm->capacity / 4;
@@ -793,6 +866,7 @@ static void s3_collect(struct bm *bm, uint64_t *clean, unsigned *nc, uint64_t *d
 		uint64_t pid = atomic_load_explicit(slot, memory_order_acquire);
 		if (pid == S3_EMPTY)
 			break; /* claimed, not yet written */
+		pid &= S3_PID_MASK;
 		atomic_store_explicit(slot, S3_EMPTY, memory_order_relaxed);
 		atomic_store_explicit(&q->tail, ++tail, memory_order_release);
 

@@ -117,6 +117,7 @@ struct bm_thread {
 	/* s3clock (bm_evict.c): pages this thread loaded since its last
 	 * outermost operation ended, marked then (bm_s3_young_mark). */
 	unsigned young_n;
+	unsigned s3_ops; /* outermost operations ended, for s3clock's clock */
 	uint64_t young[BM_BATCH_MAX];
 };
 
@@ -338,6 +339,11 @@ void bm_s3_loaded(struct bm *bm, uint64_t pid);
  * (bm_alloc_node) when @node: metadata from their first load. */
 void bm_s3_born(struct bm *bm, uint64_t first, uint64_t n, bool node);
 void bm_s3_young_mark(struct bm *bm, struct bm_thread *t);
+/* Every BM_S3_TICK outermost operations of a thread: s3clock's clock of
+ * operations moves on, and probation marks again the pages that have been
+ * in it long enough (bm_evict.c, "Uses soon after the first"). */
+#define BM_S3_TICK 64u
+void bm_s3_tick(struct bm *bm);
 void bm_s3_stats(struct bm *bm, struct bm_stats *ret);
 
 /* bm_dup.c: copies of tree nodes. bm_io_write_pages is bm_io_write_batch
