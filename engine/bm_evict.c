@@ -485,7 +485,6 @@ static void cluster_release(struct bm *bm, struct bm_thread *t, const uint64_t *
 #define S3_REMARKED 32u /* marked again after the correlation window */
 #define S3_PID_BITS 40 /* a ring entry: pid | tick of its push << 40 */
 #define S3_PID_MASK ((UINT64_C(1) << S3_PID_BITS) - 1)
-#define S3_CORRELATED 32u /* ticks: 32 x BM_S3_TICK = 2,048 operations */
 #define S3_EMPTY  UINT64_MAX /* a ring slot not (yet) written */
 #define S3_GOLDEN UINT64_C(0x9E3779B97F4A7C15)
 #define S3_ADAPT_UP   512 /* 1/256 pages: a ghost hit grows the target by 2 */
@@ -499,6 +498,7 @@ struct bm_s3 {
 	_Atomic uint32_t *ghost;
 	uint64_t ghost_mask;
 	uint64_t min, max;       /* the target's bounds, pages */
+	uint64_t window;         /* ticks: uses before are the first use's */
 	bool (*is_meta)(const void *page); /* metadata first, or NULL */
 	pthread_mutex_t mu;      /* the ring's consumer (s3_collect) */
 	uint64_t mid;            /* under mu: entries below it were re-marked */
@@ -569,6 +569,17 @@ static int s3_init(struct bm *bm, bool (*is_meta)(const void *page))
 	q->max = bm->capacity / 2;
 	atomic_init(&q->target, (bm->capacity / 10) << 8);
 	q->is_meta = is_meta;
+	/* The window, in operations (VS_EVICT_WINDOW=OPERATIONS to measure
+	 * another): longer than a walk's uses of one leaf, shorter than the
+	 * time a hot set is in use (bench/evsim/metascan.sh and scan.sh: twice
+	 * the pool's pages lost 11% of scan.sh's hot file to its scan). */
+	uint64_t ops = 2048;
+	const char *w = getenv("VS_EVICT_WINDOW");
+	if (w && *w)
+		ops = strtoull(w, NULL, 10);
+	q->window = (ops + BM_S3_TICK - 1) / BM_S3_TICK;
+	if (q->window > 0x7fffff)
+		q->window = 0x7fffff;
 	return 0;
 }
 
@@ -812,7 +823,7 @@ void bm_s3_stats(struct bm *bm, struct bm_stats *ret)
  * main gives the rest.
  */
 /* Under s3->mu: mark again the pages of the entries that are now
- * S3_CORRELATED ticks old (see "Uses soon after the first" above). */
+ * q->window ticks old (see "Uses soon after the first" above). */
 static void s3_remark(struct bm *bm)
 {
 	struct bm_s3 *q = bm->s3;
@@ -826,7 +837,7 @@ static void s3_remark(struct bm *bm)
 		    atomic_load_explicit(&q->ring[q->mid & q->ring_mask], memory_order_acquire);
 		if (e == S3_EMPTY)
 			break; /* claimed, not yet written: later */
-		if (((now - (e >> S3_PID_BITS)) & 0xffffff) < S3_CORRELATED)
+		if (((now - (e >> S3_PID_BITS)) & 0xffffff) < q->window)
 			break; /* younger, and so is what follows */
 		uint64_t pid = e & S3_PID_MASK;
 		uint8_t fl = atomic_load_explicit(&q->qflag[pid], memory_order_relaxed);
