@@ -29,6 +29,44 @@
  *             (items, customers, orders) by this; only for
  *             quick tests, the result is not TPC-C
  *
+ * and, for RNDREAD=1, a skewed key choice whose popular keys move:
+ *
+ *   ZIPF        Zipf skew of the lookups (0.9: the issue's; 0:    unset
+ *               uniform, but through the same mapping and with
+ *               the columns below); unset: uniform, as vmcache
+ *   ZIPF_MOVE   seconds between moves of the hot set; 0: never    0
+ *   ZIPF_SCATTER 0: rank r is key r + shift (the hot keys packed   0
+ *               in the fewest leaves: page popularity is Zipf
+ *               too, as in evsim's zipf traces); 1: key perm(r)
+ *               + shift, perm a multiplicative bijection that
+ *               puts consecutive ranks far apart (YCSB's
+ *               scrambled Zipfian: the hot keys on as many
+ *               leaves as there are of them)
+ *
+ * With ZIPF set each lookup draws a rank r in [0, DATASIZE) with
+ * probability proportional to 1/(r+1)^ZIPF (rejection-inversion, Hoermann
+ * and Derflinger 1996: O(1) time and memory for any DATASIZE) and looks up
+ * key (perm(r) + shift) mod DATASIZE. The shift is 0 for the first
+ * ZIPF_MOVE seconds and jumps to a new pseudo-random value at each move
+ * (at the end of seconds ZIPF_MOVE - 1, 2 ZIPF_MOVE - 1, ...), so that
+ * after a move the popular keys are other tuples on other pages. The CSV
+ * line then has five more columns (workload "zipf"):
+ *
+ *   ...,batch,hit,loads,fixes,move,probation
+ *
+ * hit is the pool's hit ratio in that second, 1 - loads/fixes, where
+ * loads are pages read from the image and fixes the page fixes (bm_stats
+ * hits: a lookup fixes pages optimistically, and bm_fix_o counts a fix
+ * that loaded its page among them); move counts the moves made before
+ * that second; probation is s3clock's adapted probation target in pages
+ * (0 under the clock). When the engine records its eviction trace
+ * (VS_EVICT_TRACE), vsbench appends a marker record (evsim.h) with id
+ * s + 1 at the start of run second s (before that second's move), so
+ * that evsim -w 0 can cut the replay at the same seconds. The workers'
+ * records reach the file in buffers of 4,096 (BM_TRACE_RECS), so up to
+ * that many accesses a thread can land past a marker, unless
+ * VS_EVICT_TRACE_SYNC=1 has each written as it is made.
+ *
  * RNDREAD=1 formats the image (everything on it is lost), loads DATASIZE
  * tuples (8-byte big-endian key i, 120-byte value starting with the key) on
  * THREADS threads, each a contiguous key range, reports the load rate on
@@ -66,6 +104,7 @@
  * consistency check.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -75,6 +114,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bench/tpcc.h"
 #include "engine/bm.h"
@@ -98,6 +138,10 @@ struct config {
 	uint64_t datasize;
 	bool btcheck;
 	unsigned tpcc_scale;
+	bool zipf;	    /* ZIPF set: skewed, moving key choice */
+	double zipf_s;	    /* its skew */
+	unsigned zipf_move; /* seconds between moves; 0: never */
+	bool zipf_scatter;
 };
 
 /* ------------------------------------------------------------------ */
@@ -181,6 +225,16 @@ static int config_read(struct config *c)
 	c->datasize = env_count("DATASIZE", 10, 1, 1e15);
 	c->btcheck = env_flag("BTCHECK");
 	c->tpcc_scale = (unsigned)env_count("TPCCSCALE", 1, 1, 10000);
+	c->zipf = getenv("ZIPF") != NULL;
+	c->zipf_s = env_number("ZIPF", 0, 0, 10);
+	c->zipf_move = (unsigned)env_count("ZIPF_MOVE", 0, 0, 1u << 30);
+	c->zipf_scatter = env_flag("ZIPF_SCATTER");
+	if (!env_bad && getenv("ZIPF_MOVE") && !c->zipf)
+		env_error("ZIPF_MOVE", getenv("ZIPF_MOVE"), "only with ZIPF");
+	if (!env_bad && getenv("ZIPF_SCATTER") && !c->zipf)
+		env_error("ZIPF_SCATTER", getenv("ZIPF_SCATTER"), "only with ZIPF");
+	if (!env_bad && c->zipf && !c->rndread)
+		env_error("ZIPF", getenv("ZIPF"), "only with RNDREAD=1");
 	if (!env_bad && !c->rndread && c->datasize > TPCC_MAX_WAREHOUSES)
 		env_error("DATASIZE", getenv("DATASIZE"), "at most 65535 warehouses");
 	if (!env_bad && c->virt_bytes == 0)
@@ -272,6 +326,24 @@ static uint64_t next_random(uint64_t *s)
 	return z ^ (z >> 31);
 }
 
+/* Look up key @i and check the tuple; false (w->err set) on an engine
+ * error. */
+static inline bool lookup_one(struct worker *w, uint64_t i)
+{
+	uint8_t key[KEY_SIZE], value[VALUE_SIZE];
+	unsigned len = 0;
+	key_of(i, key);
+	int err = bt_lookup(&w->tree, key, KEY_SIZE, value, sizeof(value), &len);
+	if (err || len != VALUE_SIZE || memcmp(key, value, KEY_SIZE)) {
+		if (err && err != -ENOENT) {
+			w->err = err;
+			return false;
+		}
+		w->bad++;
+	}
+	return true;
+}
+
 static void *lookup_thread(void *arg)
 {
 	struct worker *w = arg;
@@ -280,17 +352,139 @@ static void *lookup_thread(void *arg)
 	while (atomic_load_explicit(&keep_running, memory_order_relaxed)) {
 		uint64_t i =
 		    (uint64_t)(((unsigned __int128)next_random(&seed) * w->datasize) >> 64);
-		uint8_t key[KEY_SIZE], value[VALUE_SIZE];
-		unsigned len = 0;
-		key_of(i, key);
-		int err = bt_lookup(&w->tree, key, KEY_SIZE, value, sizeof(value), &len);
-		if (err || len != VALUE_SIZE || memcmp(key, value, KEY_SIZE)) {
-			if (err && err != -ENOENT) {
-				w->err = err;
-				break;
-			}
-			w->bad++;
-		}
+		if (!lookup_one(w, i))
+			break;
+		atomic_store_explicit(&w->done, ++count, memory_order_relaxed);
+	}
+	w->cpu = thread_cpu() - cpu0;
+	return NULL;
+}
+
+/*
+ * Zipf ranks by rejection-inversion (W. Hoermann, G. Derflinger,
+ * "Rejection-inversion to generate variates from monotone discrete
+ * distributions", ACM TOMACS 6(3), 1996; as Apache Commons RNG's
+ * RejectionInversionZipfSampler). h(x) = x^-s is the density's hat;
+ * H is its integral, with helpers that stay accurate where s is near 1 or
+ * x near 1. A draw takes one uniform, a log and an exp, and is accepted
+ * at the first try 998 times in 1,000 (s = 0.9; a chi-square test over
+ * 1,000 ranks and 10^7 draws fits); no table, so DATASIZE can be anything.
+ */
+struct zipf {
+	double s, n;
+	double h_x1, h_n; /* H(1.5) - 1, H(n + 0.5) */
+	double squeeze;	  /* 2 - H^-1(H(2.5) - h(2)) */
+};
+
+static double zipf_helper1(double x) /* log1p(x) / x */
+{
+	return fabs(x) > 1e-8 ? log1p(x) / x : 1 - x * (0.5 - x * (1.0 / 3 - 0.25 * x));
+}
+
+static double zipf_helper2(double x) /* expm1(x) / x */
+{
+	return fabs(x) > 1e-8 ? expm1(x) / x : 1 + x * 0.5 * (1 + x / 3 * (1 + 0.25 * x));
+}
+
+static double zipf_h(const struct zipf *z, double x)
+{
+	return exp(-z->s * log(x));
+}
+
+static double zipf_hint(const struct zipf *z, double x)
+{
+	double lx = log(x);
+	return zipf_helper2((1 - z->s) * lx) * lx;
+}
+
+static double zipf_hint_inv(const struct zipf *z, double x)
+{
+	double t = x * (1 - z->s);
+	if (t < -1)
+		t = -1; /* rounding, near the end of the range */
+	return exp(zipf_helper1(t) * x);
+}
+
+static void zipf_init(struct zipf *z, double s, uint64_t n)
+{
+	z->s = s;
+	z->n = (double)n;
+	z->h_x1 = zipf_hint(z, 1.5) - 1;
+	z->h_n = zipf_hint(z, z->n + 0.5);
+	z->squeeze = 2 - zipf_hint_inv(z, zipf_hint(z, 2.5) - zipf_h(z, 2));
+}
+
+/* A rank in [0, n): rank 0 the most popular. */
+static uint64_t zipf_next(const struct zipf *z, uint64_t *seed)
+{
+	for (;;) {
+		double u01 = (double)(next_random(seed) >> 11) * 0x1p-53;
+		double u = z->h_n + u01 * (z->h_x1 - z->h_n);
+		double x = zipf_hint_inv(z, u);
+		double k = floor(x + 0.5);
+		if (k < 1)
+			k = 1;
+		else if (k > z->n)
+			k = z->n;
+		if (k - x <= z->squeeze || u >= zipf_hint(z, k + 0.5) - zipf_h(z, k))
+			return (uint64_t)k - 1;
+	}
+}
+
+/* Where the ranks land (ZIPF_SCATTER): rank r is key (r * zipf_mul + shift)
+ * mod DATASIZE, zipf_mul = 1 or an odd multiplier near DATASIZE / phi that
+ * is prime to DATASIZE (so the map is a bijection, and consecutive ranks
+ * land far apart, spread as evenly as the golden ratio spreads them). The
+ * shift is the moving part: the reporter stores a new one at each move,
+ * the workers load it before each lookup. */
+static uint64_t zipf_mul = 1;
+static _Atomic uint64_t zipf_shift;
+static struct zipf zipf_dist;
+
+static uint64_t gcd_u64(uint64_t a, uint64_t b)
+{
+	while (b) {
+		uint64_t t = a % b;
+		a = b;
+		b = t;
+	}
+	return a;
+}
+
+static void zipf_setup(const struct config *c)
+{
+	zipf_init(&zipf_dist, c->zipf_s, c->datasize);
+	zipf_mul = 1;
+	if (c->zipf_scatter && c->datasize > 2) {
+		uint64_t m = (uint64_t)((double)c->datasize * 0.6180339887498949) | 1;
+		while (gcd_u64(m, c->datasize) != 1)
+			m += 2;
+		zipf_mul = m % c->datasize;
+	}
+	atomic_store(&zipf_shift, 0);
+}
+
+/* The shift after move @k (k >= 1): pseudo-random, the same every run. */
+static uint64_t zipf_shift_of(uint64_t k, uint64_t n)
+{
+	uint64_t s = 0x2f0a5eedu + k * 0x100000001b3u;
+	return (uint64_t)(((unsigned __int128)next_random(&s) * n) >> 64);
+}
+
+static void *zipf_lookup_thread(void *arg)
+{
+	struct worker *w = arg;
+	uint64_t seed = w->seed, count = 0, n = w->datasize;
+	double cpu0 = thread_cpu();
+	while (atomic_load_explicit(&keep_running, memory_order_relaxed)) {
+		uint64_t r = zipf_next(&zipf_dist, &seed);
+		uint64_t shift = atomic_load_explicit(&zipf_shift, memory_order_relaxed);
+		uint64_t i = zipf_mul == 1 ? r : (uint64_t)((unsigned __int128)r * zipf_mul % n);
+		i += shift;
+		if (i >= n)
+			i -= n;
+		if (!lookup_one(w, i))
+			break;
 		atomic_store_explicit(&w->done, ++count, memory_order_relaxed);
 	}
 	w->cpu = thread_cpu() - cpu0;
@@ -437,22 +631,41 @@ static void print_latency(const struct bm_latency *before, const struct bm_laten
 	print_quantiles(&e);
 }
 
+/* The marker that starts run second @s in the eviction trace (-1: none
+ * asked for): 8 bytes, little endian, kind 3 (bench/evsim/evsim.h), id
+ * s + 1. One write on an O_APPEND descriptor: it cannot tear. */
+static void trace_mark(int fd, unsigned s)
+{
+	if (fd < 0)
+		return;
+	uint64_t v = (uint64_t)(s + 1) | (UINT64_C(3) << 56);
+	uint8_t b[8];
+	for (int k = 0; k < 8; k++)
+		b[k] = (uint8_t)(v >> (8 * k));
+	if (write(fd, b, sizeof(b)) != (ssize_t)sizeof(b))
+		fprintf(stderr, "vsbench: writing a marker to the eviction trace failed\n");
+}
+
 /* Run @fn on every worker for RUNFOR seconds, printing the CSV header and
  * one line a second (workload @workload), then stop and join them.
  * *ret_secs gets the wall time from start to join; lat[0] and lat[1] the
- * pool's latency histograms at start and after the join. */
+ * pool's latency histograms at start and after the join. With ZIPF the
+ * lines have the hit ratio's columns, the hot set moves every ZIPF_MOVE
+ * seconds, and @trace_fd (or -1) gets a marker at each second. */
 static int measure(const struct config *c, struct worker *w, struct bm *bm, const char *workload,
-		   void *(*fn)(void *), double *ret_secs, struct bm_latency lat[2])
+		   void *(*fn)(void *), double *ret_secs, struct bm_latency lat[2], int trace_fd)
 {
 	const double mb = 1024.0 * 1024;
 	struct bm_stats first, prev, cur;
 	bm_stats_get(bm, &prev);
 	first = prev;
 	bm_latency_get(bm, &lat[0]);
-	uint64_t prev_done = 0;
+	uint64_t prev_done = 0, moves = 0;
 
-	printf("ts,tx,rmb,wmb,system,threads,datasize,workload,batch\n");
+	printf("ts,tx,rmb,wmb,system,threads,datasize,workload,batch%s\n",
+	       c->zipf ? ",hit,loads,fixes,move,probation" : "");
 	fflush(stdout);
+	trace_mark(trace_fd, 0);
 	double t0 = now();
 	int err = start_all(w, c->threads, fn);
 	if (err)
@@ -461,11 +674,27 @@ static int measure(const struct config *c, struct worker *w, struct bm *bm, cons
 		sleep_until(t0 + s + 1);
 		uint64_t done = total_done(w, c->threads);
 		bm_stats_get(bm, &cur);
-		printf("%u,%llu,%.2f,%.2f,virtuscale,%u,%llu,%s,%u\n", s,
+		uint64_t cur_moves = moves;
+		if (s + 1 < c->runfor)
+			trace_mark(trace_fd, s + 1); /* before the move: its lookups after it */
+		if (c->zipf && c->zipf_move && (s + 1) % c->zipf_move == 0) {
+			atomic_store_explicit(&zipf_shift, zipf_shift_of(++moves, c->datasize),
+					      memory_order_relaxed);
+		}
+		printf("%u,%llu,%.2f,%.2f,virtuscale,%u,%llu,%s,%u", s,
 		       (unsigned long long)(done - prev_done),
 		       (double)(cur.read_bytes - prev.read_bytes) / mb,
 		       (double)(cur.write_bytes - prev.write_bytes) / mb, c->threads,
 		       (unsigned long long)c->datasize, workload, c->batch);
+		if (c->zipf) {
+			uint64_t loads = cur.loads - prev.loads, fixes = cur.hits - prev.hits;
+			printf(",%.4f,%llu,%llu,%llu,%llu",
+			       fixes ? 1 - (double)loads / (double)fixes : 0.0,
+			       (unsigned long long)loads, (unsigned long long)fixes,
+			       (unsigned long long)cur_moves,
+			       (unsigned long long)cur.probation_target);
+		}
+		printf("\n");
 		fflush(stdout);
 		prev = cur;
 		prev_done = done;
@@ -492,7 +721,45 @@ static int rndread(const struct config *c, struct worker *w, struct bm *bm)
 	struct bm_latency *lat = malloc(2 * sizeof(*lat)); /* 3.5 KiB each */
 	if (!lat)
 		return -ENOMEM;
-	int err = measure(c, w, bm, "rndread", lookup_thread, &secs, lat);
+	int trace_fd = -1;
+	struct bm_stats st0;
+	if (c->zipf) {
+		zipf_setup(c);
+		bm_stats_get(bm, &st0);
+		char every[32] = "never moving";
+		if (c->zipf_move)
+			snprintf(every, sizeof(every), "moving every %u s", c->zipf_move);
+		fprintf(stderr,
+			"zipf: skew %g over %llu keys, %s, hot set %s; pool %llu pages, "
+			"eviction %s\n",
+			c->zipf_s, (unsigned long long)c->datasize,
+			c->zipf_scatter ? "ranks scattered" : "ranks packed", every,
+			(unsigned long long)st0.capacity_pages, st0.evict_policy);
+		const char *tp = getenv("VS_EVICT_TRACE");
+		if (tp && *tp) {
+			trace_fd = open(tp, O_WRONLY | O_APPEND | O_CLOEXEC);
+			if (trace_fd < 0)
+				fprintf(stderr, "vsbench: %s: %s (no markers)\n", tp,
+					strerror(errno));
+		}
+	}
+	int err = measure(c, w, bm, c->zipf ? "zipf" : "rndread",
+			  c->zipf ? zipf_lookup_thread : lookup_thread, &secs, lat, trace_fd);
+	if (trace_fd >= 0)
+		close(trace_fd);
+	if (c->zipf) {
+		struct bm_stats st;
+		bm_stats_get(bm, &st);
+		uint64_t loads = st.loads - st0.loads, fixes = st.hits - st0.hits;
+		fprintf(stderr,
+			"zipf: hit ratio %.4f over the run (%llu loads, %llu fixes); probation "
+			"%llu of %llu target, %llu promotions, %llu ghost hits\n",
+			fixes ? 1 - (double)loads / (double)fixes : 0.0, (unsigned long long)loads,
+			(unsigned long long)fixes, (unsigned long long)st.probation_pages,
+			(unsigned long long)st.probation_target,
+			(unsigned long long)(st.promotions - st0.promotions),
+			(unsigned long long)(st.ghost_hits - st0.ghost_hits));
+	}
 
 	uint64_t done = total_done(w, c->threads), bad = 0;
 	for (unsigned i = 0; i < c->threads; i++)
@@ -617,7 +884,7 @@ static int tpcc(const struct config *c, struct worker *w, struct bm *bm)
 		err = -ENOMEM;
 		goto out;
 	}
-	err = measure(c, w, bm, "tpcc", tpcc_thread, &secs, lat);
+	err = measure(c, w, bm, "tpcc", tpcc_thread, &secs, lat, -1);
 
 	uint64_t done = total_done(w, c->threads), kinds[TPCC_TX_KINDS] = {0}, rollbacks = 0;
 	for (unsigned i = 0; i < c->threads; i++) {

@@ -5,12 +5,16 @@
  * workload-aware eviction issue. See bench/evsim/README.md.
  *
  *   evsim [-c PAGES] [-p clock,lru,2q,s3fifo,s3clock] [-b BATCH] [-k CLUSTER]
- *         [-g GHOST_RATIO] [-s SMALL_RATIO] TRACE...
+ *         [-g GHOST_RATIO] [-s SMALL_RATIO] [-F] [-w WINDOW] TRACE...
  *   evsim gen scan [-H HOT] [-S SCAN] [-R ROUNDS] [-s SEED] [-B]
  *   evsim gen zipf [-n PAGES] [-a ALPHA] [-m MOVE_EVERY] [-l LENGTH] [-s SEED] [-B]
  *   evsim gen seq  [-n PAGES] [-P PASSES] [-B]
  *
- * gen writes the trace to stdout (text, or binary with -B).
+ * gen writes the trace to stdout (text, or binary with -B). -F keeps
+ * s3clock's probation at SMALL_RATIO (no adapting). -w prints, instead of
+ * the table, a CSV line per window and policy (hit ratios over time): a
+ * window is WINDOW accesses, cut at each marker (0: one window a phase),
+ * ev_replay_windows.
  */
 #include "evsim.h"
 
@@ -320,11 +324,74 @@ static int replay(const char *path, uint64_t capacity, const bool *on,
 	return 0;
 }
 
+struct window_out {
+	const char *path;
+	const bool *on; /* the policies replayed */
+	bool recorded;  /* the trace has loads: a row for the pool that recorded it */
+};
+
+/* One line per policy: trace,window,phase,first,accesses,policy,hits,hit_ratio */
+static void window_print(void *arg, const struct ev_window *w)
+{
+	const struct window_out *o = arg;
+	for (int k = 0; k <= EV_NKINDS; k++) {
+		if (k < EV_NKINDS ? !o->on[k] : !o->recorded)
+			continue;
+		uint64_t hits = k < EV_NKINDS ? w->hits[k] : w->accesses - w->loads;
+		printf("%s,%llu,%llu,%llu,%llu,%s,%llu,%.6f\n", o->path,
+		       (unsigned long long)w->index, (unsigned long long)w->phase,
+		       (unsigned long long)w->first, (unsigned long long)w->accesses,
+		       k < EV_NKINDS ? ev_kind_name(k) : "recorded", (unsigned long long)hits,
+		       (double)hits / (double)w->accesses);
+	}
+}
+
+static int replay_windows(const char *path, uint64_t capacity, const bool *on,
+			  const struct ev_params *base, uint64_t every)
+{
+	static bool header;
+	struct ev_trace t;
+	int r = ev_trace_read(path, &t);
+	if (r < 0) {
+		fprintf(stderr, "evsim: %s: %s\n", path, strerror(-r));
+		return 1;
+	}
+	if (ev_trace_fold(&t) < 0) {
+		fprintf(stderr, "evsim: %s: out of memory\n", path);
+		ev_trace_free(&t);
+		return 1;
+	}
+	struct ev_params p = *base;
+	p.capacity = capacity;
+	struct ev_policy *pol[EV_NKINDS] = { 0 };
+	int rc = 0;
+	for (int k = 0; k < EV_NKINDS && !rc; k++) {
+		if (on[k] && !(pol[k] = ev_policy_new(k, &p))) {
+			fprintf(stderr, "evsim: cannot set up %s at %llu pages\n", ev_kind_name(k),
+				(unsigned long long)capacity);
+			rc = 1;
+		}
+	}
+	struct window_out o = { .path = path, .on = on };
+	for (size_t i = 0; i < t.n && !o.recorded; i++)
+		o.recorded = (t.rec[i] >> 56) == EV_REC_LOAD;
+	if (!rc) {
+		if (!header)
+			printf("trace,window,phase,first,accesses,policy,hits,hit_ratio\n");
+		header = true;
+		ev_replay_windows(&t, pol, every, window_print, &o);
+	}
+	for (int k = 0; k < EV_NKINDS; k++)
+		ev_policy_free(pol[k]);
+	ev_trace_free(&t);
+	return rc;
+}
+
 static void usage(void)
 {
 	fprintf(stderr,
 		"usage: evsim [-c PAGES] [-p POLICY,...] [-b BATCH] [-k CLUSTER] [-g GHOST_RATIO] "
-		"[-s SMALL_RATIO] TRACE...\n"
+		"[-s SMALL_RATIO] [-F] [-w WINDOW] TRACE...\n"
 		"       evsim gen scan|zipf|seq [options] > TRACE   (see evsim.c)\n"
 		"policies: clock lru 2q s3fifo s3clock (default: all)\n");
 }
@@ -350,9 +417,13 @@ int main(int argc, char **argv)
 	for (int k = 0; k < EV_NKINDS; k++)
 		on[k] = true;
 	int o;
-	while ((o = getopt(argc, argv, "c:p:b:k:g:s:h")) != -1) {
+	bool windows = false;
+	uint64_t every = 0;
+	while ((o = getopt(argc, argv, "c:p:b:k:g:s:Fw:h")) != -1) {
 		switch (o) {
 		case 'c': capacity = num(optarg); break;
+		case 'F': p.fixed_small = true; break;
+		case 'w': windows = true; every = num(optarg); break;
 		case 'b': p.batch = (unsigned)num(optarg); break;
 		case 'k': p.cluster = (int)num(optarg); break;
 		case 'g': p.ghost_ratio = atof(optarg); break;
@@ -382,6 +453,7 @@ int main(int argc, char **argv)
 	}
 	int rc = 0;
 	for (int i = optind; i < argc; i++)
-		rc |= replay(argv[i], capacity, on, &p);
+		rc |= windows ? replay_windows(argv[i], capacity, on, &p, every)
+			      : replay(argv[i], capacity, on, &p);
 	return rc;
 }

@@ -38,7 +38,8 @@
  *            capacity costs 0.09% of the pool's memory). The probation
  *            queue's size adapts between 5% and 50% of capacity: a ghost
  *            hit grows it by 2 pages, a page let go into the ghost shrinks
- *            it by 1/4 page (policies.c, s3clock_adapt).
+ *            it by 1/4 page (policies.c, s3clock_adapt); fixed_small keeps
+ *            it at small_ratio instead.
  *
  *            What the engine needs to run it, learnt from its traces:
  *            every page the file system reads comes in by a prefetch (or
@@ -70,6 +71,7 @@ struct ev_params {
 	double small_ratio; /* s3fifo, s3clock: small queue; 0 = 0.1 */
 	double ghost_ratio; /* s3fifo, s3clock: ghost entries / capacity; 0 = 1 - small */
 	unsigned promote;   /* s3fifo: hits in small to go to main; 0 = 1 */
+	bool fixed_small;   /* s3clock: probation stays at small_ratio (no adapting) */
 };
 
 /* What a policy did, and how its queues stand. */
@@ -141,5 +143,25 @@ void ev_trace_free(struct ev_trace *t);
 /* Fold each prefetch and the next access of its page into one load record
  * (in place). Returns how many accesses were folded, or -ENOMEM. */
 long ev_trace_fold(struct ev_trace *t);
+
+/*
+ * Hit ratios over time (window.c). ev_replay_windows replays @t (folded
+ * already) through the policies pol[0..EV_NKINDS) (NULL entries skipped)
+ * and calls @fn once per window with the window's counts. A window closes
+ * after @every accesses (0: never) and at each marker, so that none spans
+ * two phases; an empty window is not reported. Recorded evictions are
+ * skipped, as in the table. Returns the number of windows reported.
+ */
+struct ev_window {
+	uint64_t index;    /* 0, 1, ... */
+	uint64_t phase;    /* the id of the last marker before it; 0 before any */
+	uint64_t first;    /* accesses before it */
+	uint64_t accesses; /* accesses in it */
+	uint64_t loads;    /* of them, loads in the pool that recorded the trace */
+	uint64_t hits[EV_NKINDS]; /* of them, each policy's hits */
+};
+typedef void ev_window_fn(void *arg, const struct ev_window *w);
+uint64_t ev_replay_windows(const struct ev_trace *t, struct ev_policy *const *pol, uint64_t every,
+			   ev_window_fn *fn, void *arg);
 
 #endif

@@ -554,6 +554,8 @@ struct ev_policy *ev_policy_new(enum ev_kind k, const struct ev_params *p)
 	pol->small_max = cap / 2;
 	if (pol->small_min > pol->small_cap)
 		pol->small_min = pol->small_cap;
+	if (p->fixed_small)
+		pol->small_min = pol->small_max = pol->small_cap;
 	pol->kin = cap / 4;
 	pol->kout = cap / 2;
 	if (k == EV_2Q)

@@ -215,6 +215,96 @@ static void test_s3clock_adapts(void)
 	ev_stats_get(pol, &s);
 	CHECK(s.small_target == 5);
 	ev_policy_free(pol);
+
+	/* fixed_small (evsim -F): the same loop leaves it where it was */
+	p.fixed_small = true;
+	p.small_ratio = 0.2;
+	pol = ev_policy_new(EV_S3CLOCK, &p);
+	CHECK(pol != NULL);
+	for (int pass = 0; pass < 20; pass++)
+		for (uint64_t i = 0; i < 120; i++)
+			ev_access(pol, 1000 + i);
+	ev_stats_get(pol, &s);
+	CHECK(s.ghost_hits > 0);
+	CHECK(s.small_target == 20);
+	ev_policy_free(pol);
+}
+
+/*
+ * Windows (ev_replay_windows), LRU of 4 pages, windows of 3 accesses:
+ *   1 2             miss miss               window 0, phase 0 (cut by the marker)
+ *   marker 7
+ *   1 3 (load) 4    hit miss miss           window 1, its one recorded load
+ *   1 5 (evict 2) 2 hit, 5 evicts 2, 2 evicts 3: window 2 (the eviction
+ *                   record is skipped, not counted)
+ *   1               hit                     window 3, cut by the marker
+ *   marker 8, marker 9 (nothing between: no window)
+ *   3               miss                    window 4, cut by the end
+ * Windows (phase, first, accesses, loads, hits): (0 0 2 0 0) (7 2 3 1 1)
+ * (7 5 3 0 1) (7 8 1 0 1) (9 9 1 0 0). With no window size: one a phase,
+ * (0 0 2 0 0) (7 2 7 1 3) (9 9 1 0 0).
+ */
+struct win_log {
+	unsigned n;
+	struct ev_window w[8];
+};
+
+static void win_note(void *arg, const struct ev_window *w)
+{
+	struct win_log *l = arg;
+	if (l->n < 8)
+		l->w[l->n] = *w;
+	l->n++;
+}
+
+static void test_windows(void)
+{
+	struct ev_trace t = { 0 };
+	const uint64_t rec[] = {
+		ev_rec_make(EV_REC_ACCESS, 1), ev_rec_make(EV_REC_ACCESS, 2),
+		ev_rec_make(EV_REC_MARK, 7),   ev_rec_make(EV_REC_ACCESS, 1),
+		ev_rec_make(EV_REC_LOAD, 3),   ev_rec_make(EV_REC_ACCESS, 4),
+		ev_rec_make(EV_REC_ACCESS, 1), ev_rec_make(EV_REC_ACCESS, 5),
+		ev_rec_make(EV_REC_EVICT, 2),  ev_rec_make(EV_REC_ACCESS, 2),
+		ev_rec_make(EV_REC_ACCESS, 1), ev_rec_make(EV_REC_MARK, 8),
+		ev_rec_make(EV_REC_MARK, 9),   ev_rec_make(EV_REC_ACCESS, 3),
+	};
+	for (size_t i = 0; i < N(rec); i++)
+		CHECK(ev_trace_push(&t, rec[i]) == 0);
+	const uint64_t want3[][5] = {
+		{ 0, 0, 2, 0, 0 }, { 7, 2, 3, 1, 1 }, { 7, 5, 3, 0, 1 }, { 7, 8, 1, 0, 1 },
+		{ 9, 9, 1, 0, 0 },
+	};
+	const uint64_t want0[][5] = { { 0, 0, 2, 0, 0 }, { 7, 2, 7, 1, 3 }, { 9, 9, 1, 0, 0 } };
+	for (int pass = 0; pass < 2; pass++) {
+		struct ev_params p = { .capacity = 4 };
+		struct ev_policy *pol[EV_NKINDS] = { 0 };
+		pol[EV_LRU] = ev_policy_new(EV_LRU, &p);
+		CHECK(pol[EV_LRU] != NULL);
+		struct win_log l = { 0 };
+		uint64_t every = pass == 0 ? 3 : 0;
+		const uint64_t(*want)[5] = pass == 0 ? want3 : want0;
+		unsigned nwant = pass == 0 ? N(want3) : N(want0);
+		CHECK(ev_replay_windows(&t, pol, every, win_note, &l) == nwant);
+		CHECK(l.n == nwant);
+		for (unsigned i = 0; i < l.n && i < nwant; i++) {
+			const struct ev_window *w = &l.w[i];
+			if (w->index != i || w->phase != want[i][0] || w->first != want[i][1] ||
+			    w->accesses != want[i][2] || w->loads != want[i][3] ||
+			    w->hits[EV_LRU] != want[i][4] || w->hits[EV_CLOCK] != 0) {
+				fprintf(stderr,
+					"window %u (every %llu): phase %llu first %llu accesses %llu "
+					"loads %llu hits %llu\n",
+					i, (unsigned long long)every, (unsigned long long)w->phase,
+					(unsigned long long)w->first, (unsigned long long)w->accesses,
+					(unsigned long long)w->loads,
+					(unsigned long long)w->hits[EV_LRU]);
+				failures++;
+			}
+		}
+		ev_policy_free(pol[EV_LRU]);
+	}
+	ev_trace_free(&t);
 }
 
 static void test_formats(void)
@@ -289,6 +379,7 @@ int main(void)
 	test_s3clock();
 	test_scan();
 	test_s3clock_adapts();
+	test_windows();
 	test_formats();
 	if (failures)
 		fprintf(stderr, "test_evsim: %d failures\n", failures);
