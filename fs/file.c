@@ -412,8 +412,9 @@ static struct ext *ext_ending_at(struct ext_list *l, uint64_t fpage)
  * kernel's page cache keeps what a buffered reader read; pages already in
  * the pool are used from there as always.) Large requests come from
  * sequential readers and writers: the kernel's read-ahead and write-back,
- * O_DIRECT streams. The buffer serves one window at a time: a read or a
- * write window, never both at once. */
+ * O_DIRECT streams. With cache=kernel every read goes this way, whatever
+ * its size (read_past_pool). The buffer serves one window at a time: a
+ * read or a write window, never both at once. */
 #define FS_STREAM_MIN_PAGES 32
 #define THROUGH_PAGES (FS_READ_IOV_MAX + 1 > FS_WINDOW ? FS_READ_IOV_MAX + 1 : FS_WINDOW)
 
@@ -421,6 +422,41 @@ static struct ext *ext_ending_at(struct ext_list *l, uint64_t fpage)
 static bool streaming(struct fs *fs, const struct fs_inode *in, unsigned npages)
 {
 	return npages >= FS_STREAM_MIN_PAGES && in->pages > bm_pool_pages(fs->bm) / 2;
+}
+
+/* cache= (fs.h): read by every read, set once before the mount is served. */
+static _Atomic int cache_mode = FS_CACHE_BOTH;
+
+void fs_cache_mode_set(enum fs_cache_mode mode)
+{
+	atomic_store_explicit(&cache_mode, (int)mode, memory_order_relaxed);
+}
+
+enum fs_cache_mode fs_cache_mode_get(void)
+{
+	return (enum fs_cache_mode)atomic_load_explicit(&cache_mode, memory_order_relaxed);
+}
+
+const char *fs_cache_mode_name(enum fs_cache_mode mode)
+{
+	switch (mode) {
+	case FS_CACHE_POOL:
+		return "pool";
+	case FS_CACHE_KERNEL:
+		return "kernel";
+	default:
+		return "both";
+	}
+}
+
+/* Does a read of @npages pages of @in take the pages that are not in the
+ * pool straight from the image? A stream does (streaming), and with
+ * cache=kernel every read does: the kernel's page cache keeps what the
+ * reader read, and a second copy in the pool would only take frames from
+ * tree nodes and written data. */
+static bool read_past_pool(struct fs *fs, const struct fs_inode *in, unsigned npages)
+{
+	return fs_cache_mode_get() == FS_CACHE_KERNEL || streaming(fs, in, npages);
 }
 
 static _Thread_local uint8_t *through_buf; /* THROUGH_PAGES */
@@ -859,7 +895,7 @@ static int read_window(struct fs *fs, const struct fs_inode *in, uint64_t off, s
 	uint64_t rest[MAXP];
 	unsigned nrest = 0;
 	uint8_t *tb = NULL;
-	if (streaming(fs, in, npages))
+	if (read_past_pool(fs, in, npages))
 		tb = through_buffer();
 	if (tb) {
 		r = bm_read_through(fs->bm, pids, npages, tb, got);

@@ -165,6 +165,30 @@ bool fs_attr_cacheable(struct fs *fs, const struct stat *st);
  * default. */
 void fs_set_kernel_cmtime(struct fs *fs, bool on);
 
+/* Who caches file data (mount option cache=). A buffered read through a
+ * FUSE mount leaves its pages twice: in the kernel's page cache and in the
+ * pool.
+ *   FS_CACHE_BOTH    both (the default).
+ *   FS_CACHE_POOL    the pool only: the FUSE layer opens regular files with
+ *                    direct_io, so the kernel keeps no file data (except
+ *                    the pages a shared mmap maps).
+ *   FS_CACHE_KERNEL  the kernel's page cache only: a read takes the pages
+ *                    of a file that are not in the pool straight from the
+ *                    image (bm_read_through), whatever its size. Written
+ *                    data still goes through the pool and the journal,
+ *                    resident pages are still read from the pool, and tree
+ *                    nodes are cached as always.
+ * One setting per process, as the FUSE transport is (fs/uring.h): the
+ * daemon serves one mount and sets it before serving; the FUSE layer, the
+ * reads and the stats file all ask fs_cache_mode_get. Unit tests that
+ * change it set FS_CACHE_BOTH back. */
+enum fs_cache_mode { FS_CACHE_BOTH = 0, FS_CACHE_POOL, FS_CACHE_KERNEL };
+void fs_cache_mode_set(enum fs_cache_mode mode);
+enum fs_cache_mode fs_cache_mode_get(void);
+
+/* "both", "pool" or "kernel": the option's value and the stats file's label. */
+const char *fs_cache_mode_name(enum fs_cache_mode mode);
+
 /* Might the kernel hold dirty pages of @ino that have not come to us yet?
  * True while any open of it for writing lasts (the kernel writes them all
  * back before the last release). */

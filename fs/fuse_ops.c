@@ -416,6 +416,20 @@ static void note_writer(fuse_req_t req, struct fs *fs, uint64_t ino, const struc
 	fs_dirty_fit(ctx_of(req));
 }
 
+/* What the kernel may cache of a regular file being opened (cache=, fs.h).
+ * With cache=pool nothing: direct_io sends every read and write to the
+ * daemon, and a shared mmap still works where the kernel let wire.c accept
+ * FUSE_DIRECT_IO_ALLOW_MMAP. Otherwise everything, and across opens: only
+ * this daemon changes the image, so what the kernel cached at the last
+ * open is still right. */
+static void file_caching(struct fuse_file_info *fi)
+{
+	if (fs_cache_mode_get() == FS_CACHE_POOL)
+		fi->direct_io = 1;
+	else
+		fi->keep_cache = 1;
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req, FS_REQ_OPEN);
@@ -439,9 +453,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	note_writer(req, fs, ino, fi);
-	/* Only this daemon changes the image: what the kernel cached at the
-	 * last open is still right. */
-	fi->keep_cache = 1;
+	file_caching(fi);
 	if (fuse_reply_open(req, fi) != 0)
 		fs_release(fs, ino);
 }
@@ -472,7 +484,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	    .attr_timeout = ctx_of(req)->opts.timeout,
 	    .entry_timeout = ctx_of(req)->opts.timeout,
 	};
-	fi->keep_cache = 1;
+	file_caching(fi);
 	if (fuse_reply_create(req, &e, fi) != 0) {
 		fs_release(fs, st.st_ino);
 		fs_forget(fs, st.st_ino, 1);

@@ -92,6 +92,8 @@ struct options {
 	char *pool;
 	char *exmap;
 	char *evict; /* evict=clock|s3clock */
+	char *cache; /* cache=both|pool|kernel (fs.h) */
+	enum fs_cache_mode cache_mode;
 	char *writeback;
 	/* Numbers arrive as text and are checked against a range in
 	 * check_numbers: "%u" would read "-1" as 4294967295. */
@@ -156,6 +158,7 @@ static const struct fuse_opt opt_table[] = {
     OPT("pool=%s", pool),
     OPT("exmap=%s", exmap),
     OPT("evict=%s", evict),
+    OPT("cache=%s", cache),
     OPT("threads=%s", threads_s),
     OPT("writeback_cache=%s", writeback),
     OPT("timeout=%s", timeout_s),
@@ -368,6 +371,11 @@ static void usage(FILE *f)
 		"  -o evict=s3clock|clock which pages the pool evicts first: s3clock (the\n"
 		"                         default) keeps pages used twice through a scan;\n"
 		"                         clock is vmcache's plain clock\n"
+		"  -o cache=both|pool|kernel  who caches file data: the kernel's page cache\n"
+		"                         and the pool (both, the default), the pool only\n"
+		"                         (pool: files are opened direct_io), or the kernel\n"
+		"                         only (kernel: reads of data not in the pool go\n"
+		"                         around it)\n"
 		"  -o ro                  mount read-only; the image is not written (of ro and\n"
 		"                         rw the last one given wins)\n"
 		"  -o allow_other         let other users in (needs user_allow_other in\n"
@@ -883,6 +891,16 @@ static int check_options(struct options *o, struct fs_config *cfg, struct fs_fus
 		}
 		cfg->evict = strcmp(o->evict, "clock") == 0 ? BM_EVICT_CLOCK : BM_EVICT_S3CLOCK;
 	}
+	if (!o->cache || strcmp(o->cache, "both") == 0) {
+		o->cache_mode = FS_CACHE_BOTH;
+	} else if (strcmp(o->cache, "pool") == 0) {
+		o->cache_mode = FS_CACHE_POOL;
+	} else if (strcmp(o->cache, "kernel") == 0) {
+		o->cache_mode = FS_CACHE_KERNEL;
+	} else {
+		fprintf(stderr, "virtuscale: cache=%s: use both, pool or kernel\n", o->cache);
+		return -1;
+	}
 	if (!o->uring || strcmp(o->uring, "auto") == 0) {
 		o->uring_mode = FS_URING_AUTO;
 	} else if (strcmp(o->uring, "on") == 0) {
@@ -928,6 +946,17 @@ static int check_options(struct options *o, struct fs_config *cfg, struct fs_fus
 				o->writeback);
 			return -1;
 		}
+	}
+	/* cache=pool opens files direct_io, whose writes the kernel sends at
+	 * once and does not stamp: with its writeback cache negotiated it
+	 * would still own mtime and ctime (and never take ours), so a write
+	 * would leave them as they were. Without it the daemon stamps every
+	 * write, mmap's write-backs included. */
+	if (o->cache_mode == FS_CACHE_POOL && fo->writeback_cache) {
+		if (o->writeback)
+			fprintf(stderr, "virtuscale: writeback_cache=on: of no use with cache=pool "
+					"(files are opened direct_io); turned off\n");
+		fo->writeback_cache = false;
 	}
 	fo->timeout = o->timeout;
 	fo->max_write = o->max_write ? o->max_write : (unsigned)MiB;
@@ -1323,6 +1352,7 @@ static int remount(struct options *o)
 	    {"pool", o->pool},
 	    {"exmap", o->exmap},
 	    {"evict", o->evict},
+	    {"cache", o->cache},
 	    {"threads", o->threads_s},
 	    {"writeback_cache", o->writeback},
 	    {"timeout", o->timeout_s},
@@ -1436,6 +1466,7 @@ int main(int argc, char *argv[])
 		       (unsigned long long)(cfg.pool_bytes >> 20));
 	if (cfg.fault)
 		arm_faults(&o);
+	fs_cache_mode_set(o.cache_mode);
 	se = fuse_session_new(&args, &fs_fuse_ops, sizeof(fs_fuse_ops), &ctx);
 	if (!se) {
 		fprintf(stderr, "virtuscale: cannot start a FUSE session (bad options?)\n");
@@ -1460,9 +1491,11 @@ int main(int argc, char *argv[])
 		goto out_unmount;
 	}
 	daemon_ready(0);
-	log_record("mounted %s on %s (pool %llu MiB, %u threads%s)", o.image, o.mountpoint,
+	log_record("mounted %s on %s (pool %llu MiB, %u threads%s%s%s)", o.image, o.mountpoint,
 		   (unsigned long long)(bm_pool_pages(fs_bm(ctx.fs)) * BM_PAGE_SIZE >> 20),
-		   o.single ? 1 : o.threads, o.read_only ? ", read-only" : "");
+		   o.single ? 1 : o.threads, o.read_only ? ", read-only" : "",
+		   o.cache_mode != FS_CACHE_BOTH ? ", cache=" : "",
+		   o.cache_mode != FS_CACHE_BOTH ? fs_cache_mode_name(o.cache_mode) : "");
 	late_flags_start(&o);
 	bdi_start(o.mountpoint, o.image,
 		  o.have_readahead ? o.readahead_kib : DEFAULT_READAHEAD_KIB);
@@ -1500,6 +1533,7 @@ out_args:
 	free(o.pool);
 	free(o.exmap);
 	free(o.evict);
+	free(o.cache);
 	free(o.writeback);
 	free(o.dirty_cache);
 	free(o.fault_err);

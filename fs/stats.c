@@ -340,6 +340,13 @@ ssize_t fs_stats_render(struct fs *fs, char *buf, size_t cap)
 	    "# TYPE virtuscale_backend_info gauge\n"
 	    "virtuscale_backend_info{backend=\"%s\"} 1\n",
 	    s.backend ? s.backend : "unknown");
+	put(&o,
+	    "# HELP virtuscale_cache_mode_info Who caches file data (mount option cache): "
+	    "the kernel's page cache and the pool (both), the pool only (pool: files are "
+	    "opened direct_io), or the kernel only (kernel: reads go around the pool).\n"
+	    "# TYPE virtuscale_cache_mode_info gauge\n"
+	    "virtuscale_cache_mode_info{mode=\"%s\"} 1\n",
+	    fs_cache_mode_name(fs_cache_mode_get()));
 	struct fs_wire_counters w;
 	fs_wire_counters_get(&w);
 	put(&o,

@@ -36,6 +36,14 @@
  * flag of such a request is noted by the ring thread through
  * fs_wire_note_request, as wire_read does for /dev/fuse.
  *
+ * cache=pool (fs.h) opens every regular file with direct_io, and the kernel
+ * refuses a shared mmap of such a file (ENODEV) unless the daemon accepted
+ * FUSE_DIRECT_IO_ALLOW_MMAP at INIT (Linux 6.6, protocol 7.39: after
+ * Debian 12's headers and libfuse 3.14). writev adds it to the INIT reply
+ * when the kernel offered it (accept_allow_mmap). INIT always comes
+ * through /dev/fuse, also when requests go over the ring afterwards, so
+ * this is the one place.
+ *
  * Everything else passes through untouched. Without fs_wire_attach (unit
  * tests driving the handlers, a kernel that does not offer the flag) the
  * kernel strips powers itself as before and fs_wire_kill_privs() is false.
@@ -59,6 +67,11 @@
 
 #include "engine/bm.h"
 #include "engine/lat_hist.h"
+#include "engine/log.h"
+
+/* fuse_init_in.flags2 / fuse_init_out.flags2: bit 36 of the 64-bit flags,
+ * FUSE_DIRECT_IO_ALLOW_MMAP (not in the 7.38 headers). */
+#define WIRE_DIRECT_IO_ALLOW_MMAP (1u << (36 - 32))
 
 static _Atomic uint64_t init_unique = UINT64_MAX; /* the INIT in flight */
 static atomic_bool init_offered;                  /* the kernel offered v2 */
@@ -343,6 +356,27 @@ void fs_wire_note_request(const void *buf, size_t n)
 	}
 }
 
+/* With cache=pool, accept FUSE_DIRECT_IO_ALLOW_MMAP in the INIT reply @out
+ * (of @len bytes) when the kernel offered it in @in_flags / @in_flags2, so
+ * that a shared mmap of a direct_io file maps the page cache as it would
+ * for any file, written back through the daemon. Without it, say once (at
+ * the mount's only INIT) what does not work; the mount goes on. */
+static void accept_allow_mmap(struct fuse_init_out *out, size_t len, uint32_t in_flags,
+			      uint32_t in_flags2)
+{
+	if (fs_cache_mode_get() != FS_CACHE_POOL)
+		return;
+	if (len >= sizeof(*out) && (in_flags & FUSE_INIT_EXT) &&
+	    (in_flags2 & WIRE_DIRECT_IO_ALLOW_MMAP)) {
+		out->flags |= FUSE_INIT_EXT;
+		out->flags2 |= WIRE_DIRECT_IO_ALLOW_MMAP;
+		return;
+	}
+	vs_log(VS_LOG_WARN,
+	       "cache=pool: the kernel does not offer FUSE_DIRECT_IO_ALLOW_MMAP (Linux 6.6+): "
+	       "a shared mmap of a file on this mount fails with ENODEV");
+}
+
 static ssize_t wire_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
 	(void)userdata;
@@ -363,6 +397,8 @@ static ssize_t wire_writev(int fd, struct iovec *iov, int count, void *userdata)
 			init = true;
 			if (atomic_load(&init_offered))
 				io->flags |= FUSE_HANDLE_KILLPRIV_V2;
+			accept_allow_mmap(io, iov[1].iov_len, atomic_load(&init_flags),
+					  atomic_load(&init_flags2));
 			if (iov[1].iov_len >= sizeof(struct fuse_init_out))
 				ring = fs_uring_init_reply(io, atomic_load(&init_flags),
 							   atomic_load(&init_flags2));

@@ -622,6 +622,60 @@ static void t_read_without_pins(void **state)
 	assert_int_equal(s.pinned_pages, 0);
 }
 
+/* Pages of @f in the pool now. */
+static uint64_t resident(uint64_t f)
+{
+	uint64_t res, total;
+	assert_int_equal(fs_residency(g, f, &res, &total), 0);
+	return res;
+}
+
+/* cache=kernel (fs.h): a read of pages not in the pool takes them from the
+ * image without loading them, even a small read of a small file (which
+ * cache=both loads); resident pages are still read from the pool, and
+ * writes still go through it. */
+static void t_cache_kernel(void **state)
+{
+	static uint8_t buf[64 * 1024], back[sizeof(buf)];
+	struct bm *bm = fs_bm(g);
+	struct bm_stats s0, s1;
+	uint64_t f = mk(FS_INO_ROOT, "kcache", S_IFREG | 0644);
+
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (uint8_t)(i * 7 + i / 4096);
+	assert_int_equal(fs_write(g, f, 0, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+	assert_int_equal(fs_sync(g), 0);
+	assert_true(bm_evict_all(bm, true) >= 0);
+	assert_int_equal(resident(f), 0);
+
+	fs_cache_mode_set(FS_CACHE_KERNEL);
+	bm_stats_get(bm, &s0);
+	assert_int_equal(fs_read(g, f, 4096 + 10, 100, back), 100);
+	assert_memory_equal(back, buf + 4096 + 10, 100);
+	assert_int_equal(fs_read(g, f, 0, sizeof(back), back), (ssize_t)sizeof(back));
+	assert_memory_equal(back, buf, sizeof(buf));
+	bm_stats_get(bm, &s1);
+	assert_int_equal(resident(f), 0);
+	assert_int_equal(s1.read_through - s0.read_through, 1 + sizeof(buf) / 4096);
+	/* A write loads its page (it goes through the journal); the read
+	 * after it takes that page from the pool, the others from the image. */
+	memcpy(buf + 8192 + 5, "kernel", 6);
+	assert_int_equal(fs_write(g, f, 8192 + 5, "kernel", 6), 6);
+	assert_int_equal(resident(f), 1);
+	bm_stats_get(bm, &s0);
+	assert_int_equal(fs_read(g, f, 0, sizeof(back), back), (ssize_t)sizeof(back));
+	assert_memory_equal(back, buf, sizeof(buf));
+	bm_stats_get(bm, &s1);
+	assert_int_equal(s1.read_through - s0.read_through, sizeof(buf) / 4096 - 1);
+	assert_int_equal(resident(f), 1);
+
+	/* cache=both loads what it reads. */
+	fs_cache_mode_set(FS_CACHE_BOTH);
+	assert_int_equal(fs_read(g, f, 0, sizeof(back), back), (ssize_t)sizeof(back));
+	assert_memory_equal(back, buf, sizeof(buf));
+	assert_int_equal(resident(f), sizeof(buf) / 4096);
+}
+
 static void t_threads(void **state)
 {
 	pthread_t t[4];
@@ -647,6 +701,14 @@ static void t_stats(void **state)
 	assert_non_null(strstr(buf, "# TYPE virtuscale_pool_capacity_pages gauge\n"));
 	assert_non_null(strstr(buf, "virtuscale_backend_info{backend=\"madvise\"} 1\n"));
 	assert_non_null(strstr(buf, "virtuscale_fuse_requests_total{op=\"read\"} "));
+	assert_non_null(strstr(buf, "# TYPE virtuscale_cache_mode_info gauge\n"
+				    "virtuscale_cache_mode_info{mode=\"both\"} 1\n"));
+	fs_cache_mode_set(FS_CACHE_POOL);
+	n = fs_stats_render(g, buf, sizeof(buf) - 1);
+	fs_cache_mode_set(FS_CACHE_BOTH);
+	assert_true(n > 0);
+	buf[n] = 0;
+	assert_non_null(strstr(buf, "virtuscale_cache_mode_info{mode=\"pool\"} 1\n"));
 	assert_int_equal(fs_stats_render(g, buf, 10), -ENOBUFS);
 	assert_int_equal(fs_control(g, "flush\n", 6), 0);
 	assert_int_equal(fs_control(g, "evict", 5), 0);
@@ -667,6 +729,7 @@ int main(void)
 	    cmocka_unit_test(t_persist),
 	    cmocka_unit_test(t_enospc),
 	    cmocka_unit_test(t_read_without_pins),
+	    cmocka_unit_test(t_cache_kernel),
 	    cmocka_unit_test(t_threads),
 	    cmocka_unit_test(t_stats),
 	};
