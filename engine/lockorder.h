@@ -40,7 +40,9 @@
  *   6. leaf mutexes     alloc_mu, dl_mu, sb_mu, threads_mu, flush_mu,
  *                       room_mu, ckpt_wait_mu, the fault-injection mutex,
  *                       s3clock's probation mutex (bm_evict.c: its holder
- *                       only tries page latches);
+ *                       only tries page latches; eviction takes it, and
+ *                       bm_s3_tick at the end of an operation only tries
+ *                       it, holding nothing);
  *                       fs: ino_mu, the node table, the stats; wire.c's
  *                       reader hand-off; uring.c's ur.mu (an answered
  *                       fsync's entry handed to a spare: taken in the
