@@ -56,8 +56,8 @@
  *
  * hit is the pool's hit ratio in that second, 1 - loads/fixes, where
  * loads are pages read from the image and fixes the page fixes (bm_stats
- * hits: a lookup fixes pages optimistically, and bm_fix_o counts a fix
- * that loaded its page among them); move counts the moves made before
+ * hits + loads: a fix that loaded its page counts as a load, not a hit);
+ * move counts the moves made before
  * that second; probation is s3clock's adapted probation target in pages
  * (0 under the clock). When the engine records its eviction trace
  * (VS_EVICT_TRACE), vsbench appends a marker record (evsim.h) with id
@@ -687,7 +687,7 @@ static int measure(const struct config *c, struct worker *w, struct bm *bm, cons
 		       (double)(cur.write_bytes - prev.write_bytes) / mb, c->threads,
 		       (unsigned long long)c->datasize, workload, c->batch);
 		if (c->zipf) {
-			uint64_t loads = cur.loads - prev.loads, fixes = cur.hits - prev.hits;
+			uint64_t loads = cur.loads - prev.loads, fixes = cur.hits - prev.hits + loads;
 			printf(",%.4f,%llu,%llu,%llu,%llu",
 			       fixes ? 1 - (double)loads / (double)fixes : 0.0,
 			       (unsigned long long)loads, (unsigned long long)fixes,
@@ -750,7 +750,7 @@ static int rndread(const struct config *c, struct worker *w, struct bm *bm)
 	if (c->zipf) {
 		struct bm_stats st;
 		bm_stats_get(bm, &st);
-		uint64_t loads = st.loads - st0.loads, fixes = st.hits - st0.hits;
+		uint64_t loads = st.loads - st0.loads, fixes = st.hits - st0.hits + loads;
 		fprintf(stderr,
 			"zipf: hit ratio %.4f over the run (%llu loads, %llu fixes); probation "
 			"%llu of %llu target, %llu promotions, %llu ghost hits\n",

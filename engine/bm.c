@@ -470,9 +470,10 @@ const void *bm_fix_o(struct bm_op *op, uint64_t pid, struct bm_guard *g)
 		latch_wait_over(spins);
 		if (s == PS_MARKED)
 			ps_clear_mark(ps, w);
-		BM_COUNT(op->thread, hits, 1);
-		if (!loaded)
+		if (!loaded) { /* (a fix that loaded its page counts as a load) */
+			BM_COUNT(op->thread, hits, 1);
 			bm_trace_note(bm, op->thread, BM_TRACE_ACCESS, pid);
+		}
 		g->pid = pid;
 		g->version = w;
 		g->mode = BM_O;
@@ -529,9 +530,10 @@ const void *bm_fix_s(struct bm_op *op, uint64_t pid, struct bm_guard *g)
 		}
 		if (ps_try_lock_s(ps, w)) {
 			latch_wait_over(spins);
-			BM_COUNT(op->thread, hits, 1);
-			if (!loaded)
+			if (!loaded) {
+				BM_COUNT(op->thread, hits, 1);
 				bm_trace_note(bm, op->thread, BM_TRACE_ACCESS, pid);
+			}
 			break;
 		}
 		if (op->nheld > 0 && spins > SPIN_LIMIT)

@@ -466,6 +466,42 @@ static void test_threads_s3clock(void **st)
 	assert_int_equal(bm_close(bm), 0);
 }
 
+static int fix_o_op(struct bm_op *op, void *arg)
+{
+	struct bm_guard g;
+	const uint64_t *pid = arg;
+	const uint64_t *b = bm_fix_o(op, *pid, &g);
+	uint64_t v = b[7];
+	bm_check(op, &g);
+	assert_true(v == (*pid ^ 7));
+	return 0;
+}
+
+/* A fix that loads its page counts as a load, not also as a hit (the
+ * tools' hit ratio is hits / (hits + loads)), shared or optimistic. */
+static void test_hit_count(void **st)
+{
+	(void)st;
+	struct bm *bm = open_pool(BM_EVICT_S3CLOCK, POOL_PAGES);
+	uint64_t first = make_pages(bm, 2);
+	assert_int_equal(bm_close(bm), 0);
+	bm = reopen_pool(BM_EVICT_S3CLOCK, POOL_PAGES);
+	struct bm_stats a, b, c;
+	bm_stats_get(bm, &a);
+	read_pages(bm, first, 1); /* bm_fix_s, loads */
+	uint64_t second = first + 1;
+	assert_int_equal(bm_run(bm, fix_o_op, &second), 0); /* bm_fix_o, loads */
+	bm_stats_get(bm, &b);
+	assert_int_equal(b.loads - a.loads, 2);
+	assert_int_equal(b.hits - a.hits, 0);
+	read_pages(bm, first, 1);
+	assert_int_equal(bm_run(bm, fix_o_op, &second), 0);
+	bm_stats_get(bm, &c);
+	assert_int_equal(c.loads - b.loads, 0);
+	assert_int_equal(c.hits - b.hits, 2);
+	assert_int_equal(bm_close(bm), 0);
+}
+
 /* A wrong VS_EVICT is an error, not the default quietly. */
 static void test_env(void **st)
 {
@@ -493,6 +529,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_reread_s3clock, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_meta_first, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_threads_s3clock, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_hit_count, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_env, setup, teardown),
 	};
 	/* The default policy is what the environment says, so the tests say
