@@ -96,14 +96,14 @@ static inline struct lo_slot *slot(void)
 	return __builtin_expect(s != NULL, 1) ? s : slot_register();
 }
 
+/* ---- the debug-build order checks ---- */
+
+#ifndef NDEBUG
 static unsigned held_of(enum lo_level level)
 {
 	return self ? atomic_load_explicit(&self->held[level], RELAXED) : 0;
 }
 
-/* ---- the debug-build order checks ---- */
-
-#ifndef NDEBUG
 static _Noreturn void lo_die(const char *msg, const char *what)
 {
 	vs_log(VS_LOG_ERR,
