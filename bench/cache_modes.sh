@@ -26,32 +26,9 @@ modes=${2:-both pool kernel}
 for t in fio python3 dd; do
 	command -v $t >/dev/null || { echo "cache_modes.sh: $t not in PATH" >&2; exit 77; }
 done
-dir=$(mktemp -d "${TMPDIR:-/var/tmp}/cache-modes.XXXXXX") || exit 1
-mnt=$dir/mnt
-pid=
-cleanup() {
-	if [ -n "$pid" ]; then fusermount3 -u "$mnt" 2>/dev/null; wait "$pid"; fi
-	rm -rf "$dir"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-mkdir "$mnt"
-fail() { echo "cache_modes.sh: $*" >&2; exit 1; }
-mount_fs() {
-	"$build/fs/virtuscale" "$dir/img" "$mnt" -f -o "pool=512M,cache=$1" >>"$dir/log" 2>&1 &
-	pid=$!
-	for _ in $(seq 1000); do
-		grep -q " $mnt " /proc/self/mounts && return 0
-		kill -0 $pid 2>/dev/null || fail "the daemon exited: $(tail -3 "$dir/log")"
-		sleep 0.01
-	done
-	fail "no mount"
-}
-umount_fs() {
-	fusermount3 -u "$mnt" || fail "cannot unmount"
-	wait $pid
-	pid=
-}
+. "$(dirname "$0")/mount_lib.sh"
+bench_dir cache-modes
+opts="pool=512M"
 stat_of() { awk -v n="$1" '$1 == n { print $2 }' "$mnt/.virtuscale/stats"; }
 kpages() {
 	python3 - "$1" <<'PY'
@@ -88,11 +65,11 @@ printf '%-7s %8s %8s %8s %8s %8s %8s %6s %6s\n' mode kpages pool rss cold warm r
 for mode in $modes; do
 	rm -f "$dir/img"
 	"$build/tools/mkfs.virtuscale" "$dir/img" --size 1G >>"$dir/log" 2>&1 || fail "mkfs failed"
-	mount_fs "$mode"
+	mount_fs "$opts,cache=$mode"
 	dd if=/dev/urandom of="$mnt/file" bs=1M count=256 conv=fsync status=none ||
 		fail "cannot write the file"
 	umount_fs
-	mount_fs "$mode"
+	mount_fs "$opts,cache=$mode"
 	sync
 	echo 3 2>/dev/null >/proc/sys/vm/drop_caches || dropped=no
 	d0=$(drops)

@@ -485,6 +485,7 @@ static void cluster_release(struct bm *bm, struct bm_thread *t, const uint64_t *
 #define S3_REMARKED 32u /* marked again after the correlation window */
 #define S3_PID_BITS 40 /* a ring entry: pid | tick of its push << 40 */
 #define S3_PID_MASK ((UINT64_C(1) << S3_PID_BITS) - 1)
+#define S3_TICK_MASK 0xffffffu /* the 24 bits of a tick above the pid */
 #define S3_EMPTY  UINT64_MAX /* a ring slot not (yet) written */
 #define S3_GOLDEN UINT64_C(0x9E3779B97F4A7C15)
 #define S3_ADAPT_UP   512 /* 1/256 pages: a ghost hit grows the target by 2 */
@@ -532,7 +533,7 @@ void bm_s3_free(struct bm *bm)
 	free(q);
 }
 
-static int s3_init(struct bm *bm, bool (*is_meta)(const void *page))
+static int s3_init(struct bm *bm, bool (*is_meta)(const void *page), uint64_t window_ops)
 {
 	struct bm_s3 *q = calloc(1, sizeof(*q));
 	uint64_t n = 64, g = 64;
@@ -569,17 +570,9 @@ static int s3_init(struct bm *bm, bool (*is_meta)(const void *page))
 	q->max = bm->capacity / 2;
 	atomic_init(&q->target, (bm->capacity / 10) << 8);
 	q->is_meta = is_meta;
-	/* The window, in operations (VS_EVICT_WINDOW=OPERATIONS to measure
-	 * another): longer than a walk's uses of one leaf, shorter than the
-	 * time a hot set is in use (bench/evsim/metascan.sh and scan.sh: twice
-	 * the pool's pages lost 11% of scan.sh's hot file to its scan). */
-	uint64_t ops = 2048;
-	const char *w = getenv("VS_EVICT_WINDOW");
-	if (w && *w)
-		ops = strtoull(w, NULL, 10);
-	q->window = (ops + BM_S3_TICK - 1) / BM_S3_TICK;
-	if (q->window > 0x7fffff)
-		q->window = 0x7fffff;
+	q->window = (window_ops + BM_S3_TICK - 1) / BM_S3_TICK;
+	if (q->window > S3_TICK_MASK / 2)
+		q->window = S3_TICK_MASK / 2; /* ages are taken modulo the mask */
 	return 0;
 }
 
@@ -588,12 +581,28 @@ int bm_evict_policy_set(struct bm *bm, const struct bm_config *cfg)
 	enum bm_evict_policy policy = cfg->evict_policy;
 	bool (*is_meta)(const void *page) = cfg->is_meta;
 	const char *meta_env = getenv("VS_EVICT_META");
+	const char *window_env = getenv("VS_EVICT_WINDOW");
+	/* The window for uses that follow the first, in operations: longer
+	 * than a walk's uses of one leaf, shorter than the time a hot set is
+	 * in use (bench/evsim/metascan.sh and scan.sh: twice the pool's pages
+	 * lost 11% of scan.sh's hot file to its scan). VS_EVICT_WINDOW=N to
+	 * measure another. */
+	uint64_t window_ops = 2048;
 
 	if (meta_env && strcmp(meta_env, "off") == 0)
 		is_meta = NULL;
 	else if (meta_env && *meta_env && strcmp(meta_env, "on") != 0) {
 		vs_log(VS_LOG_ERR, "VS_EVICT_META=%s: use on or off", meta_env);
 		return -EINVAL;
+	}
+	if (window_env && *window_env) {
+		char *end;
+		errno = 0;
+		window_ops = strtoull(window_env, &end, 10);
+		if (errno || *end || *window_env == '-') {
+			vs_log(VS_LOG_ERR, "VS_EVICT_WINDOW=%s: a number of operations", window_env);
+			return -EINVAL;
+		}
 	}
 	if (policy == BM_EVICT_DEFAULT) {
 		const char *env = getenv("VS_EVICT");
@@ -614,7 +623,7 @@ int bm_evict_policy_set(struct bm *bm, const struct bm_config *cfg)
 		return -EINVAL;
 	}
 	/* (no log line: the tools open pools too; the stats file says it) */
-	return policy == BM_EVICT_S3CLOCK ? s3_init(bm, is_meta) : 0;
+	return policy == BM_EVICT_S3CLOCK ? s3_init(bm, is_meta, window_ops) : 0;
 }
 
 static void s3_adapt(struct bm_s3 *q, bool ghost_hit)
@@ -681,7 +690,7 @@ static bool ring_push(struct bm_s3 *q, uint64_t pid)
 							  memory_order_relaxed))
 			break;
 	}
-	uint64_t tick = atomic_load_explicit(&q->now, memory_order_relaxed) & 0xffffff;
+	uint64_t tick = atomic_load_explicit(&q->now, memory_order_relaxed) & S3_TICK_MASK;
 	atomic_store_explicit(&q->ring[h & q->ring_mask], pid | tick << S3_PID_BITS,
 			      memory_order_release);
 	return true;
@@ -750,8 +759,6 @@ void bm_s3_born(struct bm *bm, uint64_t first, uint64_t n, bool node)
 	}
 }
 
-static void s3_remark(struct bm *bm);
-
 void bm_s3_young_mark(struct bm *bm, struct bm_thread *t)
 {
 	struct bm_s3 *q = bm->s3;
@@ -766,6 +773,34 @@ void bm_s3_young_mark(struct bm *bm, struct bm_thread *t)
 			atomic_fetch_or_explicit(&q->qflag[pid], S3_SEEN, memory_order_relaxed);
 	}
 	t->young_n = 0;
+}
+
+/* Under s3->mu: mark again the pages of the entries that are now
+ * q->window ticks old (see "Uses soon after the first" above). */
+static void s3_remark(struct bm *bm)
+{
+	struct bm_s3 *q = bm->s3;
+	const uint64_t tail = atomic_load_explicit(&q->tail, memory_order_relaxed);
+	const uint64_t head = atomic_load_explicit(&q->head, memory_order_acquire);
+	const uint64_t now = atomic_load_explicit(&q->now, memory_order_relaxed);
+	if (q->mid < tail)
+		q->mid = tail;
+	for (; q->mid < head; q->mid++) {
+		uint64_t e =
+		    atomic_load_explicit(&q->ring[q->mid & q->ring_mask], memory_order_acquire);
+		if (e == S3_EMPTY)
+			break; /* claimed, not yet written: later */
+		if (((now - (e >> S3_PID_BITS)) & S3_TICK_MASK) < q->window)
+			break; /* younger, and so is what follows */
+		uint64_t pid = e & S3_PID_MASK;
+		uint8_t fl = atomic_load_explicit(&q->qflag[pid], memory_order_relaxed);
+		if ((fl & (S3_SMALL | S3_SEEN | S3_REMARKED)) == (S3_SMALL | S3_SEEN)) {
+			ps_word *ps = state_of(bm, pid);
+			ps_try_mark(ps, ps_load(ps)); /* (held now: in use, a use) */
+			atomic_fetch_or_explicit(&q->qflag[pid], S3_REMARKED,
+						 memory_order_relaxed);
+		}
+	}
 }
 
 void bm_s3_tick(struct bm *bm)
@@ -822,34 +857,6 @@ void bm_s3_stats(struct bm *bm, struct bm_stats *ret)
  * checkpoint) go round again; after 4 * @want of those it gives up, and
  * main gives the rest.
  */
-/* Under s3->mu: mark again the pages of the entries that are now
- * q->window ticks old (see "Uses soon after the first" above). */
-static void s3_remark(struct bm *bm)
-{
-	struct bm_s3 *q = bm->s3;
-	const uint64_t tail = atomic_load_explicit(&q->tail, memory_order_relaxed);
-	const uint64_t head = atomic_load_explicit(&q->head, memory_order_acquire);
-	const uint64_t now = atomic_load_explicit(&q->now, memory_order_relaxed);
-	if (q->mid < tail)
-		q->mid = tail;
-	for (; q->mid < head; q->mid++) {
-		uint64_t e =
-		    atomic_load_explicit(&q->ring[q->mid & q->ring_mask], memory_order_acquire);
-		if (e == S3_EMPTY)
-			break; /* claimed, not yet written: later */
-		if (((now - (e >> S3_PID_BITS)) & 0xffffff) < q->window)
-			break; /* younger, and so is what follows */
-		uint64_t pid = e & S3_PID_MASK;
-		uint8_t fl = atomic_load_explicit(&q->qflag[pid], memory_order_relaxed);
-		if ((fl & (S3_SMALL | S3_SEEN | S3_REMARKED)) == (S3_SMALL | S3_SEEN)) {
-			ps_word *ps = state_of(bm, pid);
-			ps_try_mark(ps, ps_load(ps)); /* (held now: in use, a use) */
-			atomic_fetch_or_explicit(&q->qflag[pid], S3_REMARKED,
-						 memory_order_relaxed);
-		}
-	}
-}
-
 static void s3_collect(struct bm *bm, uint64_t *clean, unsigned *nc, uint64_t *dirty, unsigned *nd,
 		       unsigned want, bool force)
 {

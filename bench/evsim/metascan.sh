@@ -34,40 +34,15 @@ build=$(cd "${1:?usage: metascan.sh BUILD_DIR [OPTIONS]}" && pwd)
 extra=${2:-}
 [ -c /dev/fuse ] || { echo "metascan.sh: no /dev/fuse" >&2; exit 77; }
 [ -w /proc/sys/vm/drop_caches ] || { echo "metascan.sh: needs root (drop_caches)" >&2; exit 77; }
-dir=$(mktemp -d "${TMPDIR:-/var/tmp}/evsim-metascan.XXXXXX") || exit 1
-mnt=$dir/mnt
-pid=
-cleanup() {
-	if [ -n "$pid" ]; then fusermount3 -u "$mnt" 2>/dev/null; wait "$pid"; fi
-	rm -rf "$dir"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-mkdir "$mnt"
-fail() { echo "metascan.sh: $*" >&2; exit 1; }
-
-mount_fs() { # [env...]
-	env "$@" "$build/fs/virtuscale" "$dir/img" "$mnt" -f -o "pool=16M${extra:+,$extra}" \
-		>>"$dir/log" 2>&1 &
-	pid=$!
-	for _ in $(seq 1000); do
-		grep -q " $mnt " /proc/self/mounts && return 0
-		kill -0 $pid 2>/dev/null || fail "the daemon exited: $(tail -3 "$dir/log")"
-		sleep 0.01
-	done
-	fail "no mount"
-}
-umount_fs() {
-	fusermount3 -u "$mnt" || fail "cannot unmount"
-	wait $pid
-	pid=
-}
+. "$(dirname "$0")/../mount_lib.sh"
+bench_dir evsim-metascan
+opts="pool=16M${extra:+,$extra}"
 
 bsize=${METASCAN_BSIZE:-600}
 # The trees take about 38,000 pages with their copies (metadata dup), and
 # 80,000 more with 1 KiB files.
 "$build/tools/mkfs.virtuscale" "$dir/img" --size 1G >>"$dir/log" 2>&1 || fail "mkfs failed"
-mount_fs
+mount_fs "$opts"
 python3 - "$mnt" "$bsize" <<'PY' || fail "cannot create the trees"
 import os, sys
 mnt, bsize = sys.argv[1], int(sys.argv[2])
@@ -84,7 +59,7 @@ tree("A", 100, 200, 100)
 tree("B", 400, 200, bsize)
 PY
 umount_fs
-mount_fs VS_EVICT_TRACE="$dir/trace" VS_EVICT_TRACE_SYNC=1
+mount_fs "$opts" VS_EVICT_TRACE="$dir/trace" VS_EVICT_TRACE_SYNC=1
 
 python3 - "$mnt" "$dir/trace" <<'PY' || fail "the experiment failed"
 import os, struct, subprocess, sys, time

@@ -17,41 +17,16 @@ set -u
 build=$(cd "${1:?usage: scan.sh BUILD_DIR [OPTIONS]}" && pwd)
 extra=${2:-}
 [ -c /dev/fuse ] || { echo "scan.sh: no /dev/fuse" >&2; exit 77; }
-dir=$(mktemp -d "${TMPDIR:-/var/tmp}/evsim-scan.XXXXXX") || exit 1
-mnt=$dir/mnt
-pid=
-cleanup() {
-	if [ -n "$pid" ]; then fusermount3 -u "$mnt" 2>/dev/null; wait "$pid"; fi
-	rm -rf "$dir"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-mkdir "$mnt"
-fail() { echo "scan.sh: $*" >&2; exit 1; }
-
-mount_fs() { # [env...]
-	env "$@" "$build/fs/virtuscale" "$dir/img" "$mnt" -f -o "pool=64M${extra:+,$extra}" \
-		>>"$dir/log" 2>&1 &
-	pid=$!
-	for _ in $(seq 1000); do
-		grep -q " $mnt " /proc/self/mounts && return 0
-		kill -0 $pid 2>/dev/null || fail "the daemon exited: $(tail -3 "$dir/log")"
-		sleep 0.01
-	done
-	fail "no mount"
-}
-umount_fs() {
-	fusermount3 -u "$mnt" || fail "cannot unmount"
-	wait $pid
-	pid=
-}
+. "$(dirname "$0")/../mount_lib.sh"
+bench_dir evsim-scan
+opts="pool=64M${extra:+,$extra}"
 
 "$build/tools/mkfs.virtuscale" "$dir/img" --size 640M >>"$dir/log" 2>&1 || fail "mkfs failed"
-mount_fs
+mount_fs "$opts"
 head -c 16M /dev/urandom >"$mnt/hot" || fail "cannot write the hot file"
 head -c 256M /dev/zero | tr '\0' 'x' >"$mnt/cold" || fail "cannot write the cold file"
 umount_fs
-mount_fs VS_EVICT_TRACE="$dir/trace" VS_EVICT_TRACE_SYNC=1
+mount_fs "$opts" VS_EVICT_TRACE="$dir/trace" VS_EVICT_TRACE_SYNC=1
 
 python3 - "$mnt" "$dir/trace" <<'PY' || fail "the experiment failed"
 import mmap, os, random, struct, sys
