@@ -1013,10 +1013,19 @@ int bm_open(const struct bm_config *cfg, struct bm **ret_bm)
 		vs_log(VS_LOG_ERR, "%s: %s", cfg->path, strerror(errno));
 		goto fail;
 	}
-	if (flock(bm->fd, (cfg->read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
-		r = errno == EWOULDBLOCK ? -EBUSY : -errno;
-		vs_log(VS_LOG_ERR, "%s: image is in use by another process", cfg->path);
-		goto fail;
+	/* A lock held for a moment more is waited for, briefly: a daemon
+	 * killed a moment ago can hold the image after it is reaped (the
+	 * kernel tears down its io_uring rings, whose writes hold the file,
+	 * after the process is gone). Held longer, the image is in use. */
+	for (unsigned ms = 0;; ms += 10) {
+		if (flock(bm->fd, (cfg->read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) == 0)
+			break;
+		if (errno != EWOULDBLOCK || ms >= BM_LOCK_WAIT_MS) {
+			r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+			vs_log(VS_LOG_ERR, "%s: image is in use by another process", cfg->path);
+			goto fail;
+		}
+		usleep(10000);
 	}
 	r = bm_meta_load(bm);
 	if (r < 0)

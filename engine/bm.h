@@ -153,10 +153,12 @@ struct bm_config {
 int bm_format(const char *path, uint64_t size_bytes, unsigned flags);
 
 /* Open an image. Errors: -ENOENT, -EACCES (the path); -EBUSY (another
- * process has the image open: images are locked with flock); -EUCLEAN (not a
+ * process has held the image for BM_LOCK_WAIT_MS: images are locked with
+ * flock, and a lock let go within that time is taken); -EUCLEAN (not a
  * VirtuScale image, or its superblock is damaged); -EPROTONOSUPPORT (an image
  * of another format version); -ENODEV (exmap requested but unavailable);
  * -ENOMEM (pool or reservation). A message saying which is logged. */
+#define BM_LOCK_WAIT_MS 1000
 int bm_open(const struct bm_config *cfg, struct bm **ret_bm);
 
 /* The embedder's hook for "the calling thread is about to wait": called

@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -93,6 +95,30 @@ static void test_open_errors(void **st)
 	assert_int_equal(bm_open(&cfg, &bm), 0);
 	assert_int_equal(bm_open(&cfg, &bm2), -EBUSY);
 	assert_int_equal(bm_close(bm), 0);
+
+	/* a lock let go within BM_LOCK_WAIT_MS (a daemon killed a moment ago
+	 * whose rings the kernel still tears down) is waited for */
+	int pfd[2];
+	assert_int_equal(pipe(pfd), 0);
+	pid_t child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		int lfd = open(img, O_RDWR);
+		char c = 1;
+		if (lfd < 0 || flock(lfd, LOCK_EX) < 0 || write(pfd[1], &c, 1) != 1)
+			_exit(1);
+		usleep(300 * 1000);
+		_exit(0);
+	}
+	char c;
+	assert_int_equal(read(pfd[0], &c, 1), 1); /* the child holds the lock */
+	close(pfd[0]);
+	close(pfd[1]);
+	assert_int_equal(bm_open(&cfg, &bm), 0);
+	assert_int_equal(bm_close(bm), 0);
+	int status;
+	assert_int_equal(waitpid(child, &status, 0), child);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 
 	/* an unknown format version */
 	fd = open(img, O_RDWR);
